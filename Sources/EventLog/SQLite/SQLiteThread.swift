@@ -1,0 +1,152 @@
+import Foundation
+
+/// Dedicated OS threads that own SQLite connections and run jobs against them.
+///
+/// SQLite calls block, so they never run on the Swift cooperative pool (two threads on a two-core
+/// machine) or on a NIO event loop. Each thread opens its own ``Connection`` and is its only user.
+/// With one thread this is a serial executor; callers hand work over with ``SQLiteThreads/run(_:)``
+/// and await the result.
+///
+/// `handle` receives every job that is pending when the thread wakes, up to `maxBatch`. The writer
+/// uses this to drain all queued appends into one transaction (group commit).
+final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
+    // @unchecked: `pending`, `stopping` and `running` are only touched under `condition`.
+    private let condition = NSCondition()
+    private var pending: [Job] = []
+    private var pendingStart = 0
+    private var stopping = false
+    private var running = 0
+    private let maxBatch: Int
+    private let exited = DispatchGroup()
+
+    /// Starts `count` threads. Each opens its connection with `open` before it takes any job, and
+    /// the initializer fails if any of them cannot open.
+    init(
+        name: String,
+        count: Int,
+        maxBatch: Int,
+        open: @escaping @Sendable () throws -> Connection,
+        handle: @escaping @Sendable (Connection, [Job]) -> Void
+    ) throws {
+        self.maxBatch = maxBatch
+        let opened = OpenResults(count: count)
+        for index in 0..<count {
+            exited.enter()
+            let thread = Thread { [self] in
+                let connection: Connection
+                do {
+                    connection = try open()
+                    opened.report(nil)
+                } catch {
+                    opened.report(error)
+                    self.exited.leave()
+                    return
+                }
+                self.loop(connection: connection, handle: handle)
+                connection.close()
+                self.exited.leave()
+            }
+            thread.name = "\(name)-\(index)"
+            thread.start()
+        }
+        if let error = opened.wait() {
+            shutdown()
+            throw error
+        }
+    }
+
+    /// Queues a job. Returns false when the threads are shutting down.
+    @discardableResult
+    func submit(_ job: Job) -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        guard !stopping else { return false }
+        pending.append(job)
+        condition.signal()
+        return true
+    }
+
+    /// Finishes the jobs already queued, closes the connections and waits for the threads to exit.
+    func shutdown() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        condition.unlock()
+        exited.wait()
+    }
+
+    private func loop(connection: Connection, handle: (Connection, [Job]) -> Void) {
+        while true {
+            condition.lock()
+            while pendingStart == pending.count && !stopping {
+                condition.wait()
+            }
+            if pendingStart == pending.count && stopping {
+                condition.unlock()
+                return
+            }
+            let end = min(pending.count, pendingStart + maxBatch)
+            let jobs = Array(pending[pendingStart..<end])
+            pendingStart = end
+            if pendingStart == pending.count {
+                pending.removeAll(keepingCapacity: pending.count < 4096)
+                pendingStart = 0
+            } else if pendingStart > 4096 {
+                pending.removeFirst(pendingStart)
+                pendingStart = 0
+            }
+            condition.unlock()
+            handle(connection, jobs)
+        }
+    }
+}
+
+/// Collects whether each thread opened its connection.
+private final class OpenResults: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var remaining: Int
+    private var firstError: Error?
+
+    init(count: Int) { remaining = count }
+
+    func report(_ error: Error?) {
+        condition.lock()
+        remaining -= 1
+        if let error, firstError == nil { firstError = error }
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    func wait() -> Error? {
+        condition.lock()
+        defer { condition.unlock() }
+        while remaining > 0 { condition.wait() }
+        return firstError
+    }
+}
+
+/// A job for a reader thread: a closure run against the thread's connection.
+struct ConnectionJob: Sendable {
+    let body: @Sendable (Connection) -> Void
+}
+
+extension SQLiteThreads where Job == ConnectionJob {
+    /// Threads that run each closure against their connection.
+    convenience init(name: String, count: Int, open: @escaping @Sendable () throws -> Connection) throws {
+        try self.init(name: name, count: count, maxBatch: 1, open: open) { connection, jobs in
+            for job in jobs { job.body(connection) }
+        }
+    }
+
+    /// Runs `body` on one of the threads and returns its result.
+    func run<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            let accepted = submit(
+                ConnectionJob { connection in
+                    continuation.resume(with: Result { try body(connection) })
+                }
+            )
+            if !accepted { continuation.resume(throwing: EventLogError.closed) }
+        }
+    }
+}
