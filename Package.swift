@@ -6,9 +6,16 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "EventLog", targets: ["EventLog"]),
+        .library(name: "EventLogServer", targets: ["EventLogServer"]),
+        .library(name: "EventLogClient", targets: ["EventLogClient"]),
+        .executable(name: "eventlogd", targets: ["eventlogd"]),
+        .executable(name: "eventlog-bench", targets: ["eventlog-bench"]),
     ],
     dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
     ],
     targets: [
         .systemLibrary(
@@ -23,9 +30,55 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        .target(
+            name: "EventLogServer",
+            dependencies: [
+                "EventLog",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
+            name: "EventLogClient",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+            ]
+        ),
+        .executableTarget(
+            name: "eventlogd",
+            dependencies: [
+                "EventLogServer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "eventlog-bench",
+            dependencies: [
+                "EventLog",
+                "EventLogClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "tools/eventlog-bench"
+        ),
         .testTarget(
             name: "EventLogTests",
             dependencies: ["EventLog"]
+        ),
+        .testTarget(
+            name: "EventLogServerTests",
+            dependencies: ["EventLogServer", "EventLogClient", "EventLog"]
+        ),
+        .testTarget(
+            name: "EventLogClientTests",
+            dependencies: ["EventLogClient"]
         ),
     ],
     swiftLanguageModes: [.v6]

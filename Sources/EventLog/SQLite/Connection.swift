@@ -90,6 +90,8 @@ final class Connection {
     func scalarInt(_ sql: String, _ arguments: [SQLValue] = []) throws -> Int64? {
         let statement = try cachedStatement(sql)
         try statement.bind(arguments)
+        // Reset at once: a statement left mid-rows keeps its read open and blocks COMMIT.
+        defer { statement.reset() }
         guard try statement.step() else { return nil }
         return statement.isNull(0) ? nil : statement.int64(0)
     }
@@ -98,6 +100,7 @@ final class Connection {
     func scalarText(_ sql: String, _ arguments: [SQLValue] = []) throws -> String? {
         let statement = try cachedStatement(sql)
         try statement.bind(arguments)
+        defer { statement.reset() }
         guard try statement.step() else { return nil }
         return statement.text(0)
     }

@@ -1,0 +1,243 @@
+import EventLog
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOWebSocket
+import Synchronization
+
+/// The HTTP/1.1 + WebSocket server over an ``EventLog``.
+///
+/// Each connection is one child task of a discarding task group, so an error in one connection
+/// never tears down the server. Shutdown is explicit: stop accepting, end the open streams, let
+/// in-flight requests finish, and only then does the owner close the log.
+public final class EventLogServer: Sendable {
+    /// The log the server serves.
+    public let log: EventLog
+    /// The configuration it runs with.
+    public let configuration: ServerConfiguration
+    let logger: Logger
+    let metrics = Metrics()
+    let tokens: ResumeTokenCodec
+    private let group: any EventLoopGroup
+    private let state = Mutex(RunState())
+    let connections = ConnectionRegistry()
+
+    enum UpgradeResult: Sendable {
+        case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case http(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+    }
+
+    private struct RunState {
+        var serverChannel: (any Channel)?
+        var serveTask: Task<Void, Never>?
+        var shuttingDown = false
+        var localPort: Int?
+    }
+
+    /// Creates a server; nothing is bound until ``start()``.
+    public init(
+        log: EventLog,
+        configuration: ServerConfiguration = ServerConfiguration(),
+        logger: Logger = Logger(label: "eventlogd"),
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) {
+        self.log = log
+        self.configuration = configuration
+        self.logger = logger
+        self.group = eventLoopGroup
+        self.tokens = ResumeTokenCodec(key: log.tokenKey, epoch: log.epoch)
+    }
+
+    /// True once shutdown has begun.
+    var isShuttingDown: Bool { state.withLock { $0.shuttingDown } }
+
+    /// The bound port, once started.
+    public var localPort: Int? { state.withLock { $0.localPort } }
+
+    /// Binds and starts serving in the background. Returns the bound port.
+    @discardableResult
+    public func start() async throws -> Int {
+        let serverChannel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 1024)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try self.configureChild(channel)
+                }
+            }
+        let port = serverChannel.channel.localAddress?.port ?? configuration.port
+        let task = Task {
+            await withDiscardingTaskGroup { group in
+                do {
+                    try await serverChannel.executeThenClose { inbound in
+                        for try await connection in inbound {
+                            group.addTask { await self.handle(connection) }
+                        }
+                    }
+                } catch {
+                    self.logger.error("accept loop failed", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        state.withLock {
+            $0.serverChannel = serverChannel.channel
+            $0.serveTask = task
+            $0.localPort = port
+        }
+        logger.info(
+            "listening",
+            metadata: ["host": "\(configuration.host)", "port": "\(port)", "db": "\(log.path)", "epoch": "\(log.epoch)"]
+        )
+        return port
+    }
+
+    /// Starts, then serves until ``shutdown()`` completes.
+    public func run() async throws {
+        try await start()
+        await waitUntilStopped()
+    }
+
+    /// Returns when the accept loop and every connection have finished.
+    public func waitUntilStopped() async {
+        let task = state.withLock { $0.serveTask }
+        await task?.value
+    }
+
+    /// Graceful shutdown: stop accepting, end SSE and WebSocket streams (close 1001), let in-flight
+    /// publishes commit and answer, close idle connections, and wait for every connection to finish
+    /// (closing the rest by force after the grace period). The owner closes the log afterwards.
+    public func shutdown() async {
+        let (channel, task) = state.withLock { state -> ((any Channel)?, Task<Void, Never>?) in
+            state.shuttingDown = true
+            return (state.serverChannel, state.serveTask)
+        }
+        logger.info("shutting down")
+        try? await channel?.close()
+        log.endSubscriptions()
+        connections.closeIdle()
+        let grace = configuration.shutdownGracePeriod
+        let forced = Task {
+            try await Task.sleep(for: grace)
+            self.connections.closeAll()
+        }
+        await task?.value
+        forced.cancel()
+        logger.info("stopped")
+    }
+
+    // MARK: Connections
+
+    private func configureChild(_ channel: any Channel) throws -> EventLoopFuture<UpgradeResult> {
+        guard !isShuttingDown, metrics.tryOpenConnection(limit: configuration.maxConnections) else {
+            let status: HTTPResponseStatus = .serviceUnavailable
+            let body = Wire.errorBody(
+                code: isShuttingDown ? "shutting_down" : "too_many_connections",
+                message: isShuttingDown ? "the server is shutting down" : "the server has too many open connections"
+            )
+            var buffer = channel.allocator.buffer(capacity: 256)
+            buffer.writeString(
+                "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\ncontent-type: application/json\r\n"
+                    + "content-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n\(body)"
+            )
+            channel.writeAndFlush(buffer).whenComplete { _ in channel.close(promise: nil) }
+            return channel.eventLoop.makeFailedFuture(ConnectionRefused())
+        }
+        channel.closeFuture.whenComplete { _ in self.metrics.connectionClosed() }
+        let maxFrameSize = configuration.maxWebSocketFrameBytes
+        let upgrader = NIOTypedWebSocketServerUpgrader<UpgradeResult>(
+            maxFrameSize: maxFrameSize,
+            enableAutomaticErrorHandling: true,
+            shouldUpgrade: { channel, head in
+                let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+                guard path == "/v1/ws", !self.isShuttingDown else {
+                    return channel.eventLoop.makeSucceededFuture(nil)
+                }
+                return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
+                        wrappingChannelSynchronously: channel
+                    )
+                    return UpgradeResult.webSocket(asyncChannel)
+                }
+            }
+        )
+        let upgradeConfiguration = NIOTypedHTTPServerUpgradeConfiguration(
+            upgraders: [upgrader],
+            notUpgradingCompletionHandler: { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let asyncChannel = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
+                        wrappingChannelSynchronously: channel
+                    )
+                    return UpgradeResult.http(asyncChannel)
+                }
+            }
+        )
+        var pipelineConfiguration = NIOUpgradableHTTPServerPipelineConfiguration(
+            upgradeConfiguration: upgradeConfiguration
+        )
+        pipelineConfiguration.decoderConfiguration.maxHeaderListSize = 32 * 1024
+        let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
+            configuration: pipelineConfiguration
+        )
+        // Until the first request head arrives the connection is idle; a client that never sends one
+        // is closed after the request timeout (slow-loris defence).
+        let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000)
+        let scheduled = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        result.whenComplete { _ in scheduled.cancel() }
+        return result
+    }
+
+    private func handle(_ upgrade: EventLoopFuture<UpgradeResult>) async {
+        do {
+            switch try await upgrade.get() {
+            case .http(let channel):
+                try await HTTPConnection(server: self, channel: channel).run()
+            case .webSocket(let channel):
+                try await channel.executeThenClose { _, _ in }
+            }
+        } catch is ConnectionRefused {
+            return
+        } catch {
+            logger.debug("connection ended with an error", metadata: ["error": "\(error)"])
+        }
+    }
+
+    struct ConnectionRefused: Error {}
+}
+
+/// Open connections and whether each is between requests, so shutdown can close the idle ones at
+/// once and the busy ones when their response is done.
+final class ConnectionRegistry: Sendable {
+    private struct Entry {
+        let channel: any Channel
+        var idle: Bool
+    }
+
+    private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+
+    func register(_ channel: any Channel) {
+        entries.withLock { $0[ObjectIdentifier(channel)] = Entry(channel: channel, idle: true) }
+    }
+
+    func unregister(_ channel: any Channel) {
+        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    }
+
+    func setIdle(_ channel: any Channel, _ idle: Bool) {
+        entries.withLock { $0[ObjectIdentifier(channel)]?.idle = idle }
+    }
+
+    func closeIdle() {
+        let idle = entries.withLock { $0.values.filter(\.idle).map(\.channel) }
+        for channel in idle { channel.close(promise: nil) }
+    }
+
+    func closeAll() {
+        let all = entries.withLock { $0.values.map(\.channel) }
+        for channel in all { channel.close(promise: nil) }
+    }
+}

@@ -1,0 +1,85 @@
+import EventLog
+import NIOHTTP1
+
+/// `GET /v1/events` as JSON pages, `GET /v1/topics` and `GET /healthz`.
+struct HistoryEndpoint {
+    let server: EventLogServer
+
+    /// The largest `limit` a history page may ask for.
+    static let maxLimit = 1000
+
+    func history(_ request: Request) async throws -> Response {
+        let texts = request.queryValues("topic")
+        let selectors = try HistoryEndpoint.selectors(texts.isEmpty ? ["*"] : texts)
+        let after = try HistoryEndpoint.integer(request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
+        let limit = try HistoryEndpoint.integer(
+            request.queryValue("limit"), name: "limit", default: 100, range: 1...Int64(HistoryEndpoint.maxLimit))
+        let page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
+        var body = JSONWriter()
+        body.raw("{\"events\":[")
+        for (offset, event) in page.events.enumerated() {
+            if offset > 0 { body.raw(",") }
+            body.raw(Wire.envelope(event))
+        }
+        body.raw("],\"next\":\(page.next),\"head\":\(page.head),\"earliest\":\(page.earliest)}")
+        return .json(.ok, body.text)
+    }
+
+    func topics() async throws -> Response {
+        let topics = try await server.log.topics()
+        var body = JSONWriter()
+        body.raw("{\"topics\":[")
+        for (offset, topic) in topics.enumerated() {
+            if offset > 0 { body.raw(",") }
+            body.raw(
+                JSONWriter.object([
+                    "topic": .string(topic.topic), "count": .int(topic.count), "lastId": .int(topic.lastID),
+                ])
+            )
+        }
+        body.raw("],\"head\":\(server.log.head),\"earliest\":\(server.log.earliest)}")
+        return .json(.ok, body.text)
+    }
+
+    func health() async -> Response {
+        do {
+            try await server.log.checkWritable()
+            return .json(
+                .ok,
+                JSONWriter.object([
+                    "status": .string("ok"), "head": .int(server.log.head), "earliest": .int(server.log.earliest),
+                    "epoch": .string(server.log.epoch),
+                ])
+            )
+        } catch let error as EventLogError {
+            return Response(APIError(error))
+        } catch {
+            return Response(
+                APIError(status: .serviceUnavailable, code: "storage_unavailable", message: "\(error)")
+            )
+        }
+    }
+
+    /// Parses `topic` parameters; `400 invalid_selector` on a bad one.
+    static func selectors(_ texts: [String]) throws(APIError) -> SelectorSet {
+        do {
+            return try SelectorSet(parsing: texts)
+        } catch {
+            throw APIError.badRequest(error.code.description, error.message)
+        }
+    }
+
+    /// An integer query parameter within `range`; `400 invalid_parameter` otherwise.
+    static func integer(_ text: String?, name: String, default value: Int64, range: ClosedRange<Int64>)
+        throws(APIError) -> Int64
+    {
+        guard let text else { return value }
+        guard let number = Int64(text), range.contains(number) else {
+            throw APIError.badRequest(
+                "invalid_parameter",
+                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), not \"\(text.prefix(40))\""
+            )
+        }
+        return number
+    }
+}

@@ -1,0 +1,387 @@
+/// A parsed JSON value. Numbers keep their original lexeme, so a payload's digits are never
+/// changed by a round trip through a floating-point type.
+enum JSONValue: Equatable, Sendable {
+    case null
+    case bool(Bool)
+    case number(String)
+    case string(String)
+    case array([JSONValue])
+    case object([(String, JSONValue)])
+
+    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+        switch (lhs, rhs) {
+        case (.null, .null): return true
+        case (.bool(let a), .bool(let b)): return a == b
+        case (.number(let a), .number(let b)): return a == b
+        case (.string(let a), .string(let b)): return a == b
+        case (.array(let a), .array(let b)): return a == b
+        case (.object(let a), .object(let b)):
+            return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+        default: return false
+        }
+    }
+
+    /// The value of `key` in an object.
+    subscript(key: String) -> JSONValue? {
+        guard case .object(let members) = self else { return nil }
+        return members.first { $0.0 == key }?.1
+    }
+
+    /// Canonical text: object keys sorted by their UTF-8 bytes, no whitespace.
+    var canonicalText: String {
+        var writer = JSONWriter()
+        writer.writeCanonical(self)
+        return writer.text
+    }
+}
+
+/// Why a JSON text could not be parsed.
+struct JSONParseError: Error, CustomStringConvertible {
+    let offset: Int
+    let reason: String
+    var description: String { "\(reason) at byte \(offset)" }
+}
+
+/// A strict RFC 8259 parser over UTF-8 bytes, with a nesting limit.
+struct JSONParser {
+    private let bytes: [UInt8]
+    private var index = 0
+    private let maxDepth: Int
+
+    /// Parses one JSON value that fills `bytes` (surrounding whitespace allowed).
+    static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws -> JSONValue {
+        var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
+        parser.skipWhitespace()
+        let value = try parser.parseValue(depth: 0)
+        parser.skipWhitespace()
+        guard parser.index == bytes.count else { throw parser.error("unexpected text after the JSON value") }
+        return value
+    }
+
+    private init(bytes: [UInt8], maxDepth: Int) {
+        self.bytes = bytes
+        self.maxDepth = maxDepth
+    }
+
+    private func error(_ reason: String) -> JSONParseError {
+        JSONParseError(offset: index, reason: reason)
+    }
+
+    private mutating func skipWhitespace() {
+        while index < bytes.count {
+            switch bytes[index] {
+            case 0x20, 0x09, 0x0A, 0x0D: index += 1
+            default: return
+            }
+        }
+    }
+
+    private mutating func parseValue(depth: Int) throws -> JSONValue {
+        guard depth <= maxDepth else { throw error("JSON nested deeper than \(maxDepth) levels") }
+        guard index < bytes.count else { throw error("unexpected end of JSON") }
+        switch bytes[index] {
+        case UInt8(ascii: "{"): return try parseObject(depth: depth)
+        case UInt8(ascii: "["): return try parseArray(depth: depth)
+        case UInt8(ascii: "\""): return .string(try parseString())
+        case UInt8(ascii: "t"):
+            try expectLiteral("true")
+            return .bool(true)
+        case UInt8(ascii: "f"):
+            try expectLiteral("false")
+            return .bool(false)
+        case UInt8(ascii: "n"):
+            try expectLiteral("null")
+            return .null
+        case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+            return .number(try parseNumber())
+        default:
+            throw error("unexpected character")
+        }
+    }
+
+    private mutating func expectLiteral(_ literal: StaticString) throws {
+        let count = literal.utf8CodeUnitCount
+        guard index + count <= bytes.count else { throw error("unexpected end of JSON") }
+        let matches = literal.withUTF8Buffer { expected in
+            (0..<count).allSatisfy { bytes[index + $0] == expected[$0] }
+        }
+        guard matches else { throw error("unexpected character") }
+        index += count
+    }
+
+    private mutating func parseObject(depth: Int) throws -> JSONValue {
+        index += 1
+        var members: [(String, JSONValue)] = []
+        var seen: Set<String> = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
+            index += 1
+            return .object(members)
+        }
+        while true {
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
+            let key = try parseString()
+            guard seen.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+            skipWhitespace()
+            guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
+            index += 1
+            skipWhitespace()
+            members.append((key, try parseValue(depth: depth + 1)))
+            skipWhitespace()
+            guard index < bytes.count else { throw error("unexpected end of JSON") }
+            if bytes[index] == UInt8(ascii: ",") {
+                index += 1
+            } else if bytes[index] == UInt8(ascii: "}") {
+                index += 1
+                return .object(members)
+            } else {
+                throw error("expected ',' or '}'")
+            }
+        }
+    }
+
+    private mutating func parseArray(depth: Int) throws -> JSONValue {
+        index += 1
+        var elements: [JSONValue] = []
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == UInt8(ascii: "]") {
+            index += 1
+            return .array(elements)
+        }
+        while true {
+            skipWhitespace()
+            elements.append(try parseValue(depth: depth + 1))
+            skipWhitespace()
+            guard index < bytes.count else { throw error("unexpected end of JSON") }
+            if bytes[index] == UInt8(ascii: ",") {
+                index += 1
+            } else if bytes[index] == UInt8(ascii: "]") {
+                index += 1
+                return .array(elements)
+            } else {
+                throw error("expected ',' or ']'")
+            }
+        }
+    }
+
+    private mutating func parseNumber() throws -> String {
+        let start = index
+        if bytes[index] == UInt8(ascii: "-") { index += 1 }
+        guard index < bytes.count else { throw error("bad number") }
+        if bytes[index] == UInt8(ascii: "0") {
+            index += 1
+        } else if isDigit(bytes[index]) {
+            while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+        } else {
+            throw error("bad number")
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+            index += 1
+            guard index < bytes.count, isDigit(bytes[index]) else { throw error("bad number") }
+            while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+        }
+        if index < bytes.count, bytes[index] == UInt8(ascii: "e") || bytes[index] == UInt8(ascii: "E") {
+            index += 1
+            if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") {
+                index += 1
+            }
+            guard index < bytes.count, isDigit(bytes[index]) else { throw error("bad number") }
+            while index < bytes.count, isDigit(bytes[index]) { index += 1 }
+        }
+        return String(decoding: bytes[start..<index], as: UTF8.self)
+    }
+
+    private func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
+
+    private mutating func parseString() throws -> String {
+        index += 1
+        var runStart = index
+        var result = ""
+        func flushRun(_ end: Int) throws {
+            if end > runStart {
+                guard let run = String(validating: bytes[runStart..<end], as: UTF8.self) else {
+                    throw error("invalid UTF-8 in string")
+                }
+                result += run
+            }
+        }
+        while true {
+            guard index < bytes.count else { throw error("unterminated string") }
+            let byte = bytes[index]
+            if byte == UInt8(ascii: "\"") {
+                try flushRun(index)
+                index += 1
+                return result
+            }
+            if byte < 0x20 { throw error("control character in string") }
+            if byte != UInt8(ascii: "\\") {
+                index += 1
+                continue
+            }
+            try flushRun(index)
+            index += 1
+            guard index < bytes.count else { throw error("unterminated string") }
+            let escape = bytes[index]
+            index += 1
+            switch escape {
+            case UInt8(ascii: "\""): result += "\""
+            case UInt8(ascii: "\\"): result += "\\"
+            case UInt8(ascii: "/"): result += "/"
+            case UInt8(ascii: "b"): result += "\u{08}"
+            case UInt8(ascii: "f"): result += "\u{0C}"
+            case UInt8(ascii: "n"): result += "\n"
+            case UInt8(ascii: "r"): result += "\r"
+            case UInt8(ascii: "t"): result += "\t"
+            case UInt8(ascii: "u"):
+                let first = try parseHex4()
+                if (0xD800...0xDBFF).contains(first) {
+                    guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                    else { throw error("unpaired surrogate") }
+                    index += 2
+                    let second = try parseHex4()
+                    guard (0xDC00...0xDFFF).contains(second) else { throw error("unpaired surrogate") }
+                    let value = 0x10000 + ((first - 0xD800) << 10) + (second - 0xDC00)
+                    guard let scalar = Unicode.Scalar(value) else { throw error("bad escape") }
+                    result.unicodeScalars.append(scalar)
+                } else {
+                    guard let scalar = Unicode.Scalar(first) else { throw error("unpaired surrogate") }
+                    result.unicodeScalars.append(scalar)
+                }
+            default:
+                throw error("bad escape")
+            }
+            runStart = index
+        }
+    }
+
+    private mutating func parseHex4() throws -> UInt32 {
+        guard index + 4 <= bytes.count else { throw error("bad \\u escape") }
+        var value: UInt32 = 0
+        for _ in 0..<4 {
+            let byte = bytes[index]
+            let digit: UInt32
+            switch byte {
+            case UInt8(ascii: "0")...UInt8(ascii: "9"): digit = UInt32(byte - 0x30)
+            case UInt8(ascii: "a")...UInt8(ascii: "f"): digit = UInt32(byte - 0x61 + 10)
+            case UInt8(ascii: "A")...UInt8(ascii: "F"): digit = UInt32(byte - 0x41 + 10)
+            default: throw error("bad \\u escape")
+            }
+            value = value * 16 + digit
+            index += 1
+        }
+        return value
+    }
+}
+
+/// Builds JSON text. One escaper for every JSON the server writes.
+struct JSONWriter {
+    private(set) var text = ""
+
+    init() {}
+
+    mutating func raw(_ fragment: String) {
+        text += fragment
+    }
+
+    mutating func string(_ value: String) {
+        text += "\""
+        var needsEscape = false
+        for byte in value.utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+            needsEscape = true
+            break
+        }
+        if !needsEscape {
+            text += value
+        } else {
+            for scalar in value.unicodeScalars {
+                switch scalar {
+                case "\"": text += "\\\""
+                case "\\": text += "\\\\"
+                case "\n": text += "\\n"
+                case "\r": text += "\\r"
+                case "\t": text += "\\t"
+                case _ where scalar.value < 0x20:
+                    let hex = String(scalar.value, radix: 16)
+                    text += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                default:
+                    text.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        text += "\""
+    }
+
+    mutating func number<I: BinaryInteger>(_ value: I) {
+        text += String(value)
+    }
+
+    mutating func writeCanonical(_ value: JSONValue) {
+        switch value {
+        case .null: text += "null"
+        case .bool(let flag): text += flag ? "true" : "false"
+        case .number(let lexeme): text += lexeme
+        case .string(let string): self.string(string)
+        case .array(let elements):
+            text += "["
+            for (offset, element) in elements.enumerated() {
+                if offset > 0 { text += "," }
+                writeCanonical(element)
+            }
+            text += "]"
+        case .object(let members):
+            text += "{"
+            let sorted = members.sorted { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
+            for (offset, member) in sorted.enumerated() {
+                if offset > 0 { text += "," }
+                string(member.0)
+                text += ":"
+                writeCanonical(member.1)
+            }
+            text += "}"
+        }
+    }
+
+    /// `{"a":1,"b":"x"}` from ordered members whose values are already JSON text.
+    static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
+        var writer = JSONWriter()
+        writer.text += "{"
+        var first = true
+        for (key, value) in members {
+            if case .omitted = value { continue }
+            if !first { writer.text += "," }
+            first = false
+            writer.string(key)
+            writer.text += ":"
+            writer.fragment(value)
+        }
+        writer.text += "}"
+        return writer.text
+    }
+
+    mutating func fragment(_ value: JSONFragment) {
+        switch value {
+        case .string(let string): self.string(string)
+        case .int(let number): text += String(number)
+        case .bool(let flag): text += flag ? "true" : "false"
+        case .raw(let json): text += json
+        case .null, .omitted: text += "null"
+        }
+    }
+}
+
+/// A value for ``JSONWriter/object(_:)``.
+enum JSONFragment {
+    case string(String)
+    case int(Int64)
+    case bool(Bool)
+    /// Already JSON text.
+    case raw(String)
+    case null
+    /// Leave the member out.
+    case omitted
+
+    static func optionalString(_ value: String?) -> JSONFragment {
+        value.map { .string($0) } ?? .omitted
+    }
+}

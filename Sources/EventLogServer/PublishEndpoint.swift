@@ -1,0 +1,146 @@
+import EventLog
+import NIOCore
+import NIOHTTP1
+
+/// Turns a publish request (HTTP JSON, NDJSON, or a WebSocket `publish` op) into events.
+enum PublishDecoder {
+    /// Fields a publish object may have.
+    static let allowedFields: Set<String> = ["topic", "type", "key", "data", "idempotencyKey"]
+
+    /// The event described by one JSON object. `extraFields` are tolerated (the WebSocket op's `op`, `ref`).
+    static func event(
+        from value: JSONValue,
+        idempotencyKey headerKey: String? = nil,
+        extraFields: Set<String> = []
+    ) throws(APIError) -> NewEvent {
+        guard case .object(let members) = value else {
+            throw .badRequest("malformed_json", "an event must be a JSON object")
+        }
+        for (name, _) in members where !allowedFields.contains(name) && !extraFields.contains(name) {
+            throw .badRequest("invalid_field", "unknown field \"\(name)\"")
+        }
+        guard case .string(let topic) = value["topic"] else {
+            if value["topic"] == nil { throw APIError.badRequest("invalid_topic", "the event has no topic") }
+            throw APIError.badRequest("invalid_field", "\"topic\" must be a string")
+        }
+        let type = try optionalString(value, "type") ?? "message"
+        let key = try optionalString(value, "key")
+        let bodyKey = try optionalString(value, "idempotencyKey")
+        let idempotencyKey = headerKey ?? bodyKey
+        let data: EventData?
+        switch value["data"] {
+        case .none, .some(.null): data = nil
+        case .some(.string(let text)): data = .text(text)
+        case .some(let other): data = .json(other.canonicalText)
+        }
+        return NewEvent(topic: topic, type: type, key: key, data: data, idempotencyKey: idempotencyKey)
+    }
+
+    private static func optionalString(_ value: JSONValue, _ name: String) throws(APIError) -> String? {
+        switch value[name] {
+        case .none, .some(.null): return nil
+        case .some(.string(let text)): return text
+        default: throw .badRequest("invalid_field", "\"\(name)\" must be a string")
+        }
+    }
+
+    /// Parses JSON text, mapping a syntax error to `400 malformed_json`.
+    static func parse(_ bytes: [UInt8], line: Int? = nil) throws(APIError) -> JSONValue {
+        do {
+            return try JSONParser.parse(bytes)
+        } catch {
+            let place = line.map { "line \($0 + 1): " } ?? ""
+            var apiError = APIError.badRequest("malformed_json", "\(place)invalid JSON: \(error)")
+            apiError.index = line
+            throw apiError
+        }
+    }
+}
+
+/// `POST /v1/events`: JSON for one event, NDJSON for an atomic batch.
+struct PublishEndpoint {
+    let server: EventLogServer
+
+    func handle(_ request: Request) async throws -> Response {
+        if server.isShuttingDown {
+            throw APIError(status: .serviceUnavailable, code: "shutting_down", message: "the server is shutting down")
+        }
+        let contentType = request.head.headers.first(name: "content-type")?
+            .split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
+        let headerKey = request.head.headers.first(name: "idempotency-key")
+        let bytes = Array(request.body.readableBytesView)
+        let started = ContinuousClock.now
+        switch contentType {
+        case "application/json":
+            let event = try PublishDecoder.event(from: PublishDecoder.parse(bytes), idempotencyKey: headerKey)
+            let result = try await server.log.append(event)
+            if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
+            return Response.json(
+                result.replayed ? .ok : .created,
+                Self.summary(result.event),
+                headers: result.replayed ? [("Idempotent-Replayed", "true")] : []
+            )
+        case "application/x-ndjson":
+            if headerKey != nil {
+                throw APIError.badRequest(
+                    "invalid_parameter",
+                    "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
+                )
+            }
+            var events: [NewEvent] = []
+            for (index, line) in bytes.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+                .enumerated()
+            {
+                let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
+                if trimmed.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
+                do {
+                    events.append(try PublishDecoder.event(from: PublishDecoder.parse(Array(trimmed), line: index)))
+                } catch {
+                    var indexed = error
+                    if indexed.index == nil {
+                        indexed = APIError(
+                            status: error.status, code: error.code, message: "line \(index + 1): \(error.message)",
+                            index: index)
+                    }
+                    throw indexed
+                }
+            }
+            let results = try await server.log.append(batch: events)
+            let appended = results.filter { !$0.replayed }.count
+            if appended > 0 { server.metrics.appended(appended, latency: ContinuousClock.now - started) }
+            var body = JSONWriter()
+            body.raw("{\"events\":[")
+            for (offset, result) in results.enumerated() {
+                if offset > 0 { body.raw(",") }
+                body.raw(
+                    JSONWriter.object([
+                        "id": .int(result.event.id),
+                        "topic": .string(result.event.topic),
+                        "time": .string(result.event.timeText),
+                        "replayed": .bool(result.replayed),
+                    ])
+                )
+            }
+            body.raw("],\"ids\":[")
+            body.raw(results.map { String($0.event.id) }.joined(separator: ","))
+            body.raw("]}")
+            let allReplayed = appended == 0
+            return Response.json(
+                allReplayed ? .ok : .created,
+                body.text,
+                headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
+            )
+        default:
+            throw APIError(
+                status: .unsupportedMediaType,
+                code: "unsupported_media_type",
+                message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
+            )
+        }
+    }
+
+    /// `{"id":N,"topic":"..","time":".."}`.
+    static func summary(_ event: Event) -> String {
+        JSONWriter.object(["id": .int(event.id), "topic": .string(event.topic), "time": .string(event.timeText)])
+    }
+}

@@ -1,0 +1,249 @@
+import EventLog
+import NIOCore
+import NIOHTTP1
+import Synchronization
+
+/// An SSE subscription (`GET /v1/events` with `Accept: text/event-stream`).
+struct SSEStream {
+    typealias Outbound = NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+
+    /// What the request asks for, validated before the stream opens (a bad request gets a 400).
+    struct Subscription: Sendable {
+        let selectors: SelectorSet
+        let start: StartPosition
+        let envelope: Bool
+
+        init(_ request: Request, server: EventLogServer) throws {
+            let texts = request.queryValues("topic")
+            guard !texts.isEmpty else {
+                throw APIError.badRequest("invalid_parameter", "subscribe with at least one topic=<selector>")
+            }
+            selectors = try HistoryEndpoint.selectors(texts)
+            let headerValue = request.head.headers.first(name: "last-event-id")
+            if let headerValue, !headerValue.isEmpty {
+                start = try Subscription.position(headerValue, source: "Last-Event-ID")
+            } else if let queryValue = request.queryValue("lastEventId") {
+                start = try Subscription.position(queryValue, source: "lastEventId")
+            } else {
+                start = .live
+            }
+            switch request.queryValue("envelope") {
+            case nil, "0", "false": envelope = false
+            case "1", "true": envelope = true
+            case let other?:
+                throw APIError.badRequest("invalid_parameter", "envelope must be 1 or 0, not \"\(other.prefix(40))\"")
+            }
+        }
+
+        /// `earliest` or `0` is all retained history; another non-negative integer is "after this id".
+        static func position(_ text: String, source: String) throws(APIError) -> StartPosition {
+            let trimmed = text.trimmingSpaces
+            if trimmed == "earliest" { return .earliest }
+            guard let id = Int64(trimmed), id >= 0, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+                throw APIError.badRequest(
+                    "invalid_last_event_id",
+                    "\(source) must be a non-negative integer or \"earliest\", not \"\(text.prefix(40))\""
+                )
+            }
+            return id == 0 ? .earliest : .after(id)
+        }
+    }
+
+    let server: EventLogServer
+    let channel: any Channel
+    let outbound: Outbound
+
+    func run(_ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)]) async throws {
+        var headers = HTTPHeaders([
+            ("Content-Type", "text/event-stream; charset=utf-8"),
+            ("Cache-Control", "no-store"),
+            ("X-Accel-Buffering", "no"),
+            ("Connection", "close"),
+        ])
+        headers.add(contentsOf: corsHeaders)
+        server.metrics.responded(status: 200)
+        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
+        server.metrics.sseOpened()
+        defer { server.metrics.sseClosed() }
+        let sink = SSESink(
+            outbound: outbound,
+            channel: channel,
+            envelope: subscription.envelope,
+            retryMilliseconds: server.configuration.sseRetryMilliseconds,
+            stallTimeout: server.configuration.stallTimeout
+        )
+        let loop = SubscriptionLoop(
+            log: server.log,
+            selectors: subscription.selectors,
+            start: subscription.start,
+            pageSize: server.configuration.pageSize,
+            keepalive: server.configuration.keepalive,
+            metrics: server.metrics
+        )
+        let ended = await runUntilClosed(channel) {
+            try await loop.run(sink)
+        }
+        if ended {
+            // The server is shutting down (or the log closed): end the stream cleanly so the
+            // client reconnects elsewhere with its Last-Event-ID.
+            try? await outbound.write(.end(nil))
+        }
+    }
+}
+
+/// Runs `body` until it finishes or `channel` closes (the client went away), whichever is first;
+/// the other is cancelled. Returns true when `body` ended by itself with the log's `closed`
+/// error (shutdown), false when the channel closed or `body` failed otherwise.
+func runUntilClosed(_ channel: any Channel, _ body: @escaping @Sendable () async throws -> Void) async -> Bool {
+    await withTaskGroup(of: Bool.self) { group in
+        group.addTask {
+            do {
+                try await body()
+                return true
+            } catch let error as EventLogError where error.code == .closed {
+                return true
+            } catch {
+                return false
+            }
+        }
+        group.addTask {
+            await waitForClose(channel)
+            return false
+        }
+        let first = await group.next() ?? false
+        group.cancelAll()
+        return first
+    }
+}
+
+/// Returns when `channel` closes or the task is cancelled.
+func waitForClose(_ channel: any Channel) async {
+    let once = OnceContinuation()
+    await withTaskCancellationHandler {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            once.set(continuation)
+            channel.closeFuture.whenComplete { _ in once.resume() }
+        }
+    } onCancel: {
+        once.resume()
+    }
+}
+
+/// A continuation resumed exactly once, by whichever comes first; a resume before `set` wins too.
+final class OnceContinuation: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Void, Never>?
+        var fired = false
+    }
+    private let state = Mutex(State())
+
+    func set(_ continuation: CheckedContinuation<Void, Never>) {
+        let fireNow = state.withLock { state -> Bool in
+            if state.fired { return true }
+            state.continuation = continuation
+            return false
+        }
+        if fireNow { continuation.resume() }
+    }
+
+    func resume() {
+        let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.fired = true
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume()
+    }
+}
+
+/// Writes SSE frames for a subscription, waiting for the socket to drain (backpressure).
+struct SSESink: SubscriptionSink {
+    typealias Outbound = NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
+    let outbound: Outbound
+    let channel: any Channel
+    let envelope: Bool
+    let retryMilliseconds: Int
+    let stallTimeout: Duration
+
+    func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
+        var buffer = channel.allocator.buffer(capacity: 256)
+        SSEFrame.writeRetry(milliseconds: retryMilliseconds, into: &buffer)
+        SSEFrame.writeControl(
+            "eventlog.open",
+            json: JSONWriter.object([
+                "epoch": .string(epoch), "earliest": .int(earliest), "head": .int(head), "from": .int(from),
+            ]),
+            into: &buffer
+        )
+        try await send(buffer)
+    }
+
+    func gap(requested: Int64, earliest: Int64) async throws {
+        try await control(
+            "eventlog.gap",
+            JSONWriter.object([
+                "requested": .int(requested), "earliest": .int(earliest), "reason": .string("retention"),
+            ])
+        )
+    }
+
+    func reset(requested: Int64, head: Int64, epoch: String) async throws {
+        try await control(
+            "eventlog.reset",
+            JSONWriter.object(["requested": .int(requested), "head": .int(head), "epoch": .string(epoch)])
+        )
+    }
+
+    func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
+        var buffer = channel.allocator.buffer(capacity: events.count * 128)
+        for event in events { SSEFrame.writeEvent(event, envelope: envelope, into: &buffer) }
+        try await send(buffer)
+    }
+
+    func caughtUp(position: Int64) async throws {
+        try await control("eventlog.caughtup", JSONWriter.object(["head": .int(position)]))
+    }
+
+    func keepalive() async throws {
+        var buffer = channel.allocator.buffer(capacity: 16)
+        SSEFrame.writeKeepalive(into: &buffer)
+        try await send(buffer)
+    }
+
+    private func control(_ name: String, _ json: String) async throws {
+        var buffer = channel.allocator.buffer(capacity: json.utf8.count + 32)
+        SSEFrame.writeControl(name, json: json, into: &buffer)
+        try await send(buffer)
+    }
+
+    /// Writes and waits until the channel takes more. A subscriber that has not drained its socket
+    /// for the stall timeout is disconnected; it can resume with Last-Event-ID.
+    private func send(_ buffer: ByteBuffer) async throws {
+        try await writeWithStallTimeout(channel: channel, timeout: stallTimeout) {
+            try await outbound.write(.body(.byteBuffer(buffer)))
+        }
+    }
+}
+
+/// Runs `write`; if the channel stays unwritable for `timeout`, closes it.
+func writeWithStallTimeout(
+    channel: any Channel,
+    timeout: Duration,
+    _ write: @escaping @Sendable () async throws -> Void
+) async throws {
+    let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+    let watchdog = channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+        if !channel.isWritable { channel.close(promise: nil) }
+    }
+    defer { watchdog.cancel() }
+    try await write()
+}
+
+extension String {
+    var trimmingSpaces: Substring {
+        var text = Substring(self)
+        while text.first == " " || text.first == "\t" { text.removeFirst() }
+        while text.last == " " || text.last == "\t" { text.removeLast() }
+        return text
+    }
+}

@@ -1,0 +1,109 @@
+import EventLog
+import NIOCore
+
+/// How events and control messages look on the wire. Each format is written here once and used by
+/// SSE, WebSocket and the history endpoint alike.
+enum Wire {
+    /// The event's data as a JSON value: JSON data as is, text as a JSON string, a tombstone as null.
+    static func dataJSON(_ data: EventData?) -> JSONFragment {
+        switch data {
+        case .none: return .null
+        case .text(let text): return .string(text)
+        case .json(let json): return .raw(json)
+        }
+    }
+
+    /// `{"id":..,"topic":..,"type":..,"time":..,"data":..}` plus `"key"` when the event has one.
+    static func envelope(_ event: Event) -> String {
+        JSONWriter.object([
+            "id": .int(event.id),
+            "topic": .string(event.topic),
+            "type": .string(event.type),
+            "key": .optionalString(event.key),
+            "time": .string(event.timeText),
+            "data": dataJSON(event.data),
+        ])
+    }
+
+    /// The error body of every failed request: `{"error":{"code":..,"message":..}}`.
+    static func errorBody(code: String, message: String, index: Int? = nil) -> String {
+        let inner = JSONWriter.object([
+            "code": .string(code),
+            "message": .string(message),
+            "index": index.map { .int(Int64($0)) } ?? .omitted,
+        ])
+        return JSONWriter.object(["error": .raw(inner)])
+    }
+}
+
+/// Server-Sent Events framing (https://html.spec.whatwg.org/multipage/server-sent-events.html).
+enum SSEFrame {
+    /// Appends one event: `id:`, `event:`, one `data:` line per line of the payload, blank line.
+    ///
+    /// The payload is split on CRLF, LF and CR, the three line ends an SSE parser splits on, so no
+    /// payload can start a new field. Topic, type and id never hold CR, LF or NUL (validated on append).
+    static func writeEvent(_ event: Event, envelope: Bool, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("id: ")
+        buffer.writeString(String(event.id))
+        buffer.writeStaticString("\nevent: ")
+        buffer.writeString(event.type)
+        buffer.writeStaticString("\n")
+        if envelope {
+            writeData(Wire.envelope(event), into: &buffer)
+        } else {
+            writeData(event.data?.text ?? "", into: &buffer)
+        }
+        buffer.writeStaticString("\n")
+    }
+
+    /// Appends a control event: `event: <name>` and one data line, with no `id:` line so it never
+    /// moves the client's Last-Event-ID.
+    static func writeControl(_ name: String, json: String, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("event: ")
+        buffer.writeString(name)
+        buffer.writeStaticString("\n")
+        writeData(json, into: &buffer)
+        buffer.writeStaticString("\n")
+    }
+
+    /// `retry: <ms>`.
+    static func writeRetry(milliseconds: Int, into buffer: inout ByteBuffer) {
+        buffer.writeStaticString("retry: ")
+        buffer.writeString(String(milliseconds))
+        buffer.writeStaticString("\n\n")
+    }
+
+    /// A comment line, ignored by parsers; keeps proxies from closing an idle stream.
+    static func writeKeepalive(into buffer: inout ByteBuffer) {
+        buffer.writeStaticString(": keepalive\n\n")
+    }
+
+    private static func writeData(_ text: String, into buffer: inout ByteBuffer) {
+        let utf8 = text.utf8
+        if !utf8.contains(where: { $0 == 0x0A || $0 == 0x0D }) {
+            buffer.writeStaticString("data: ")
+            buffer.writeString(text)
+            buffer.writeStaticString("\n")
+            return
+        }
+        var lineStart = utf8.startIndex
+        var index = utf8.startIndex
+        while index != utf8.endIndex {
+            let byte = utf8[index]
+            if byte == 0x0A || byte == 0x0D {
+                buffer.writeStaticString("data: ")
+                buffer.writeSubstring(text[lineStart..<index])
+                buffer.writeStaticString("\n")
+                var next = utf8.index(after: index)
+                if byte == 0x0D, next != utf8.endIndex, utf8[next] == 0x0A { next = utf8.index(after: next) }
+                lineStart = next
+                index = next
+            } else {
+                index = utf8.index(after: index)
+            }
+        }
+        buffer.writeStaticString("data: ")
+        buffer.writeSubstring(text[lineStart..<utf8.endIndex])
+        buffer.writeStaticString("\n")
+    }
+}

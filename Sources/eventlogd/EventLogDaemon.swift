@@ -1,0 +1,152 @@
+import ArgumentParser
+import Dispatch
+import EventLog
+import EventLogServer
+import Foundation
+import Logging
+
+/// `eventlogd`: serves an event log over HTTP, SSE and WebSocket.
+@main
+struct EventLogDaemon: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eventlogd",
+        abstract: "Serve a durable event log over HTTP (publish, history), Server-Sent Events and WebSocket.",
+        discussion: """
+            Every option can also be set with an environment variable, named after it: --port is
+            EVENTLOG_PORT, --max-body-bytes is EVENTLOG_MAX_BODY_BYTES, and so on. A flag on the
+            command line wins over the environment. SIGTERM or SIGINT shuts down gracefully.
+            """
+    )
+
+    @Option(help: "The address to bind (EVENTLOG_HOST). Default 127.0.0.1.")
+    var host: String?
+
+    @Option(help: "The port to bind, 0 for any free port (EVENTLOG_PORT). Default 8080.")
+    var port: Int?
+
+    @Option(name: .customLong("db"), help: "The database file, created if missing (EVENTLOG_DB). Default ./data/eventlog.db.")
+    var databasePath: String?
+
+    @Option(help: "full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may lose the last commits (EVENTLOG_DURABILITY). Default full.")
+    var durability: String?
+
+    @Option(help: "Seconds between keepalive comments on idle SSE streams (EVENTLOG_KEEPALIVE). Default 15.")
+    var keepalive: Double?
+
+    @Option(help: "The SSE retry hint sent to clients, in milliseconds (EVENTLOG_SSE_RETRY). Default 2000.")
+    var sseRetry: Int?
+
+    @Option(help: "The largest request body in bytes; larger is refused with 413 (EVENTLOG_MAX_BODY_BYTES). Default 8388608.")
+    var maxBodyBytes: Int?
+
+    @Option(help: "The largest event data in bytes; larger is refused with 413 (EVENTLOG_MAX_EVENT_BYTES). Default 1048576.")
+    var maxEventBytes: Int?
+
+    @Option(help: "The most open connections; more get 503 (EVENTLOG_MAX_CONNECTIONS). Default 10000.")
+    var maxConnections: Int?
+
+    @Option(help: "An origin allowed by CORS, repeatable; '*' allows all (EVENTLOG_CORS_ORIGINS, comma-separated). Default *.")
+    var corsOrigin: [String] = []
+
+    @Option(help: "Seconds between WebSocket pings; a connection that misses a pong is closed (EVENTLOG_WS_PING). Default 30.")
+    var wsPing: Double?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
+    var logLevel: String?
+
+    mutating func validate() throws {
+        if let durability = setting(durability, "EVENTLOG_DURABILITY"), EventLog.Durability(rawValue: durability) == nil {
+            throw ValidationError("--durability must be full or normal, not \(durability)")
+        }
+        if let level = setting(logLevel, "EVENTLOG_LOG_LEVEL"), Logger.Level(rawValue: level) == nil {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
+        }
+        for (name, value) in [("port", number(port, "EVENTLOG_PORT")), ("sse-retry", number(sseRetry, "EVENTLOG_SSE_RETRY"))] {
+            if let value, value < 0 { throw ValidationError("--\(name) must not be negative") }
+        }
+        for (name, value) in [
+            ("max-body-bytes", number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES")),
+            ("max-event-bytes", number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES")),
+            ("max-connections", number(maxConnections, "EVENTLOG_MAX_CONNECTIONS")),
+        ] {
+            if let value, value <= 0 { throw ValidationError("--\(name) must be positive") }
+        }
+        for (name, value) in [("keepalive", seconds(keepalive, "EVENTLOG_KEEPALIVE")), ("ws-ping", seconds(wsPing, "EVENTLOG_WS_PING"))] {
+            if let value, !(value > 0) { throw ValidationError("--\(name) must be a positive number of seconds") }
+        }
+    }
+
+    func run() async throws {
+        let level = setting(logLevel, "EVENTLOG_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "eventlogd")
+
+        var options = EventLog.Options()
+        options.durability = setting(durability, "EVENTLOG_DURABILITY").flatMap(EventLog.Durability.init) ?? .full
+        if let bytes = number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES") { options.limits.maxDataBytes = bytes }
+        options.logger = Logger(label: "eventlog")
+
+        var configuration = ServerConfiguration()
+        configuration.host = setting(host, "EVENTLOG_HOST") ?? configuration.host
+        configuration.port = number(port, "EVENTLOG_PORT") ?? configuration.port
+        if let value = seconds(keepalive, "EVENTLOG_KEEPALIVE") { configuration.keepalive = .milliseconds(Int(value * 1000)) }
+        if let value = number(sseRetry, "EVENTLOG_SSE_RETRY") { configuration.sseRetryMilliseconds = value }
+        if let value = number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES") { configuration.maxBodyBytes = value }
+        if let value = number(maxConnections, "EVENTLOG_MAX_CONNECTIONS") { configuration.maxConnections = value }
+        if let value = seconds(wsPing, "EVENTLOG_WS_PING") { configuration.webSocketPingInterval = .milliseconds(Int(value * 1000)) }
+        if !corsOrigin.isEmpty {
+            configuration.corsOrigins = corsOrigin
+        } else if let origins = ProcessInfo.processInfo.environment["EVENTLOG_CORS_ORIGINS"] {
+            configuration.corsOrigins = origins.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        }
+
+        let path = setting(databasePath, "EVENTLOG_DB") ?? "./data/eventlog.db"
+        let log: EventLog
+        do {
+            log = try await EventLog.open(path: path, options: options)
+        } catch {
+            logger.critical("cannot open the log", metadata: ["db": "\(path)", "error": "\(error)"])
+            throw ExitCode(1)
+        }
+        let server = EventLogServer(log: log, configuration: configuration, logger: logger)
+        do {
+            try await server.start()
+        } catch {
+            logger.critical("cannot bind", metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"])
+            await log.close()
+            throw ExitCode(1)
+        }
+
+        // SIGTERM and SIGINT start a graceful shutdown; the process exits 0 when it is done.
+        let signals = [SIGTERM, SIGINT].map { signalNumber -> any DispatchSourceSignal in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                logger.info("signal received", metadata: ["signal": "\(signalNumber)"])
+                Task { await server.shutdown() }
+            }
+            source.resume()
+            return source
+        }
+        await server.waitUntilStopped()
+        signals.forEach { $0.cancel() }
+        await log.close()
+        logger.info("log closed", metadata: ["head": "\(log.head)"])
+    }
+
+    private func setting(_ flag: String?, _ variable: String) -> String? {
+        flag ?? ProcessInfo.processInfo.environment[variable]
+    }
+
+    private func number(_ flag: Int?, _ variable: String) -> Int? {
+        flag ?? ProcessInfo.processInfo.environment[variable].flatMap { Int($0) }
+    }
+
+    private func seconds(_ flag: Double?, _ variable: String) -> Double? {
+        flag ?? ProcessInfo.processInfo.environment[variable].flatMap { Double($0) }
+    }
+}
