@@ -74,7 +74,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogServerTests",
-            dependencies: ["EventLogServer", "EventLogClient", "EventLog"]
+            dependencies: ["EventLogServer", "EventLog"]
         ),
         .testTarget(
             name: "EventLogClientTests",

@@ -33,6 +33,7 @@ public final class EventLogServer: Sendable {
         var serveTask: Task<Void, Never>?
         var shuttingDown = false
         var localPort: Int?
+        var shutdownWaiters: [OnceContinuation] = []
     }
 
     /// Creates a server; nothing is bound until ``start()``.
@@ -109,10 +110,13 @@ public final class EventLogServer: Sendable {
     /// publishes commit and answer, close idle connections, and wait for every connection to finish
     /// (closing the rest by force after the grace period). The owner closes the log afterwards.
     public func shutdown() async {
-        let (channel, task) = state.withLock { state -> ((any Channel)?, Task<Void, Never>?) in
+        let (channel, task, waiters) = state.withLock {
+            state -> ((any Channel)?, Task<Void, Never>?, [OnceContinuation]) in
             state.shuttingDown = true
-            return (state.serverChannel, state.serveTask)
+            defer { state.shutdownWaiters.removeAll() }
+            return (state.serverChannel, state.serveTask, state.shutdownWaiters)
         }
+        for waiter in waiters { waiter.resume() }
         logger.info("shutting down")
         try? await channel?.close()
         log.endSubscriptions()
@@ -125,6 +129,23 @@ public final class EventLogServer: Sendable {
         await task?.value
         forced.cancel()
         logger.info("stopped")
+    }
+
+    /// Returns when shutdown begins (or the task is cancelled).
+    func waitForShutdown() async {
+        let once = OnceContinuation()
+        let already = state.withLock { state -> Bool in
+            if state.shuttingDown { return true }
+            state.shutdownWaiters.append(once)
+            return false
+        }
+        if already { return }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { once.set($0) }
+        } onCancel: {
+            once.resume()
+        }
+        state.withLock { $0.shutdownWaiters.removeAll { $0 === once } }
     }
 
     // MARK: Connections
@@ -158,6 +179,14 @@ public final class EventLogServer: Sendable {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    // Reassemble fragmented messages, bounded in size and count (1009 beyond).
+                    try channel.pipeline.syncOperations.addHandler(
+                        NIOWebSocketFrameAggregator(
+                            minNonFinalFragmentSize: 0,
+                            maxAccumulatedFrameCount: 256,
+                            maxAccumulatedFrameSize: maxFrameSize
+                        )
+                    )
                     let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                         wrappingChannelSynchronously: channel
                     )
@@ -197,7 +226,7 @@ public final class EventLogServer: Sendable {
             case .http(let channel):
                 try await HTTPConnection(server: self, channel: channel).run()
             case .webSocket(let channel):
-                try await channel.executeThenClose { _, _ in }
+                try await WebSocketConnection(server: self, channel: channel).run()
             }
         } catch is ConnectionRefused {
             return

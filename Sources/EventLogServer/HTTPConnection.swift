@@ -301,6 +301,16 @@ struct HTTPConnection {
                     headers: [("Upgrade", "websocket")]
                 )
             }
+        case "/v1/eventlog.js":
+            return try only([.GET]) {
+                .respond(
+                    Response(
+                        status: .ok,
+                        headers: [("Content-Type", "text/javascript; charset=utf-8"), ("Cache-Control", "no-cache")],
+                        body: BrowserClient.script
+                    )
+                )
+            }
         default:
             throw APIError(status: .notFound, code: "not_found", message: "no resource at \(request.path)")
         }

@@ -21,7 +21,8 @@ struct ResumeTokenCodec: Sendable {
     enum Failure: Error, Equatable {
         case malformed
         case badSignature
-        case otherEpoch
+        /// Signed with this log's key for another epoch (a restored backup); carries the position.
+        case otherEpoch(Int64)
     }
 
     /// The token for "after `position`" in this log's epoch.
@@ -48,11 +49,10 @@ struct ResumeTokenCodec: Sendable {
         var difference: UInt8 = 0
         for (a, b) in zip(Array(mac.prefix(16)), signature) { difference |= a ^ b }
         guard difference == 0 else { return .failure(.badSignature) }
-        guard String(decoding: payload[8...], as: UTF8.self) == epoch else { return .failure(.otherEpoch) }
-        let position = payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        let value = Int64(bitPattern: position)
-        guard value >= 0 else { return .failure(.malformed) }
-        return .success(value)
+        let position = Int64(bitPattern: payload[0..<8].reduce(UInt64(0)) { $0 << 8 | UInt64($1) })
+        guard position >= 0 else { return .failure(.malformed) }
+        guard String(decoding: payload[8...], as: UTF8.self) == epoch else { return .failure(.otherEpoch(position)) }
+        return .success(position)
     }
 
     static func base64URL(_ bytes: [UInt8]) -> String {

@@ -1,0 +1,421 @@
+import EventLog
+import NIOCore
+import NIOWebSocket
+import Synchronization
+
+/// One WebSocket connection on `/v1/ws`: `subscribe` and `publish` ops in, JSON messages out.
+///
+/// Three tasks share the connection: the reader (ops, pings, close), the subscription's cursor loop
+/// (the same ``SubscriptionLoop`` as SSE) and the pinger. Writes from all of them go through one
+/// outbound writer that awaits the socket (backpressure).
+struct WebSocketConnection {
+    typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    let server: EventLogServer
+    let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+
+    /// Close codes (RFC 6455, section 7.4.1).
+    enum CloseCode: UInt16 {
+        case normal = 1000
+        case goingAway = 1001
+        case protocolError = 1002
+        case unsupportedData = 1003
+        case invalidPayload = 1007
+        case policyViolation = 1008
+        case messageTooLarge = 1009
+        case internalError = 1011
+    }
+
+    func run() async throws {
+        let underlying = channel.channel
+        server.metrics.webSocketOpened()
+        defer { server.metrics.webSocketClosed() }
+        server.connections.register(underlying)
+        server.connections.setIdle(underlying, false)
+        defer { server.connections.unregister(underlying) }
+        try await channel.executeThenClose { inbound, outbound in
+            let session = WebSocketSession(server: server, channel: underlying, outbound: outbound)
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await session.read(inbound) }
+                group.addTask { await session.ping() }
+                group.addTask {
+                    await server.waitForShutdown()
+                    await session.close(.goingAway, "the server is shutting down")
+                }
+                group.addTask { await waitForClose(underlying) }
+                // Whichever ends first ends the connection.
+                await group.next()
+                group.cancelAll()
+                await session.stopSubscription()
+            }
+        }
+    }
+}
+
+/// The state of one WebSocket connection, shared by its tasks.
+final class WebSocketSession: Sendable {
+    typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
+    typealias CloseCode = WebSocketConnection.CloseCode
+    let server: EventLogServer
+    let channel: any Channel
+    let outbound: Outbound
+
+    private struct State {
+        var subscription: Task<Void, Never>?
+        var errors = 0
+        var lastPong = ContinuousClock.now
+        var closing = false
+        var publishesInFlight = 0
+    }
+    private let state = Mutex(State())
+
+    /// Publishes a connection may have waiting for their commit at once; the reader pauses beyond.
+    static let maxPublishesInFlight = 64
+
+    init(server: EventLogServer, channel: any Channel, outbound: Outbound) {
+        self.server = server
+        self.channel = channel
+        self.outbound = outbound
+    }
+
+    // MARK: Reading
+
+    func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async {
+        await withDiscardingTaskGroup { publishes in
+            do {
+                for try await frame in inbound {
+                    switch frame.opcode {
+                    case .text:
+                        let data = frame.unmaskedData
+                        guard let text = data.getString(at: data.readerIndex, length: data.readableBytes),
+                            String(validating: data.readableBytesView, as: UTF8.self) != nil
+                        else {
+                            await close(.invalidPayload, "text frames must be valid UTF-8")
+                            return
+                        }
+                        if await !handle(text, publishes: &publishes) { return }
+                    case .binary:
+                        await close(.unsupportedData, "binary frames are not supported; send JSON text frames")
+                        return
+                    case .ping:
+                        try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+                    case .pong:
+                        state.withLock { $0.lastPong = .now }
+                    case .connectionClose:
+                        await close(.normal, nil)
+                        return
+                    default:
+                        await close(.protocolError, "unexpected frame")
+                        return
+                    }
+                }
+            } catch let error as NIOWebSocketFrameAggregator.Error {
+                switch error {
+                case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
+                    await close(.messageTooLarge, "the message is over the limit")
+                default:
+                    await close(.protocolError, "bad fragmentation")
+                }
+            } catch {
+                // The decoder's own protocol errors were answered by NIO's error handler (1002/1009).
+                return
+            }
+        }
+    }
+
+    /// Handles one text message. Returns false when the connection should end.
+    private func handle(_ text: String, publishes: inout DiscardingTaskGroup) async -> Bool {
+        let message: JSONValue
+        do {
+            message = try JSONParser.parse(Array(text.utf8))
+        } catch {
+            return await reject(code: "malformed_json", message: "invalid JSON: \(error)", ref: nil)
+        }
+        let ref = message["ref"].flatMap { value -> String? in
+            if case .string(let text) = value { return text }
+            if case .number(let text) = value { return text }
+            return nil
+        }
+        guard case .string(let op) = message["op"] else {
+            return await reject(code: "invalid_op", message: "a message needs \"op\": subscribe or publish", ref: ref)
+        }
+        switch op {
+        case "subscribe":
+            do {
+                try await subscribe(message)
+            } catch {
+                return await reject(code: error.code, message: error.message, ref: ref)
+            }
+            return true
+        case "publish":
+            let event: NewEvent
+            do {
+                event = try PublishDecoder.event(from: message, extraFields: ["op", "ref"])
+            } catch {
+                return await reject(code: error.code, message: error.message, ref: ref)
+            }
+            await waitForPublishSlot()
+            publishes.addTask { await self.publish(event, ref: ref) }
+            return true
+        default:
+            return await reject(code: "invalid_op", message: "unknown op \"\(op.prefix(40))\"", ref: ref)
+        }
+    }
+
+    /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
+    private func reject(code: String, message: String, ref: String?) async -> Bool {
+        let errors = state.withLock { state -> Int in
+            state.errors += 1
+            return state.errors
+        }
+        if errors > server.configuration.maxWebSocketErrors {
+            await close(.policyViolation, "too many bad messages")
+            return false
+        }
+        await send(Self.errorMessage(code: code, message: message, ref: ref))
+        return true
+    }
+
+    static func errorMessage(code: String, message: String, ref: String?) -> String {
+        JSONWriter.object([
+            "type": .string("error"), "code": .string(code), "message": .string(message),
+            "ref": .optionalString(ref),
+        ])
+    }
+
+    // MARK: Publishing
+
+    private func waitForPublishSlot() async {
+        while true {
+            let admitted = state.withLock { state -> Bool in
+                guard state.publishesInFlight < Self.maxPublishesInFlight else { return false }
+                state.publishesInFlight += 1
+                return true
+            }
+            if admitted { return }
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+    }
+
+    private func publish(_ event: NewEvent, ref: String?) async {
+        defer { state.withLock { $0.publishesInFlight -= 1 } }
+        if server.isShuttingDown {
+            await send(Self.errorMessage(code: "shutting_down", message: "the server is shutting down", ref: ref))
+            return
+        }
+        let started = ContinuousClock.now
+        do {
+            let result = try await server.log.append(event)
+            if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
+            await send(
+                JSONWriter.object([
+                    "type": .string("ack"), "ref": .optionalString(ref), "id": .int(result.event.id),
+                    "topic": .string(result.event.topic), "time": .string(result.event.timeText),
+                    "replayed": .bool(result.replayed),
+                ])
+            )
+        } catch let error as EventLogError {
+            let apiError = APIError(error)
+            await send(Self.errorMessage(code: apiError.code, message: apiError.message, ref: ref))
+        } catch {
+            await send(Self.errorMessage(code: "internal_error", message: "\(error)", ref: ref))
+        }
+    }
+
+    // MARK: Subscribing
+
+    private func subscribe(_ message: JSONValue) async throws(APIError) {
+        guard case .array(let topicValues) = message["topics"], !topicValues.isEmpty else {
+            throw APIError.badRequest("invalid_parameter", "subscribe needs \"topics\": a non-empty array of selectors")
+        }
+        var texts: [String] = []
+        for value in topicValues {
+            guard case .string(let text) = value else {
+                throw APIError.badRequest("invalid_selector", "every topic selector must be a string")
+            }
+            texts.append(text)
+        }
+        let selectors = try HistoryEndpoint.selectors(texts)
+        let start: StartPosition
+        var resetNotice: Int64?
+        switch (message["resume"], message["from"]) {
+        case (.some(.string(let token)), _):
+            switch server.tokens.decode(token) {
+            case .success(let position):
+                start = position == 0 ? .earliest : .after(position)
+            case .failure(.otherEpoch(let position)):
+                // Signed by this log's key but for another epoch (a restored backup): tell the client to reset.
+                resetNotice = position
+                start = .live
+            case .failure:
+                throw APIError.badRequest(
+                    "invalid_resume_token", "the resume token is malformed, tampered with, or from another log")
+            }
+        case (.some, _):
+            throw APIError.badRequest("invalid_resume_token", "\"resume\" must be a token string")
+        case (nil, .some(.string("earliest"))):
+            start = .earliest
+        case (nil, .some(.string("latest"))), (nil, nil), (nil, .some(.null)):
+            start = .live
+        case (nil, .some(.number(let text))):
+            guard let id = Int64(text), id >= 0 else {
+                throw APIError.badRequest("invalid_parameter", "\"from\" must be a non-negative integer id")
+            }
+            start = id == 0 ? .earliest : .after(id)
+        case (nil, .some):
+            throw APIError.badRequest("invalid_parameter", "\"from\" must be an id, \"earliest\" or \"latest\"")
+        }
+        let loop = SubscriptionLoop(
+            log: server.log,
+            selectors: selectors,
+            start: start,
+            pageSize: server.configuration.pageSize,
+            keepalive: server.configuration.webSocketPingInterval,
+            metrics: server.metrics
+        )
+        let sink = WebSocketSink(session: self, resetNotice: resetNotice)
+        let task = Task {
+            do {
+                try await loop.run(sink)
+            } catch let error as EventLogError where error.code == .closed {
+                await self.close(.goingAway, "the server is shutting down")
+            } catch {
+                return
+            }
+        }
+        let previous = state.withLock { state -> Task<Void, Never>? in
+            defer { state.subscription = task }
+            return state.subscription
+        }
+        previous?.cancel()
+    }
+
+    func stopSubscription() async {
+        let task = state.withLock { $0.subscription }
+        task?.cancel()
+        await task?.value
+    }
+
+    // MARK: Liveness
+
+    func ping() async {
+        let interval = server.configuration.webSocketPingInterval
+        while !Task.isCancelled {
+            do {
+                try await Task.sleep(for: interval)
+            } catch {
+                return
+            }
+            let silentFor = ContinuousClock.now - state.withLock { $0.lastPong }
+            if silentFor > interval * 2 {
+                await close(.policyViolation, "no pong within \(interval * 2)")
+                return
+            }
+            var payload = channel.allocator.buffer(capacity: 8)
+            payload.writeInteger(UInt64(silentFor.components.seconds))
+            try? await outbound.write(WebSocketFrame(fin: true, opcode: .ping, data: payload))
+        }
+    }
+
+    // MARK: Writing
+
+    /// Sends one JSON text message, waiting for the socket to drain.
+    func send(_ text: String) async {
+        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        await sendFrame(WebSocketFrame(fin: true, opcode: .text, data: buffer))
+    }
+
+    func sendFrame(_ frame: WebSocketFrame) async {
+        let channel = self.channel
+        let outbound = self.outbound
+        try? await writeWithStallTimeout(channel: channel, timeout: server.configuration.stallTimeout) {
+            try await outbound.write(frame)
+        }
+    }
+
+    /// Sends a close frame (once) and closes the connection.
+    func close(_ code: CloseCode, _ reason: String?) async {
+        let first = state.withLock { state -> Bool in
+            defer { state.closing = true }
+            return !state.closing
+        }
+        guard first else { return }
+        var data = channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
+        data.writeInteger(code.rawValue)
+        if let reason { data.writeString(String(reason.utf8.prefix(120)) ?? "") }
+        try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+        try? await channel.close()
+    }
+}
+
+/// Writes subscription messages as WebSocket JSON frames, each event with a fresh resume token.
+struct WebSocketSink: SubscriptionSink {
+    let session: WebSocketSession
+    let resetNotice: Int64?
+
+    private var tokens: ResumeTokenCodec { session.server.tokens }
+
+    func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
+        try check()
+        await session.send(
+            JSONWriter.object([
+                "type": .string("subscribed"), "epoch": .string(epoch), "earliest": .int(earliest),
+                "head": .int(head), "from": .int(from), "resume": .string(tokens.encode(position: from)),
+            ])
+        )
+        if let resetNotice { try await reset(requested: resetNotice, head: head, epoch: epoch) }
+    }
+
+    func gap(requested: Int64, earliest: Int64) async throws {
+        try check()
+        await session.send(
+            JSONWriter.object([
+                "type": .string("gap"), "requested": .int(requested), "earliest": .int(earliest),
+                "reason": .string("retention"),
+            ])
+        )
+    }
+
+    func reset(requested: Int64, head: Int64, epoch: String) async throws {
+        try check()
+        await session.send(
+            JSONWriter.object([
+                "type": .string("reset"), "requested": .int(requested), "head": .int(head), "epoch": .string(epoch),
+            ])
+        )
+    }
+
+    func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
+        for event in events {
+            try check()
+            await session.send(
+                JSONWriter.object([
+                    "type": .string("event"), "id": .int(event.id), "topic": .string(event.topic),
+                    "event": .string(event.type), "key": .optionalString(event.key),
+                    "time": .string(event.timeText), "data": Wire.dataJSON(event.data),
+                    "resume": .string(tokens.encode(position: event.id)),
+                ])
+            )
+        }
+        session.server.metrics.webSocketDelivered(events.count)
+    }
+
+    func caughtUp(position: Int64) async throws {
+        try check()
+        await session.send(
+            JSONWriter.object([
+                "type": .string("caughtup"), "head": .int(position), "resume": .string(tokens.encode(position: position)),
+            ])
+        )
+    }
+
+    func keepalive() async throws {
+        try check()
+    }
+
+    /// Ends the loop when the connection is gone (writes to a closed channel are dropped silently).
+    private func check() throws {
+        try Task.checkCancellation()
+        guard session.channel.isActive else { throw CancellationError() }
+    }
+}

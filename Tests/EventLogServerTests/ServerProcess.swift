@@ -1,0 +1,115 @@
+import Foundation
+import Synchronization
+
+/// An `eventlogd` child process on 127.0.0.1 with an ephemeral port, for tests that signal, kill
+/// or measure the real executable.
+final class ServerProcess: @unchecked Sendable {
+    // @unchecked: `process` and the pipes are only used from the test that owns this object.
+    let process: Process
+    let port: Int
+    let databasePath: String
+    private let stderrLines: Shared<[String]>
+
+    /// The built `eventlogd` beside the test bundle (the same build directory).
+    static var executableURL: URL {
+        let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+        var directory = testBinary.deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("eventlogd")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
+            directory = directory.deletingLastPathComponent()
+        }
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
+        return root.appendingPathComponent(".build/debug/eventlogd")
+    }
+
+    /// Starts eventlogd on `databasePath` and waits until it listens.
+    init(databasePath: String, port: Int = 0, arguments: [String] = []) throws {
+        self.databasePath = databasePath
+        let process = Process()
+        process.executableURL = ServerProcess.executableURL
+        process.arguments = ["--host", "127.0.0.1", "--port", String(port), "--db", databasePath] + arguments
+        let errorPipe = Pipe()
+        process.standardError = errorPipe
+        process.standardOutput = FileHandle.nullDevice
+        let lines = Shared<[String]>([])
+        let listening = Shared<Int?>(nil)
+        let buffer = Shared("")
+        errorPipe.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            guard !data.isEmpty else {
+                handle.readabilityHandler = nil
+                return
+            }
+            let complete = buffer.withLock { text -> [String] in
+                text += String(decoding: data, as: UTF8.self)
+                var parts = text.components(separatedBy: "\n")
+                text = parts.removeLast()
+                return parts
+            }
+            lines.withLock { $0.append(contentsOf: complete) }
+            for line in complete where line.contains("listening") {
+                if let range = line.range(of: "port=") {
+                    let digits = line[range.upperBound...].prefix { $0.isNumber }
+                    listening.withLock { $0 = Int(digits) }
+                }
+            }
+        }
+        try process.run()
+        self.process = process
+        self.stderrLines = lines
+        let deadline = Date().addingTimeInterval(30)
+        while listening.withLock({ $0 }) == nil {
+            guard process.isRunning, Date() < deadline else {
+                process.terminate()
+                throw ServerProcessError.didNotStart(lines.withLock { $0 }.joined(separator: "\n"))
+            }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        self.port = listening.withLock { $0 } ?? 0
+    }
+
+    var pid: Int32 { process.processIdentifier }
+
+    /// What the server logged so far.
+    var log: [String] { stderrLines.withLock { $0 } }
+
+    /// Sends a signal.
+    func signal(_ number: Int32) {
+        kill(process.processIdentifier, number)
+    }
+
+    /// Waits for the process to exit (bounded) and returns its status, or nil on timeout.
+    func waitForExit(timeout: TimeInterval = 30) async -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning {
+            if Date() > deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return process.terminationStatus
+    }
+
+    /// Kills the process if it still runs.
+    func kill9() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+        }
+    }
+}
+
+enum ServerProcessError: Error {
+    case didNotStart(String)
+}
+
+/// A value behind a mutex, shareable between tasks.
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
+}
