@@ -89,7 +89,9 @@ public final class EventLogServer: Sendable {
         }
         logger.info(
             "listening",
-            metadata: ["host": "\(configuration.host)", "port": "\(port)", "db": "\(log.path)", "epoch": "\(log.epoch)"]
+            metadata: [
+                "host": "\(configuration.host)", "port": "\(port)", "db": "\(log.path)", "epoch": "\(log.epoch)",
+            ]
         )
         return port
     }

@@ -345,7 +345,9 @@ struct HTTPConnection {
         return headers
     }
 
-    private func write(_ response: Response, for head: HTTPRequestHead, keepAlive: Bool, outbound: Outbound)
+    private func write(
+        _ response: Response, for head: HTTPRequestHead, keepAlive: Bool, outbound: Outbound
+    )
         async throws
     {
         var headers = HTTPHeaders(response.headers)

@@ -11,7 +11,8 @@ struct HistoryEndpoint {
     func history(_ request: Request) async throws -> Response {
         let texts = request.queryValues("topic")
         let selectors = try HistoryEndpoint.selectors(texts.isEmpty ? ["*"] : texts)
-        let after = try HistoryEndpoint.integer(request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
+        let after = try HistoryEndpoint.integer(
+            request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
         let limit = try HistoryEndpoint.integer(
             request.queryValue("limit"), name: "limit", default: 100, range: 1...Int64(HistoryEndpoint.maxLimit))
         let page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
@@ -70,7 +71,9 @@ struct HistoryEndpoint {
     }
 
     /// An integer query parameter within `range`; `400 invalid_parameter` otherwise.
-    static func integer(_ text: String?, name: String, default value: Int64, range: ClosedRange<Int64>)
+    static func integer(
+        _ text: String?, name: String, default value: Int64, range: ClosedRange<Int64>
+    )
         throws(APIError) -> Int64
     {
         guard let text else { return value }

@@ -236,7 +236,8 @@ struct JSONParser {
             case UInt8(ascii: "u"):
                 let first = try parseHex4()
                 if (0xD800...0xDBFF).contains(first) {
-                    guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u")
+                    guard index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                        bytes[index + 1] == UInt8(ascii: "u")
                     else { throw error("unpaired surrogate") }
                     index += 2
                     let second = try parseHex4()

@@ -65,7 +65,8 @@ struct PublishEndpoint {
         if server.isShuttingDown {
             throw APIError(status: .serviceUnavailable, code: "shutting_down", message: "the server is shutting down")
         }
-        let contentType = request.head.headers.first(name: "content-type")?
+        let contentType =
+            request.head.headers.first(name: "content-type")?
             .split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
         let headerKey = request.head.headers.first(name: "idempotency-key")
         let bytes = Array(request.body.readableBytesView)

@@ -404,7 +404,8 @@ struct WebSocketSink: SubscriptionSink {
         try check()
         await session.send(
             JSONWriter.object([
-                "type": .string("caughtup"), "head": .int(position), "resume": .string(tokens.encode(position: position)),
+                "type": .string("caughtup"), "head": .int(position),
+                "resume": .string(tokens.encode(position: position)),
             ])
         )
     }

@@ -12,9 +12,10 @@ struct EventLogDaemon: AsyncParsableCommand {
         commandName: "eventlogd",
         abstract: "Serve a durable event log over HTTP (publish, history), Server-Sent Events and WebSocket.",
         discussion: """
-            Every option can also be set with an environment variable, named after it: --port is
-            EVENTLOG_PORT, --max-body-bytes is EVENTLOG_MAX_BODY_BYTES, and so on. A flag on the
-            command line wins over the environment. SIGTERM or SIGINT shuts down gracefully.
+            Every option can also be set with an environment variable named after it: --port is \
+            EVENTLOG_PORT, --max-body-bytes is EVENTLOG_MAX_BODY_BYTES, and so on. A flag on the command line \
+            wins over the environment. SIGTERM or SIGINT shuts down gracefully: the listener closes, open \
+            streams end, in-flight publishes commit and are answered, then the log closes and the process exits 0.
             """
     )
 
@@ -24,10 +25,15 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "The port to bind, 0 for any free port (EVENTLOG_PORT). Default 8080.")
     var port: Int?
 
-    @Option(name: .customLong("db"), help: "The database file, created if missing (EVENTLOG_DB). Default ./data/eventlog.db.")
+    @Option(
+        name: .customLong("db"),
+        help: "The database file, created if missing (EVENTLOG_DB). Default ./data/eventlog.db.")
     var databasePath: String?
 
-    @Option(help: "full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may lose the last commits (EVENTLOG_DURABILITY). Default full.")
+    @Option(
+        help:
+            "full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may lose the last commits (EVENTLOG_DURABILITY). Default full."
+    )
     var durability: String?
 
     @Option(help: "Seconds between keepalive comments on idle SSE streams (EVENTLOG_KEEPALIVE). Default 15.")
@@ -36,42 +42,77 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "The SSE retry hint sent to clients, in milliseconds (EVENTLOG_SSE_RETRY). Default 2000.")
     var sseRetry: Int?
 
-    @Option(help: "The largest request body in bytes; larger is refused with 413 (EVENTLOG_MAX_BODY_BYTES). Default 8388608.")
+    @Option(
+        help:
+            "The largest request body in bytes; larger is refused with 413 (EVENTLOG_MAX_BODY_BYTES). Default 8388608.")
     var maxBodyBytes: Int?
 
-    @Option(help: "The largest event data in bytes; larger is refused with 413 (EVENTLOG_MAX_EVENT_BYTES). Default 1048576.")
+    @Option(
+        help: "The largest event data in bytes; larger is refused with 413 (EVENTLOG_MAX_EVENT_BYTES). Default 1048576."
+    )
     var maxEventBytes: Int?
 
     @Option(help: "The most open connections; more get 503 (EVENTLOG_MAX_CONNECTIONS). Default 10000.")
     var maxConnections: Int?
 
-    @Option(help: "An origin allowed by CORS, repeatable; '*' allows all (EVENTLOG_CORS_ORIGINS, comma-separated). Default *.")
+    @Option(
+        help:
+            "An origin allowed by CORS, repeatable; '*' allows all (EVENTLOG_CORS_ORIGINS, comma-separated). Default *."
+    )
     var corsOrigin: [String] = []
 
-    @Option(help: "Seconds between WebSocket pings; a connection that misses a pong is closed (EVENTLOG_WS_PING). Default 30.")
+    @Option(
+        help:
+            "Seconds between WebSocket pings; a connection that misses a pong is closed (EVENTLOG_WS_PING). Default 30."
+    )
     var wsPing: Double?
+
+    @Option(
+        help: "The largest WebSocket message in bytes; larger closes with 1009 (EVENTLOG_MAX_WS_FRAME_BYTES). Default 1048576."
+    )
+    var maxWsFrameBytes: Int?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
     var logLevel: String?
 
     mutating func validate() throws {
-        if let durability = setting(durability, "EVENTLOG_DURABILITY"), EventLog.Durability(rawValue: durability) == nil {
+        let environment = ProcessInfo.processInfo.environment
+        for name in [
+            "EVENTLOG_PORT", "EVENTLOG_SSE_RETRY", "EVENTLOG_MAX_BODY_BYTES", "EVENTLOG_MAX_EVENT_BYTES",
+            "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES",
+        ] {
+            if let value = environment[name], Int(value) == nil {
+                throw ValidationError("\(name) must be an integer, not \(value)")
+            }
+        }
+        for name in ["EVENTLOG_KEEPALIVE", "EVENTLOG_WS_PING"] {
+            if let value = environment[name], Double(value) == nil {
+                throw ValidationError("\(name) must be a number of seconds, not \(value)")
+            }
+        }
+        if let durability = setting(durability, "EVENTLOG_DURABILITY"), EventLog.Durability(rawValue: durability) == nil
+        {
             throw ValidationError("--durability must be full or normal, not \(durability)")
         }
         if let level = setting(logLevel, "EVENTLOG_LOG_LEVEL"), Logger.Level(rawValue: level) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        for (name, value) in [("port", number(port, "EVENTLOG_PORT")), ("sse-retry", number(sseRetry, "EVENTLOG_SSE_RETRY"))] {
+        for (name, value) in [
+            ("port", number(port, "EVENTLOG_PORT")), ("sse-retry", number(sseRetry, "EVENTLOG_SSE_RETRY")),
+        ] {
             if let value, value < 0 { throw ValidationError("--\(name) must not be negative") }
         }
         for (name, value) in [
             ("max-body-bytes", number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES")),
             ("max-event-bytes", number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES")),
             ("max-connections", number(maxConnections, "EVENTLOG_MAX_CONNECTIONS")),
+            ("max-ws-frame-bytes", number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES")),
         ] {
             if let value, value <= 0 { throw ValidationError("--\(name) must be positive") }
         }
-        for (name, value) in [("keepalive", seconds(keepalive, "EVENTLOG_KEEPALIVE")), ("ws-ping", seconds(wsPing, "EVENTLOG_WS_PING"))] {
+        for (name, value) in [
+            ("keepalive", seconds(keepalive, "EVENTLOG_KEEPALIVE")), ("ws-ping", seconds(wsPing, "EVENTLOG_WS_PING")),
+        ] {
             if let value, !(value > 0) { throw ValidationError("--\(name) must be a positive number of seconds") }
         }
     }
@@ -93,15 +134,24 @@ struct EventLogDaemon: AsyncParsableCommand {
         var configuration = ServerConfiguration()
         configuration.host = setting(host, "EVENTLOG_HOST") ?? configuration.host
         configuration.port = number(port, "EVENTLOG_PORT") ?? configuration.port
-        if let value = seconds(keepalive, "EVENTLOG_KEEPALIVE") { configuration.keepalive = .milliseconds(Int(value * 1000)) }
+        if let value = seconds(keepalive, "EVENTLOG_KEEPALIVE") {
+            configuration.keepalive = .milliseconds(Int(value * 1000))
+        }
         if let value = number(sseRetry, "EVENTLOG_SSE_RETRY") { configuration.sseRetryMilliseconds = value }
         if let value = number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES") { configuration.maxBodyBytes = value }
         if let value = number(maxConnections, "EVENTLOG_MAX_CONNECTIONS") { configuration.maxConnections = value }
-        if let value = seconds(wsPing, "EVENTLOG_WS_PING") { configuration.webSocketPingInterval = .milliseconds(Int(value * 1000)) }
+        if let value = number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES") {
+            configuration.maxWebSocketFrameBytes = value
+        }
+        if let value = seconds(wsPing, "EVENTLOG_WS_PING") {
+            configuration.webSocketPingInterval = .milliseconds(Int(value * 1000))
+        }
         if !corsOrigin.isEmpty {
             configuration.corsOrigins = corsOrigin
         } else if let origins = ProcessInfo.processInfo.environment["EVENTLOG_CORS_ORIGINS"] {
-            configuration.corsOrigins = origins.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+            configuration.corsOrigins = origins.split(separator: ",").map {
+                String($0).trimmingCharacters(in: .whitespaces)
+            }
         }
 
         let path = setting(databasePath, "EVENTLOG_DB") ?? "./data/eventlog.db"
@@ -116,7 +166,9 @@ struct EventLogDaemon: AsyncParsableCommand {
         do {
             try await server.start()
         } catch {
-            logger.critical("cannot bind", metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"])
+            logger.critical(
+                "cannot bind",
+                metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"])
             await log.close()
             throw ExitCode(1)
         }

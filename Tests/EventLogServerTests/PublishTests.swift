@@ -97,28 +97,49 @@ struct PublishTests {
             ("empty segment", .POST, "/v1/events", json, "{\"topic\":\"a//b\"}", 400, "invalid_topic"),
             ("topic not a string", .POST, "/v1/events", json, "{\"topic\":5}", 400, "invalid_field"),
             ("unknown field", .POST, "/v1/events", json, "{\"topic\":\"a\",\"tpye\":\"x\"}", 400, "invalid_field"),
-            ("LF in type", .POST, "/v1/events", json, "{\"topic\":\"a\",\"type\":\"x\\ndata: evil\"}", 400, "invalid_type"),
+            (
+                "LF in type", .POST, "/v1/events", json, "{\"topic\":\"a\",\"type\":\"x\\ndata: evil\"}", 400,
+                "invalid_type"
+            ),
             ("CR in type", .POST, "/v1/events", json, "{\"topic\":\"a\",\"type\":\"x\\rid: 9\"}", 400, "invalid_type"),
             ("NUL in key", .POST, "/v1/events", json, "{\"topic\":\"a\",\"key\":\"k\\u0000\"}", 400, "invalid_key"),
-            ("reserved type", .POST, "/v1/events", json, "{\"topic\":\"a\",\"type\":\"eventlog.reset\"}", 400, "invalid_type"),
+            (
+                "reserved type", .POST, "/v1/events", json, "{\"topic\":\"a\",\"type\":\"eventlog.reset\"}", 400,
+                "invalid_type"
+            ),
             ("duplicate key", .POST, "/v1/events", json, "{\"topic\":\"a\",\"topic\":\"b\"}", 400, "malformed_json"),
-            ("data over the event limit", .POST, "/v1/events", json,
-             "{\"topic\":\"a\",\"data\":\"\(String(repeating: "x", count: 1001))\"}", 413, "event_too_large"),
-            ("body over the limit", .POST, "/v1/events", json,
-             "{\"topic\":\"a\",\"data\":\"\(String(repeating: "x", count: 5000))\"}", 413, "body_too_large"),
-            ("wrong content type", .POST, "/v1/events", [("Content-Type", "text/plain")], "{\"topic\":\"a\"}", 415,
-             "unsupported_media_type"),
+            (
+                "data over the event limit", .POST, "/v1/events", json,
+                "{\"topic\":\"a\",\"data\":\"\(String(repeating: "x", count: 1001))\"}", 413, "event_too_large"
+            ),
+            (
+                "body over the limit", .POST, "/v1/events", json,
+                "{\"topic\":\"a\",\"data\":\"\(String(repeating: "x", count: 5000))\"}", 413, "body_too_large"
+            ),
+            (
+                "wrong content type", .POST, "/v1/events", [("Content-Type", "text/plain")], "{\"topic\":\"a\"}", 415,
+                "unsupported_media_type"
+            ),
             ("no content type", .POST, "/v1/events", [], "{\"topic\":\"a\"}", 415, "unsupported_media_type"),
-            ("empty batch", .POST, "/v1/events", [("Content-Type", "application/x-ndjson")], "\n\n", 400, "empty_batch"),
+            (
+                "empty batch", .POST, "/v1/events", [("Content-Type", "application/x-ndjson")], "\n\n", 400,
+                "empty_batch"
+            ),
             ("bad limit", .GET, "/v1/events?topic=a&limit=1001", [], nil, 400, "invalid_parameter"),
             ("bad after", .GET, "/v1/events?topic=a&after=-1", [], nil, 400, "invalid_parameter"),
             ("bad selector", .GET, "/v1/events?topic=a/*/b", [], nil, 400, "invalid_selector"),
             ("unknown path", .GET, "/v2/events", [], nil, 404, "not_found"),
             ("wrong method", .DELETE, "/v1/events", [], nil, 405, "method_not_allowed"),
-            ("bad Last-Event-ID", .GET, "/v1/events?topic=a", [("Accept", "text/event-stream"), ("Last-Event-ID", "12abc")],
-             nil, 400, "invalid_last_event_id"),
-            ("negative lastEventId", .GET, "/v1/events?topic=a&lastEventId=-5", [("Accept", "text/event-stream")], nil,
-             400, "invalid_last_event_id"),
+            (
+                "bad Last-Event-ID", .GET, "/v1/events?topic=a",
+                [("Accept", "text/event-stream"), ("Last-Event-ID", "12abc")],
+                nil, 400, "invalid_last_event_id"
+            ),
+            (
+                "negative lastEventId", .GET, "/v1/events?topic=a&lastEventId=-5", [("Accept", "text/event-stream")],
+                nil,
+                400, "invalid_last_event_id"
+            ),
             ("SSE without topic", .GET, "/v1/events", [("Accept", "text/event-stream")], nil, 400, "invalid_parameter"),
             ("plain GET on /v1/ws", .GET, "/v1/ws", [], nil, 426, "upgrade_required"),
         ]
@@ -147,7 +168,8 @@ struct PublishTests {
 
     @Test("a store that cannot write answers 503 storage_unavailable, keeps every acknowledged event, and stays valid")
     func storageFull() async throws {
-        let server = try await TestServer.start { _ in } options: { options in
+        let server = try await TestServer.start { _ in
+        } options: { options in
             options.maxPageCount = 64
         }
         let client = server.client

@@ -1,9 +1,9 @@
-@testable import EventLog
 import Foundation
 import NIOHTTP1
 import Synchronization
 import Testing
 
+@testable import EventLog
 @testable import EventLogServer
 
 @Suite("Server-Sent Events subscriptions")
@@ -76,7 +76,8 @@ struct SSETests {
         #expect(try await ids("/v1/events?topic=t/*&lastEventId=earliest") == ["1", "2", "3", "4"])
         #expect(try await ids("/v1/events?topic=t/*&lastEventId=0") == ["1", "2", "3", "4"])
         #expect(try await ids("/v1/events?topic=t/*&lastEventId=1", headers: [("Last-Event-ID", "3")]) == ["4"])
-        #expect(try await ids("/v1/events?topic=t/*", headers: [("Last-Event-ID", "earliest")]) == ["1", "2", "3", "4"])
+        #expect(
+            try await ids("/v1/events?topic=t/*", headers: [("Last-Event-ID", "earliest")]) == ["1", "2", "3", "4"])
         #expect(try await ids("/v1/events?topic=t/2&topic=t/4") == [])
         let envelope = try await withTimeout(.seconds(10)) {
             try await client.sse("/v1/events?topic=t/2&topic=t/4&envelope=1&lastEventId=earliest") { reader in
@@ -116,10 +117,11 @@ struct SSETests {
                 return seen
             }
         }
-        #expect(gap.map { $0.event ?? "" } == [
-            "", "eventlog.open", "eventlog.gap", "message", "message", "message", "message", "message",
-            "eventlog.caughtup",
-        ])
+        #expect(
+            gap.map { $0.event ?? "" } == [
+                "", "eventlog.open", "eventlog.gap", "message", "message", "message", "message", "message",
+                "eventlog.caughtup",
+            ])
         let gapData = jsonObject(gap[2].dataText)
         #expect(gapData["requested"] as? Int == 2)
         #expect(gapData["earliest"] as? Int == 6)
@@ -161,7 +163,8 @@ struct SSETests {
                 return seen
             }
         }
-        #expect(reset.map { $0.event ?? "" } == ["", "eventlog.open", "eventlog.reset", "eventlog.caughtup", "message"])
+        #expect(
+            reset.map { $0.event ?? "" } == ["", "eventlog.open", "eventlog.reset", "eventlog.caughtup", "message"])
         let resetData = jsonObject(reset[2].dataText)
         #expect(resetData["requested"] as? Int == 99)
         #expect(resetData["head"] as? Int == 10)
@@ -230,7 +233,9 @@ struct SSETests {
             }
             return count
         }
-        let selections: [[String]] = [["orders/*"], ["users/2"], ["*"], ["orders/*", "users/1"], ["misc", "orders/1"]]
+        let selections: [[String]] = [
+            ["orders/*"], ["users/2"], ["*"], ["orders/*", "users/1"], ["misc", "orders/1"],
+        ]
         struct Session: Sendable {
             let start: Int64
             let selectors: [String]

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, builds, runs `swift test` (unit and real-socket
+# tests against servers on 127.0.0.1), then the real-client conformance checks in tools/conformance.
+# Usage: tools/test.sh            (from the repository root; CI runs exactly this via .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+pkg-config --exists sqlite3 2>/dev/null || need_apt+=(libsqlite3-dev pkg-config)
+command -v sqlite3 >/dev/null || need_apt+=(sqlite3)
+command -v curl >/dev/null || need_apt+=(curl)
+if ((${#need_apt[@]})); then
+    echo "== installing ${need_apt[*]}"
+    apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+echo "== swift build"
+swift build --build-tests 2>&1 | tail -n 3
+
+echo "== swift test"
+set +e
+swift test --skip-build >.build/swift-test.log 2>&1
+status=$?
+set -e
+# Passing tests one line each; failures with their details; the runner's closing summary.
+grep -Ev '^(􀟈|◇) |Test Case .* started' .build/swift-test.log | tail -n 200
+if [ "$status" -ne 0 ]; then
+    echo "swift test failed ($status)"
+    exit "$status"
+fi
+
+if [ -x tools/conformance/run.sh ]; then
+    echo "== real-client conformance (tools/conformance)"
+    EVENTLOGD="$(swift build --show-bin-path)/eventlogd" tools/conformance/run.sh
+fi
