@@ -83,6 +83,11 @@ final class WebSocketSession: Sendable {
         await withDiscardingTaskGroup { publishes in
             do {
                 for try await frame in inbound {
+                    // RFC 6455 section 5.1: a server must close the connection on an unmasked client frame.
+                    guard frame.maskKey != nil else {
+                        await close(.protocolError, "client frames must be masked")
+                        return
+                    }
                     switch frame.opcode {
                     case .text:
                         let data = frame.unmaskedData
@@ -128,13 +133,16 @@ final class WebSocketSession: Sendable {
         do {
             message = try JSONParser.parse(Array(text.utf8))
         } catch {
-            return await reject(code: "malformed_json", message: "invalid JSON: \(error)", ref: nil)
+            return await reject(code: "malformed_json", message: "invalid JSON: \(error)", ref: .omitted)
         }
-        let ref = message["ref"].flatMap { value -> String? in
-            if case .string(let text) = value { return text }
-            if case .number(let text) = value { return text }
-            return nil
-        }
+        // The ref is echoed as it came: a string stays a string, a number a number.
+        let ref: JSONFragment = {
+            switch message["ref"] {
+            case .some(.string(let text)): return .string(text)
+            case .some(.number(let lexeme)): return .raw(lexeme)
+            default: return .omitted
+            }
+        }()
         guard case .string(let op) = message["op"] else {
             return await reject(code: "invalid_op", message: "a message needs \"op\": subscribe or publish", ref: ref)
         }
@@ -162,7 +170,7 @@ final class WebSocketSession: Sendable {
     }
 
     /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
-    private func reject(code: String, message: String, ref: String?) async -> Bool {
+    private func reject(code: String, message: String, ref: JSONFragment) async -> Bool {
         let errors = state.withLock { state -> Int in
             state.errors += 1
             return state.errors
@@ -175,10 +183,10 @@ final class WebSocketSession: Sendable {
         return true
     }
 
-    static func errorMessage(code: String, message: String, ref: String?) -> String {
+    static func errorMessage(code: String, message: String, ref: JSONFragment) -> String {
         JSONWriter.object([
             "type": .string("error"), "code": .string(code), "message": .string(message),
-            "ref": .optionalString(ref),
+            "ref": ref,
         ])
     }
 
@@ -196,7 +204,7 @@ final class WebSocketSession: Sendable {
         }
     }
 
-    private func publish(_ event: NewEvent, ref: String?) async {
+    private func publish(_ event: NewEvent, ref: JSONFragment) async {
         defer { state.withLock { $0.publishesInFlight -= 1 } }
         if server.isShuttingDown {
             await send(Self.errorMessage(code: "shutting_down", message: "the server is shutting down", ref: ref))
@@ -208,7 +216,7 @@ final class WebSocketSession: Sendable {
             if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
             await send(
                 JSONWriter.object([
-                    "type": .string("ack"), "ref": .optionalString(ref), "id": .int(result.event.id),
+                    "type": .string("ack"), "ref": ref, "id": .int(result.event.id),
                     "topic": .string(result.event.topic), "time": .string(result.event.timeText),
                     "replayed": .bool(result.replayed),
                 ])

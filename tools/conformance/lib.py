@@ -11,6 +11,10 @@ Everything here talks to a real `eventlogd` process on 127.0.0.1 only:
   block, so a check can see exactly which lines the server wrote (for example that a control
   event has no `id:` line), which a spec-following client hides.
 - `CurlStream` runs `curl -sN` and feeds its stdout through `SSEParser` incrementally.
+- `RawWebSocket` is a deliberately small WebSocket client on a plain socket (handshake by hand,
+  masked frames written byte by byte), for what a well-behaved library refuses to send: binary
+  or invalid UTF-8 frames, oversized or hand-fragmented messages, unknown opcodes, unmasked
+  frames, and a client that never answers pings.
 - `Checks` prints one `ok - ...` / `FAIL - ...` line per check and the closing
   `N passed, M failed` line.
 
@@ -20,7 +24,9 @@ Every wait is bounded in time, and every retry loop in count.
 from __future__ import annotations
 
 import atexit
+import base64
 import ctypes
+import hashlib
 import json
 import os
 import queue
@@ -28,6 +34,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -58,6 +65,15 @@ def _register(obj: Any) -> None:
 def _unregister(obj: Any) -> None:
     with _children_lock:
         _children.discard(obj)
+
+
+def register_cleanup(obj: Any) -> None:
+    """Have `obj.close()` called by `cleanup_all` (at exit and after every scenario)."""
+    _register(obj)
+
+
+def unregister_cleanup(obj: Any) -> None:
+    _unregister(obj)
 
 
 def cleanup_all() -> None:
@@ -336,6 +352,17 @@ class Server:
         return response.json()
 
 
+    def history(self, topic: Optional[str] = None, after: int = 0, limit: int = 1000) -> dict:
+        """GET /v1/events as JSON: {"events":[...],"next":N,"head":H,"earliest":E}."""
+        params: list = [("after", str(after)), ("limit", str(limit))]
+        if topic is not None:
+            params.append(("topic", topic))
+        response = self.http.get(self.url("/v1/events"), params=params, headers={"Accept": "application/json"})
+        if response.status_code != 200:
+            raise ServerError(f"history {params!r}: HTTP {response.status_code}: {response.text[:300]}")
+        return response.json()
+
+
 # --------------------------------------------------------------------------------------------
 # An independent SSE parser (WHATWG "event stream interpretation"), keeping raw fields.
 
@@ -556,6 +583,212 @@ class CurlStream:
         return code
 
     def __enter__(self) -> "CurlStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# A raw WebSocket client (RFC 6455) on a plain socket, for frames a library will not send.
+
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+class WSOpcode:
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+@dataclass
+class WSFrame:
+    fin: bool
+    opcode: int
+    payload: bytes
+
+    @property
+    def close_code(self) -> Optional[int]:
+        if self.opcode != WSOpcode.CLOSE or len(self.payload) < 2:
+            return None
+        return struct.unpack("!H", self.payload[:2])[0]
+
+    @property
+    def close_reason(self) -> str:
+        return self.payload[2:].decode("utf-8", "replace") if self.opcode == WSOpcode.CLOSE else ""
+
+    def text(self) -> str:
+        return self.payload.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        body = self.payload[:120]
+        return f"WSFrame(fin={self.fin}, opcode={self.opcode:#x}, {len(self.payload)} bytes: {body!r})"
+
+
+class WSClosed(Exception):
+    """The TCP connection ended (EOF or reset) before the expected frame arrived."""
+
+
+class RawWebSocket:
+    """A hand-written WebSocket client: the upgrade request, masked frames and a frame reader.
+
+    It answers nothing by itself (no pong, no close reply) unless asked, so a check sees exactly
+    what the server sends and when. Every read is bounded by a timeout."""
+
+    def __init__(self, port: int, path: str = "/v1/ws", timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.closed = False
+        register_cleanup(self)
+        key = base64.b64encode(os.urandom(16)).decode("ascii")
+        request = (
+            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        self.sock.sendall(request.encode("ascii"))
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill(deadline, "the upgrade response")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status_line = lines[0]
+        self.headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        expected_accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode("ascii")).digest()).decode("ascii")
+        if not self.status_line.startswith("HTTP/1.1 101") or self.headers.get("sec-websocket-accept") != expected_accept:
+            self.close()
+            raise ServerError(f"WebSocket upgrade refused: {self.status_line!r} {self.headers!r}")
+
+    # -- writing ------------------------------------------------------------------------------
+
+    @staticmethod
+    def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = True,
+                     length: Optional[int] = None) -> bytes:
+        """One frame. `length` overrides the length field (to announce more than is sent)."""
+        size = len(payload) if length is None else length
+        first = (0x80 if fin else 0) | (opcode & 0x0F)
+        mask_bit = 0x80 if mask else 0
+        if size < 126:
+            header = struct.pack("!BB", first, mask_bit | size)
+        elif size < 1 << 16:
+            header = struct.pack("!BBH", first, mask_bit | 126, size)
+        else:
+            header = struct.pack("!BBQ", first, mask_bit | 127, size)
+        if not mask:
+            return header + payload
+        key = os.urandom(4)
+        repeated = (key * (len(payload) // 4 + 1))[: len(payload)]
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(len(payload), "big") \
+            if payload else b""
+        return header + key + masked
+
+    def send_raw(self, data: bytes) -> None:
+        self.sock.settimeout(10.0)
+        self.sock.sendall(data)
+
+    def send_frame(self, opcode: int, payload: bytes = b"", **kwargs: Any) -> None:
+        self.send_raw(self.encode_frame(opcode, payload, **kwargs))
+
+    def send_text(self, text: str) -> None:
+        self.send_frame(WSOpcode.TEXT, text.encode("utf-8"))
+
+    def send_json(self, value: Any) -> None:
+        self.send_text(json.dumps(value))
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _fill(self, deadline: float, what: str) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"no {what} within the time allowed")
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError(f"no {what} within the time allowed") from None
+        except (ConnectionResetError, BrokenPipeError) as error:
+            raise WSClosed(f"connection reset while waiting for {what}: {error}") from None
+        if not chunk:
+            raise WSClosed(f"connection closed (EOF) while waiting for {what}")
+        self.buffer += chunk
+
+    def _need(self, count: int, deadline: float) -> bytes:
+        while len(self.buffer) < count:
+            self._fill(deadline, "frame")
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def recv_frame(self, timeout: float = 5.0) -> WSFrame:
+        """The next frame from the server (which must be unmasked)."""
+        deadline = time.monotonic() + timeout
+        first, second = self._need(2, deadline)
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", self._need(2, deadline))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", self._need(8, deadline))[0]
+        if second & 0x80:
+            key = self._need(4, deadline)
+            payload = bytes(b ^ key[i % 4] for i, b in enumerate(self._need(size, deadline)))
+        else:
+            payload = self._need(size, deadline)
+        return WSFrame(bool(first & 0x80), first & 0x0F, payload)
+
+    def recv_json(self, timeout: float = 5.0, answer_pings: bool = True) -> Any:
+        """The next text message as JSON (pings answered or skipped; a close frame is an error)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            if frame.opcode == WSOpcode.PING:
+                if answer_pings:
+                    self.send_frame(WSOpcode.PONG, frame.payload)
+                continue
+            if frame.opcode == WSOpcode.PONG:
+                continue
+            if frame.opcode == WSOpcode.TEXT and frame.fin:
+                return json.loads(frame.payload.decode("utf-8"))
+            raise WSClosed(f"expected a text message, got {frame!r}")
+
+    def wait_close(self, timeout: float = 5.0, answer_pings: bool = False) -> tuple:
+        """Reads until the server's close frame: (close frame or None at EOF, [frames before it]).
+        Answers the close (and pings only when asked). On timeout the TimeoutError carries
+        `.frames`, the frames that did arrive."""
+        deadline = time.monotonic() + timeout
+        before: list = []
+        while True:
+            try:
+                frame = self.recv_frame(max(0.01, deadline - time.monotonic()))
+            except WSClosed:
+                return None, before
+            except TimeoutError as error:
+                error.frames = before  # type: ignore[attr-defined] - what did arrive, for the report
+                raise
+            if frame.opcode == WSOpcode.CLOSE:
+                try:
+                    self.send_frame(WSOpcode.CLOSE, frame.payload[:2])
+                except OSError:
+                    pass
+                return frame, before
+            if frame.opcode == WSOpcode.PING and answer_pings:
+                self.send_frame(WSOpcode.PONG, frame.payload)
+            before.append(frame)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        unregister_cleanup(self)
+
+    def __enter__(self) -> "RawWebSocket":
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Conformance checks: real, independent clients (curl, httpx-sse, ...) against a real eventlogd.
+# Conformance checks: real, independent clients (curl, httpx-sse, websockets, ...) against a real eventlogd.
 #
 #   tools/conformance/run.sh                 # every check script in SCRIPTS
 #   tools/conformance/run.sh sse_clients.py  # only these
@@ -22,6 +22,7 @@ cd "$root"
 # The check scripts, run in this order. Add new ones here.
 SCRIPTS=(
     sse_clients.py
+    ws_clients.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
