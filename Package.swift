@@ -9,7 +9,9 @@ let package = Package(
         .library(name: "EventLogServer", targets: ["EventLogServer"]),
         .library(name: "EventLogClient", targets: ["EventLogClient"]),
         .executable(name: "eventlogd", targets: ["eventlogd"]),
+        .executable(name: "eventlog", targets: ["eventlog"]),
         .executable(name: "eventlog-bench", targets: ["eventlog-bench"]),
+        .executable(name: "eventlog-maint", targets: ["eventlog-maint"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
@@ -60,6 +62,15 @@ let package = Package(
             ]
         ),
         .executableTarget(
+            name: "eventlog",
+            dependencies: [
+                "EventLog",
+                "EventLogServer",
+                "EventLogClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
             name: "eventlog-bench",
             dependencies: [
                 "EventLog",
@@ -67,6 +78,22 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/eventlog-bench"
+        ),
+        .executableTarget(
+            name: "eventlog-maint",
+            dependencies: [
+                "EventLog",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "tools/eventlog-maint"
+        ),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["EventLog", "EventLogServer"]
+        ),
+        .testTarget(
+            name: "MaintenanceTests",
+            dependencies: ["EventLog"]
         ),
         .testTarget(
             name: "EventLogTests",

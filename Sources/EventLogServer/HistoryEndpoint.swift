@@ -15,7 +15,19 @@ struct HistoryEndpoint {
             request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
         let limit = try HistoryEndpoint.integer(
             request.queryValue("limit"), name: "limit", default: 100, range: 1...Int64(HistoryEndpoint.maxLimit))
-        let page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
+        let page: EventLog.Page
+        if let lastText = request.queryValue("last") {
+            guard request.queryValue("after") == nil else {
+                throw APIError.badRequest("invalid_parameter", "give either after or last, not both")
+            }
+            let last = try HistoryEndpoint.integer(
+                lastText, name: "last", default: 1, range: 1...Int64(HistoryEndpoint.maxLimit))
+            let (head, earliest) = (server.log.head, server.log.earliest)
+            let events = try await server.log.readLatest(Int(last), selectors: selectors)
+            page = EventLog.Page(events: events, next: events.last?.id ?? head, head: head, earliest: earliest)
+        } else {
+            page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
+        }
         var body = JSONWriter()
         body.raw("{\"events\":[")
         for (offset, event) in page.events.enumerated() {

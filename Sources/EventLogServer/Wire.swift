@@ -107,3 +107,101 @@ enum SSEFrame {
         buffer.writeStaticString("\n")
     }
 }
+
+/// The wire formats, for tools that print what a client would receive (`eventlog replay`).
+public enum WireFormat {
+    /// The JSON envelope of an event, as in history pages and `envelope=1` streams.
+    public static func envelope(_ event: Event) -> String {
+        Wire.envelope(event)
+    }
+
+    /// The exact SSE frame a subscriber gets for `event`.
+    public static func sseFrame(_ event: Event, envelope: Bool = false) -> String {
+        var buffer = ByteBuffer()
+        SSEFrame.writeEvent(event, envelope: envelope, into: &buffer)
+        return String(buffer: buffer)
+    }
+
+    /// The JSON value of an event's data, as the envelope carries it.
+    public static func dataJSON(_ data: EventData?) -> String {
+        var writer = JSONWriter()
+        writer.fragment(Wire.dataJSON(data))
+        return writer.text
+    }
+
+    /// Decodes one publish object (`{"topic":..,"type":..,"key":..,"data":..,"idempotencyKey":..}`) the
+    /// way `POST /v1/events` does. Throws ``WireFormatError`` with the same code the server answers.
+    public static func decodeEvent(_ json: String, idempotencyKey: String? = nil) throws(WireFormatError) -> NewEvent {
+        do {
+            return try PublishDecoder.event(from: PublishDecoder.parse(Array(json.utf8)), idempotencyKey: idempotencyKey)
+        } catch {
+            throw WireFormatError(code: error.code, message: error.message)
+        }
+    }
+
+    /// The payload for a `--data` argument: a JSON string becomes text, any other JSON value is
+    /// kept as canonical JSON, `null` is a tombstone.
+    public static func decodeData(_ json: String) throws(WireFormatError) -> EventData? {
+        let value: JSONValue
+        do {
+            value = try PublishDecoder.parse(Array(json.utf8))
+        } catch {
+            throw WireFormatError(code: error.code, message: error.message)
+        }
+        switch value {
+        case .null: return nil
+        case .string(let text): return .text(text)
+        default: return .json(value.canonicalText)
+        }
+    }
+}
+
+extension WireFormat {
+    /// Decodes a history answer (`{"events":[<envelope>...],"next":N,"head":H,"earliest":E}`), keeping
+    /// JSON data exactly as the server sent it.
+    public static func decodeHistoryPage(_ body: [UInt8]) throws(WireFormatError) -> EventLog.Page {
+        let value: JSONValue
+        do {
+            value = try PublishDecoder.parse(body)
+        } catch {
+            throw WireFormatError(code: error.code, message: error.message)
+        }
+        func integer(_ value: JSONValue?) -> Int64? {
+            if case .number(let lexeme) = value { return Int64(lexeme) }
+            return nil
+        }
+        func string(_ value: JSONValue?) -> String? {
+            if case .string(let text) = value { return text }
+            return nil
+        }
+        guard case .array(let items) = value["events"], let next = integer(value["next"]),
+            let head = integer(value["head"]), let earliest = integer(value["earliest"])
+        else { throw WireFormatError(code: "malformed_json", message: "not a history page") }
+        var events: [Event] = []
+        for item in items {
+            guard let id = integer(item["id"]), let topic = string(item["topic"]) else {
+                throw WireFormatError(code: "malformed_json", message: "an event in the page lacks id or topic")
+            }
+            let data: EventData?
+            switch item["data"] {
+            case .none, .some(.null): data = nil
+            case .some(.string(let text)): data = .text(text)
+            case .some(let other): data = .json(other.canonicalText)
+            }
+            events.append(
+                Event(
+                    id: id, topic: topic, type: string(item["type"]) ?? "message", key: string(item["key"]),
+                    data: data, time: string(item["time"]).flatMap(Timestamp.parseRFC3339) ?? 0))
+        }
+        return EventLog.Page(events: events, next: next, head: head, earliest: earliest)
+    }
+}
+
+/// A decoding failure from ``WireFormat``, with the wire error code (e.g. `malformed_json`).
+public struct WireFormatError: Error, CustomStringConvertible, Sendable {
+    /// The error code the server would answer.
+    public let code: String
+    /// What was wrong.
+    public let message: String
+    public var description: String { message }
+}

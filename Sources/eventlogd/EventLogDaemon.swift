@@ -72,6 +72,11 @@ struct EventLogDaemon: AsyncParsableCommand {
     )
     var maxWsFrameBytes: Int?
 
+    @Option(
+        help: "Memory for the newest events, in bytes; subscribers further behind read from disk (EVENTLOG_TAIL_BYTES). Default 67108864."
+    )
+    var tailBytes: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
     var logLevel: String?
 
@@ -79,7 +84,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         for name in [
             "EVENTLOG_PORT", "EVENTLOG_SSE_RETRY", "EVENTLOG_MAX_BODY_BYTES", "EVENTLOG_MAX_EVENT_BYTES",
-            "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES",
+            "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES", "EVENTLOG_TAIL_BYTES",
         ] {
             if let value = environment[name], Int(value) == nil {
                 throw ValidationError("\(name) must be an integer, not \(value)")
@@ -107,6 +112,7 @@ struct EventLogDaemon: AsyncParsableCommand {
             ("max-event-bytes", number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES")),
             ("max-connections", number(maxConnections, "EVENTLOG_MAX_CONNECTIONS")),
             ("max-ws-frame-bytes", number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES")),
+            ("tail-bytes", number(tailBytes, "EVENTLOG_TAIL_BYTES")),
         ] {
             if let value, value <= 0 { throw ValidationError("--\(name) must be positive") }
         }
@@ -129,6 +135,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         var options = EventLog.Options()
         options.durability = setting(durability, "EVENTLOG_DURABILITY").flatMap(EventLog.Durability.init) ?? .full
         if let bytes = number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES") { options.limits.maxDataBytes = bytes }
+        if let bytes = number(tailBytes, "EVENTLOG_TAIL_BYTES") { options.tailBytes = bytes }
         options.logger = Logger(label: "eventlog")
 
         var configuration = ServerConfiguration()

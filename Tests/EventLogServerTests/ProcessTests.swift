@@ -14,10 +14,10 @@ struct ProcessTests {
     func stalledSubscriber() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let server = try ServerProcess(databasePath: directory.databasePath, arguments: ["--keepalive", "600"])
+        let server = try ServerProcess(databasePath: directory.databasePath, arguments: ["--keepalive", "600", "--tail-bytes", "4000000"])
         defer { server.kill9() }
         let client = TestHTTPClient(port: server.port)
-        let payload = String(repeating: "p", count: 4000)
+        let payload = String(repeating: "p", count: 1000)
         let eventCount = 50_000
         let batchSize = 250
         // Open a subscriber that reads the first frames, then stops reading.
@@ -36,7 +36,7 @@ struct ProcessTests {
             while let message = try await reader.nextMessage(), message.event != "eventlog.caughtup" {}
             try await Task.sleep(for: .milliseconds(300))
             let baseline = residentBytes(pid: server.pid) ?? 0
-            // Publish 50,000 events (about 200 MB of frames) while the subscriber reads nothing.
+            // Publish 50,000 events (about 55 MB of frames) while the subscriber reads nothing.
             for batch in 0..<(eventCount / batchSize) {
                 var body = ""
                 for index in 0..<batchSize {
@@ -48,8 +48,9 @@ struct ProcessTests {
             }
             let stalledRSS = residentBytes(pid: server.pid) ?? 0
             let growth = stalledRSS - baseline
-            // Unbounded buffering would hold all ~200 MB; the in-memory tail is capped at 64 MB.
-            #expect(growth < 120 * 1024 * 1024, "server RSS grew by \(growth / 1024 / 1024) MB")
+            // Buffering the stalled stream would hold its ~55 MB of frames on top of what publishing costs
+            // (about 15 MB here: the 4 MB tail, SQLite's caches and the allocator's high-water mark).
+            #expect(growth < 35 * 1024 * 1024, "server RSS grew by \(growth / 1024 / 1024) MB")
             // Publishing was not held up either: the log has everything.
             let health = try await client.request(.GET, "/healthz")
             #expect(health.json["head"] as? Int == eventCount)
@@ -92,7 +93,9 @@ struct ProcessTests {
                     guard let response = try? await client.publish(topic: "load/\(worker)", data: data) else { return }
                     if response.status == 201, let id = response.json["id"] as? Int {
                         acknowledged.withLock { $0.append((id, "w\(worker)-\(index)")) }
-                    } else if response.status != 503 {
+                    } else if response.status != 503 && response.status != 0 {
+                        // 503 shutting_down, or 0: the connection closed before an answer (an idle
+                        // keep-alive connection closed by the shutdown). Neither acknowledges the event.
                         Issue.record("unexpected status \(response.status): \(response.body)")
                     }
                 }

@@ -187,7 +187,9 @@ struct SSEReader {
     var iterator: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
     var status = 0
     var headers = HTTPHeaders()
-    private var pending = ""
+    private var pending: [UInt8] = []
+    private var consumed = 0
+    private var searchFrom = 0
     private(set) var ended = false
 
     init(iterator: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) {
@@ -197,9 +199,15 @@ struct SSEReader {
     /// The next message (blank-line terminated block), or nil when the stream ends.
     mutating func next() async throws -> SSEMessage? {
         while true {
-            if let range = pending.range(of: "\n\n") {
-                let block = String(pending[..<range.lowerBound])
-                pending = String(pending[range.upperBound...])
+            if let end = blockEnd() {
+                let block = String(decoding: pending[consumed..<end], as: UTF8.self)
+                consumed = end + 2
+                searchFrom = consumed
+                if consumed > 1 << 20 {
+                    pending.removeFirst(consumed)
+                    consumed = 0
+                    searchFrom = 0
+                }
                 return SSEReader.parse(block)
             }
             guard !ended, let part = try await iterator.next() else {
@@ -211,7 +219,7 @@ struct SSEReader {
                 status = Int(head.status.code)
                 headers = head.headers
             case .body(let buffer):
-                pending += String(buffer: buffer)
+                pending.append(contentsOf: buffer.readableBytesView)
             case .end:
                 ended = true
             }
@@ -235,7 +243,7 @@ struct SSEReader {
                 status = Int(head.status.code)
                 headers = head.headers
             case .body(let buffer):
-                pending += String(buffer: buffer)
+                pending.append(contentsOf: buffer.readableBytesView)
             case .end:
                 ended = true
                 return
@@ -250,12 +258,27 @@ struct SSEReader {
             case .head(let head):
                 status = Int(head.status.code)
                 headers = head.headers
-            case .body(let buffer): pending += String(buffer: buffer)
+            case .body(let buffer): pending.append(contentsOf: buffer.readableBytesView)
             case .end: ended = true
             }
         }
-        defer { pending = "" }
-        return pending
+        defer {
+            pending = []
+            consumed = 0
+            searchFrom = 0
+        }
+        return String(decoding: pending[consumed...], as: UTF8.self)
+    }
+
+    /// The index of the next "\n\n" after the consumed bytes.
+    private mutating func blockEnd() -> Int? {
+        var index = max(searchFrom, consumed)
+        while index + 1 < pending.count {
+            if pending[index] == 0x0A && pending[index + 1] == 0x0A { return index }
+            index += 1
+        }
+        searchFrom = max(consumed, pending.count - 1)
+        return nil
     }
 
     static func parse(_ block: String) -> SSEMessage {

@@ -57,6 +57,14 @@ public final class EventLog: Sendable {
         public let head: Int64
         /// The smallest retained id when the page was read.
         public let earliest: Int64
+
+        /// Creates a page.
+        public init(events: [Event], next: Int64, head: Int64, earliest: Int64) {
+            self.events = events
+            self.next = next
+            self.head = head
+            self.earliest = earliest
+        }
     }
 
     /// The file path.
@@ -207,6 +215,11 @@ public final class EventLog: Sendable {
         }
     }
 
+    /// Runs `body` on a reader thread. Maintenance plans its work there, so the writer only deletes.
+    func withReader<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+        try await readers.run(body)
+    }
+
     /// Called on the writer thread after a commit.
     fileprivate func didCommit(_ events: [Event], head: Int64, foreignWrites: Bool) {
         state.withLock { state in
@@ -232,13 +245,24 @@ public final class EventLog: Sendable {
     public var earliest: Int64 { state.withLock { $0.earliest } }
 
     /// Reads `head` and `earliest` from the database file itself, which also sees what other
-    /// processes (a maintenance tool, another writer) did.
+    /// processes (a maintenance tool, another writer) did. When another process appended, later
+    /// reads return its events and waiters are woken: a read-only log follows a server this way.
     public func refreshBounds() async throws -> (earliest: Int64, head: Int64) {
         let bounds = try await readers.run { connection in
             try (earliest: Self.readEarliest(connection), head: Self.readHead(connection))
         }
-        state.withLock { $0.earliest = max($0.earliest, bounds.earliest) }
-        return (bounds.earliest, max(bounds.head, head))
+        // With a writer here, a file head above the tail's is this process's own commit between its
+        // COMMIT and its tail update; the writer itself notices other processes' appends.
+        let followsOthers = writer == nil
+        let (head, moved) = state.withLock { state -> (Int64, Bool) in
+            state.earliest = max(state.earliest, bounds.earliest)
+            guard followsOthers, bounds.head > state.tail.head else { return (state.tail.head, false) }
+            // The tail lacks the other process's events; forget it so reads below the new head go to the file.
+            state.tail.reset(head: bounds.head)
+            return (bounds.head, true)
+        }
+        if moved { notifier.wakeAll(head: head) }
+        return (bounds.earliest, head)
     }
 
     /// Events with ids above `position` that match `selectors`, ascending, at most `limit`.
@@ -247,6 +271,7 @@ public final class EventLog: Sendable {
     /// read transaction, so `head`, `earliest` and the rows are one consistent snapshot.
     public func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> Page {
         let limit = max(1, limit)
+        guard !state.withLock({ $0.closed }) else { throw EventLogError.closed }
         if selectors.isEmpty {
             let (earliest, head) = state.withLock { ($0.earliest, $0.tail.head) }
             return Page(events: [], next: max(position, head), head: head, earliest: earliest)
@@ -280,6 +305,34 @@ public final class EventLog: Sendable {
     /// end its streams before it lets the last publishes commit.
     public func endSubscriptions() {
         notifier.close()
+    }
+
+    /// The newest `count` events that match `selectors`, ascending by id (for `tail`).
+    public func readLatest(_ count: Int, selectors: SelectorSet) async throws -> [Event] {
+        guard count > 0, !selectors.isEmpty else { return [] }
+        return try await readers.run { connection in
+            var found: [Event] = []
+            for selector in selectors.selectors {
+                let statement: Statement
+                switch selector {
+                case .all:
+                    statement = try connection.cachedStatement(
+                        "SELECT \(Self.eventColumns) FROM events ORDER BY id DESC LIMIT ?")
+                    try statement.bind([.int(Int64(count))])
+                case .topic(let topic):
+                    statement = try connection.cachedStatement(
+                        "SELECT \(Self.eventColumns) FROM events WHERE topic = ? ORDER BY id DESC LIMIT ?")
+                    try statement.bind([.text(topic), .int(Int64(count))])
+                case .prefix(let prefix):
+                    statement = try connection.cachedStatement(
+                        "SELECT \(Self.eventColumns) FROM events WHERE +topic > ? AND +topic < ? ORDER BY id DESC LIMIT ?")
+                    try statement.bind([.text(prefix + "/"), .text(prefix + "0"), .int(Int64(count))])
+                }
+                while try statement.step() { found.append(Self.event(from: statement)) }
+            }
+            found.sort { $0.id < $1.id }
+            return Array(found.suffix(count))
+        }
     }
 
     /// Each topic with its event count and last id, in topic order.
@@ -372,7 +425,6 @@ public final class EventLog: Sendable {
         let head = try readHead(connection)
         let earliest = try readEarliest(connection)
         var merged: [Event] = []
-        var anyFull = false
         for selector in selectors.selectors {
             let statement: Statement
             switch selector {
@@ -397,16 +449,16 @@ public final class EventLog: Sendable {
                 )
                 try statement.bind([.int(position), .text(prefix + "/"), .text(prefix + "0"), .int(Int64(limit))])
             }
-            var count = 0
             while try statement.step() {
                 merged.append(event(from: statement))
-                count += 1
             }
-            if count == limit { anyFull = true }
         }
+        // The selectors of a SelectorSet match disjoint topics, so the merge has no duplicates. Each
+        // query returned at most `limit` rows, so the first `limit` of the merge are exactly the
+        // first `limit` matches; a full page continues after its last event, as the tail's does.
         if selectors.selectors.count > 1 { merged.sort { $0.id < $1.id } }
         if merged.count > limit { merged.removeSubrange(limit...) }
-        let next = anyFull ? merged.last?.id ?? position : max(position, head)
+        let next = merged.count == limit ? merged[limit - 1].id : max(position, head)
         return Page(events: merged, next: next, head: head, earliest: earliest)
     }
 }

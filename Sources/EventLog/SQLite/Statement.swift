@@ -43,7 +43,10 @@ final class Statement {
         case .int(let number):
             code = sqlite3_bind_int64(handle, index, number)
         case .text(let text):
-            code = sqlite3_bind_text(handle, index, text, -1, SQLITE_TRANSIENT)
+            // The byte count, not -1: text may hold NUL, which must not end it early
+            // (https://sqlite.org/c3ref/bind_blob.html). withCString does not copy a native string.
+            let count = Int32(text.utf8.count)
+            code = text.withCString { sqlite3_bind_text(handle, index, $0, count, SQLITE_TRANSIENT) }
         case .blob(let bytes):
             code = bytes.withUnsafeBytes { buffer in
                 sqlite3_bind_blob(handle, index, buffer.baseAddress, Int32(buffer.count), SQLITE_TRANSIENT)
@@ -79,6 +82,14 @@ final class Statement {
         guard let pointer = sqlite3_column_text(handle, column) else { return nil }
         let count = Int(sqlite3_column_bytes(handle, column))
         return String(decoding: UnsafeBufferPointer(start: pointer, count: count), as: UTF8.self)
+    }
+
+    /// Calls `body` with the column's text as UTF-8 bytes, valid only inside `body`. Maintenance hashes
+    /// millions of keys this way without making a `String` for each.
+    func withUTF8<Result>(_ column: Int32, _ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        let pointer = sqlite3_column_text(handle, column)
+        let count = Int(sqlite3_column_bytes(handle, column))
+        return try body(UnsafeRawBufferPointer(start: pointer, count: pointer == nil ? 0 : count))
     }
 
     func blob(_ column: Int32) -> [UInt8] {

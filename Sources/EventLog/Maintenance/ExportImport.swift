@@ -1,0 +1,318 @@
+import Foundation
+
+/// What ``LogMaintenance/export(to:progress:)`` wrote.
+public struct ExportReport: Sendable, Hashable {
+    /// Event lines written (the header line not counted).
+    public var events: Int64
+    /// The log's epoch, head and earliest, as written in the header.
+    public var epoch: String
+    /// The head written in the header.
+    public var head: Int64
+    /// `meta.earliest` written in the header.
+    public var earliest: Int64
+}
+
+/// What ``LogMaintenance/importEvents(from:into:keepEpoch:progress:)`` stored.
+public struct ImportReport: Sendable, Hashable {
+    /// Events stored.
+    public var events: Int64
+    /// Their smallest and largest id.
+    public var ids: ClosedRange<Int64>?
+    /// The head of the new log: the exported head (so ids are never handed out twice), or the last id.
+    public var head: Int64
+    /// `meta.earliest` of the new log.
+    public var earliest: Int64
+    /// The epoch of the new log.
+    public var epoch: String
+    /// True when the epoch and the resume-token key came from the export.
+    public var keptEpoch: Bool
+}
+
+/// The JSON Lines export format, version 1.
+///
+/// The first line is a header, `{"eventlog":"export","version":1,"epoch":..,"tokenKey":..,"earliest":E,
+/// "head":H,"schemaVersion":1,"events":N}`; then one line per event in id order, `{"id":N,"time":"<RFC 3339>",
+/// "topic":..,"type":..,"key":..,"data":<value>,"idempotencyKey":..,"requestHash":N}`, with `key`,
+/// `idempotencyKey` and `requestHash` only when set. `data` is a JSON string for text, the stored JSON text
+/// itself for JSON data, and `null` for a tombstone, so an import stores every byte as it was.
+enum ExportFormat {
+    static let version = 1
+
+    static func export(
+        _ connection: Connection,
+        to output: FileHandle,
+        progress: MaintenanceProgressHandler?
+    ) throws -> ExportReport {
+        // One read transaction: the header and every line describe the same snapshot, while a server appends.
+        try connection.transaction(write: false) {
+            let head = try EventLog.readHead(connection)
+            let earliest = try EventLog.readEarliest(connection)
+            let epoch = try connection.metaValue("epoch") ?? ""
+            let tokenKey = try connection.metaValue("token_key") ?? ""
+            let count = try connection.scalarInt("SELECT count(*) FROM events") ?? 0
+            let version = try connection.scalarInt("PRAGMA user_version") ?? 0
+            var buffer = "{\"eventlog\":\"export\",\"version\":\(Self.version),\"epoch\":"
+            JSONLine.appendString(epoch, to: &buffer)
+            buffer += ",\"tokenKey\":"
+            JSONLine.appendString(tokenKey, to: &buffer)
+            buffer += ",\"earliest\":\(earliest),\"head\":\(head),\"schemaVersion\":\(version),\"events\":\(count)}\n"
+            let statement = try connection.cachedStatement(
+                "SELECT id, time, topic, type, key, data, data_format, idempotency_key, request_hash FROM events ORDER BY id"
+            )
+            defer { statement.reset() }
+            var written: Int64 = 0
+            while try statement.step() {
+                buffer += "{\"id\":\(statement.int64(0)),\"time\":\"\(Timestamp.rfc3339(milliseconds: statement.int64(1)))\",\"topic\":"
+                JSONLine.appendString(statement.text(2) ?? "", to: &buffer)
+                buffer += ",\"type\":"
+                JSONLine.appendString(statement.text(3) ?? "", to: &buffer)
+                if !statement.isNull(4) {
+                    buffer += ",\"key\":"
+                    JSONLine.appendString(statement.text(4) ?? "", to: &buffer)
+                }
+                buffer += ",\"data\":"
+                if statement.isNull(5) {
+                    buffer += "null"
+                } else if statement.int64(6) == 1 {
+                    buffer += statement.text(5) ?? "null"
+                } else {
+                    JSONLine.appendString(statement.text(5) ?? "", to: &buffer)
+                }
+                if !statement.isNull(7) {
+                    buffer += ",\"idempotencyKey\":"
+                    JSONLine.appendString(statement.text(7) ?? "", to: &buffer)
+                    if !statement.isNull(8) { buffer += ",\"requestHash\":\(statement.int64(8))" }
+                }
+                buffer += "}\n"
+                written += 1
+                if buffer.utf8.count >= 1 << 20 {
+                    try output.write(contentsOf: Data(buffer.utf8))
+                    buffer.removeAll(keepingCapacity: true)
+                    progress?(MaintenanceProgress(phase: "exporting", completed: written, total: count, unit: "events"))
+                }
+            }
+            try output.write(contentsOf: Data(buffer.utf8))
+            progress?(MaintenanceProgress(phase: "exporting", completed: written, total: count, unit: "events"))
+            return ExportReport(events: written, epoch: epoch, head: head, earliest: earliest)
+        }
+    }
+
+    /// The header line's fields.
+    private struct Header {
+        var epoch: String?
+        var tokenKey: String?
+        var earliest: Int64 = 1
+        var head: Int64 = 0
+    }
+
+    /// Imports into `connection`, which holds an empty log, in one transaction: all or nothing.
+    static func importEvents(
+        from input: FileHandle,
+        into connection: Connection,
+        keepEpoch: Bool,
+        progress: MaintenanceProgressHandler?
+    ) throws -> ImportReport {
+        try connection.transaction(write: true) {
+            let count = try connection.scalarInt("SELECT count(*) FROM events") ?? 0
+            let existingHead = try EventLog.readHead(connection)
+            guard count == 0 && existingHead == 0 else {
+                throw MaintenanceError(
+                    .targetNotEmpty,
+                    "\(connection.path) already holds a log (\(count) events, head \(existingHead)); import needs a new or empty log"
+                )
+            }
+            let insert = try connection.cachedStatement(
+                """
+                INSERT INTO events (id, topic, type, key, data, data_format, time, idempotency_key, request_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """
+            )
+            var header: Header?
+            var lineNumber = 0
+            var previousID: Int64 = 0
+            var firstID: Int64?
+            var imported: Int64 = 0
+            var bytesRead: Int64 = 0
+            let totalBytes = (try? input.seekToEnd()).map { Int64($0) }
+            if totalBytes != nil { try input.seek(toOffset: 0) }
+            try forEachLine(of: input) { line, lineBytes in
+                lineNumber += 1
+                bytesRead += lineBytes
+                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
+                func fail(_ message: String) -> MaintenanceError {
+                    MaintenanceError(.invalidExport, "line \(lineNumber): \(message)")
+                }
+                let members: [(String, JSONLine.Value)]
+                do {
+                    members = try JSONLine.parseObject(line)
+                } catch let error as JSONLine.SyntaxError {
+                    throw fail("\(error.message) at byte \(error.offset + 1)")
+                }
+                let fields = Dictionary(members, uniquingKeysWith: { first, _ in first })
+                if imported == 0 && header == nil && fields["eventlog"] != nil {
+                    header = try parseHeader(fields, fail: fail)
+                    return
+                }
+                let known: Set<String> = [
+                    "id", "time", "topic", "type", "key", "data", "idempotencyKey", "requestHash",
+                ]
+                if let unknown = members.first(where: { !known.contains($0.0) }) {
+                    throw fail("unknown field \(Topic.quoted(unknown.0))")
+                }
+                guard case .raw(let idText) = fields["id"], let id = Int64(idText) else {
+                    throw fail("\"id\" must be an integer")
+                }
+                guard id > previousID else {
+                    throw fail("id \(id) is not above the previous id \(previousID); ids must be unique and ascending")
+                }
+                guard case .string(let topic) = fields["topic"] else { throw fail("\"topic\" must be a string") }
+                guard Topic.isValid(topic) else { throw fail("invalid topic \(Topic.quoted(topic))") }
+                var type = "message"
+                switch fields["type"] {
+                case .none: break
+                case .string(let text) where !text.isEmpty: type = text
+                default: throw fail("\"type\" must be a non-empty string")
+                }
+                var key: String?
+                switch fields["key"] {
+                case .none, .null: break
+                case .string(let text): key = text
+                case .some(let value): throw fail("\"key\" must be a string, not \(value.typeName)")
+                }
+                let data: EventData?
+                switch fields["data"] {
+                case .none, .null: data = nil
+                case .string(let text): data = .text(text)
+                case .raw(let text): data = .json(text)
+                }
+                let time: Int64
+                switch fields["time"] {
+                case .string(let text):
+                    guard let parsed = Timestamp.parseRFC3339(text) else { throw fail("\"time\" is not RFC 3339: \(text)") }
+                    time = parsed
+                case .raw(let text):
+                    guard let parsed = Int64(text) else { throw fail("\"time\" must be RFC 3339 or milliseconds") }
+                    time = parsed
+                default:
+                    throw fail("\"time\" is missing")
+                }
+                var idempotencyKey: String?
+                switch fields["idempotencyKey"] {
+                case .none, .null: break
+                case .string(let text): idempotencyKey = text
+                case .some(let value): throw fail("\"idempotencyKey\" must be a string, not \(value.typeName)")
+                }
+                var requestHash: Int64?
+                switch fields["requestHash"] {
+                case .none, .null: break
+                case .raw(let text):
+                    guard let parsed = Int64(text) else { throw fail("\"requestHash\" must be a 64-bit integer") }
+                    requestHash = parsed
+                case .some(let value): throw fail("\"requestHash\" must be an integer, not \(value.typeName)")
+                }
+                if idempotencyKey != nil && requestHash == nil {
+                    // What the server would have stored, so a retry of the original request is still recognised.
+                    requestHash = NewEvent(topic: topic, type: type, key: key, data: data).requestHash
+                }
+                let dataValue: SQLValue
+                let format: Int64
+                switch data {
+                case .none: (dataValue, format) = (.null, 0)
+                case .text(let text): (dataValue, format) = (.text(text), 0)
+                case .json(let text): (dataValue, format) = (.text(text), 1)
+                }
+                do {
+                    try insert.bind([
+                        .int(id), .text(topic), .text(type), key.map { .text($0) } ?? .null, dataValue, .int(format),
+                        .int(time), idempotencyKey.map { .text($0) } ?? .null,
+                        idempotencyKey == nil ? .null : requestHash.map { .int($0) } ?? .null,
+                    ])
+                    while try insert.step() {}
+                    insert.reset()
+                } catch let error as SQLiteError {
+                    insert.reset()
+                    throw fail("cannot store event \(id): \(error.message)")
+                }
+                previousID = id
+                firstID = firstID ?? id
+                imported += 1
+                if imported % 50_000 == 0 {
+                    progress?(
+                        MaintenanceProgress(
+                            phase: "importing",
+                            completed: totalBytes == nil ? imported : bytesRead,
+                            total: totalBytes,
+                            unit: totalBytes == nil ? "events" : "bytes"
+                        )
+                    )
+                }
+            }
+            let head = max(header?.head ?? previousID, previousID)
+            // AUTOINCREMENT raised seq to the largest id stored; the exported head may be above it when retention
+            // had deleted the newest events, and ids up to it must never be handed out again.
+            try connection.run("DELETE FROM sqlite_sequence WHERE name = 'events'")
+            if head > 0 { try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(head)]) }
+            let earliest = header?.earliest ?? 1
+            guard earliest <= head + 1 else {
+                throw MaintenanceError(.invalidExport, "the header's earliest \(earliest) is beyond its head \(head) + 1")
+            }
+            try connection.run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(earliest))])
+            if keepEpoch {
+                guard let epoch = header?.epoch, let tokenKey = header?.tokenKey else {
+                    throw MaintenanceError(.invalidExport, "--keep-epoch needs the export's header line with its epoch and token key")
+                }
+                try connection.run("UPDATE meta SET value = ? WHERE name = 'epoch'", [.text(epoch)])
+                try connection.run("UPDATE meta SET value = ? WHERE name = 'token_key'", [.text(tokenKey)])
+            }
+            progress?(MaintenanceProgress(phase: "importing", completed: imported, total: imported, unit: "events"))
+            return ImportReport(
+                events: imported,
+                ids: firstID.map { $0...previousID },
+                head: head,
+                earliest: earliest,
+                epoch: try connection.metaValue("epoch") ?? "",
+                keptEpoch: keepEpoch
+            )
+        }
+    }
+
+    private static func parseHeader(
+        _ fields: [String: JSONLine.Value],
+        fail: (String) -> MaintenanceError
+    ) throws -> Header {
+        guard fields["eventlog"] == .string("export") else { throw fail("the header's \"eventlog\" must be \"export\"") }
+        guard case .raw(let versionText) = fields["version"], let version = Int(versionText) else {
+            throw fail("the header has no \"version\"")
+        }
+        guard version == Self.version else {
+            throw fail("export format version \(version) is not supported (this build reads version \(Self.version))")
+        }
+        var header = Header()
+        if case .string(let epoch) = fields["epoch"] { header.epoch = epoch }
+        if case .string(let key) = fields["tokenKey"] { header.tokenKey = key }
+        if case .raw(let text) = fields["earliest"] {
+            guard let value = Int64(text), value >= 1 else { throw fail("the header's \"earliest\" must be an integer >= 1") }
+            header.earliest = value
+        }
+        if case .raw(let text) = fields["head"] {
+            guard let value = Int64(text), value >= 0 else { throw fail("the header's \"head\" must be an integer >= 0") }
+            header.head = value
+        }
+        return header
+    }
+
+    /// Calls `body` with each line of `input` (without its LF) and the bytes it took, reading 1 MiB at a time.
+    private static func forEachLine(of input: FileHandle, _ body: ([UInt8], Int64) throws -> Void) throws {
+        var pending: [UInt8] = []
+        while let chunk = try input.read(upToCount: 1 << 20), !chunk.isEmpty {
+            pending.append(contentsOf: chunk)
+            var start = 0
+            while let newline = pending[start...].firstIndex(of: 0x0A) {
+                try body(Array(pending[start..<newline]), Int64(newline - start + 1))
+                start = newline + 1
+            }
+            pending.removeFirst(start)
+        }
+        if !pending.isEmpty { try body(pending, Int64(pending.count)) }
+    }
+}

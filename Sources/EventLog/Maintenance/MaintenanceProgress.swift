@@ -1,0 +1,50 @@
+/// Where a long maintenance operation is, for a progress bar or a progress line.
+public struct MaintenanceProgress: Sendable, Hashable {
+    /// What is being done now, e.g. `removing` or `copying`.
+    public let phase: String
+    /// Units done in this phase.
+    public let completed: Int64
+    /// Units in this phase, when known. Retention and compaction count ids of the range they walk, so
+    /// the fraction is the share of that range done.
+    public let total: Int64?
+    /// What the units are: `ids`, `pages`, `bytes`, `events`.
+    public let unit: String
+
+    /// Creates a progress report.
+    public init(phase: String, completed: Int64, total: Int64?, unit: String) {
+        self.phase = phase
+        self.completed = completed
+        self.total = total
+        self.unit = unit
+    }
+
+    /// `completed / total` in 0...1, when the total is known.
+    public var fraction: Double? {
+        guard let total, total > 0 else { return nil }
+        return min(1, max(0, Double(completed) / Double(total)))
+    }
+}
+
+/// Receives progress reports. It may be called on a SQLite thread (the server's writer or a reader), so
+/// it must be quick and must not block.
+public typealias MaintenanceProgressHandler = @Sendable (MaintenanceProgress) -> Void
+
+/// How retention and compaction cut their work into transactions.
+///
+/// Each transaction holds the database's writer lock, so it is kept small: appends wait at most about
+/// this long behind a maintenance batch.
+public struct MaintenanceBatching: Sendable, Hashable {
+    /// The most events one transaction examines. Default 1,000.
+    public var maxRows = 1000
+    /// The time after which a transaction stops examining events and commits. Default 10 ms.
+    public var maxLockTime: Duration = .milliseconds(10)
+
+    /// The defaults.
+    public init() {}
+
+    /// Custom limits.
+    public init(maxRows: Int, maxLockTime: Duration) {
+        self.maxRows = max(1, maxRows)
+        self.maxLockTime = maxLockTime
+    }
+}

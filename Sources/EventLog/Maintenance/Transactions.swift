@@ -1,0 +1,46 @@
+extension Connection {
+    /// Runs `body` in one transaction and commits it, or rolls it back when `body` throws.
+    ///
+    /// `write` starts with `BEGIN IMMEDIATE`, which takes the database's writer lock at once and waits for
+    /// it up to `busy_timeout` (https://sqlite.org/lang_transaction.html#immediate): a maintenance tool
+    /// beside a server queues behind the server's group commits instead of failing with `SQLITE_BUSY`
+    /// halfway through. Otherwise it is a read transaction: one WAL snapshot for every statement in `body`,
+    /// which never blocks the writer (https://sqlite.org/wal.html#concurrency).
+    func transaction<T>(write: Bool, _ body: () throws -> T) throws -> T {
+        try execute(write ? "BEGIN IMMEDIATE" : "BEGIN DEFERRED")
+        do {
+            let result = try body()
+            try execute("COMMIT")
+            return result
+        } catch {
+            // SQLite may already have rolled back by itself (disk full, I/O error).
+            if !isAutocommit { try? execute("ROLLBACK") }
+            throw error
+        }
+    }
+
+    /// Runs a statement and collects every row with `row`. The statement is reset afterwards so it does
+    /// not keep its read open.
+    func rows<T>(_ sql: String, _ arguments: [SQLValue] = [], _ row: (Statement) throws -> T) throws -> [T] {
+        let statement = try cachedStatement(sql)
+        try statement.bind(arguments)
+        defer { statement.reset() }
+        var result: [T] = []
+        while try statement.step() { result.append(try row(statement)) }
+        return result
+    }
+
+    /// The value of a `meta` row, if present.
+    func metaValue(_ name: String) throws -> String? {
+        try scalarText("SELECT value FROM meta WHERE name = ?", [.text(name)])
+    }
+
+    /// Sets `meta.earliest` to `candidate` when that is larger than the stored value; returns the result.
+    /// It never moves back: readers compare positions with it to detect gaps.
+    func advanceEarliest(to candidate: Int64) throws -> Int64 {
+        let current = try EventLog.readEarliest(self)
+        guard candidate > current else { return current }
+        try run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(candidate))])
+        return candidate
+    }
+}

@@ -1,0 +1,327 @@
+import Foundation
+
+/// What ``LogMaintenance/verify(_:)`` checks beyond its defaults.
+public struct VerifyOptions: Sendable, Hashable {
+    /// How far a commit time may run backwards from an earlier id's before it is reported. Times come from
+    /// the wall clock, which NTP may step back a little. Default 1 s.
+    public var timeTolerance: Duration = .seconds(1)
+    /// Skip `PRAGMA integrity_check`, which reads every page (`quick_check` is run instead).
+    public var quick = false
+
+    /// The defaults.
+    public init() {}
+}
+
+/// The outcome of ``LogMaintenance/verify(_:)``: every problem found, and what the log looks like.
+public struct VerifyReport: Sendable, Hashable {
+    /// One thing that is wrong.
+    public struct Problem: Sendable, Hashable, CustomStringConvertible {
+        /// How bad it is.
+        public enum Severity: String, Sendable, Hashable {
+            /// The file breaks an invariant the server relies on.
+            case error
+            /// Legal but worth knowing: rows stranded below `earliest`, a clock that stepped back.
+            case warning
+        }
+
+        /// How bad it is.
+        public let severity: Severity
+        /// Which check found it: `integrity`, `schema`, `meta`, `sequence`, `ids`, `earliest`, `time`,
+        /// `indexes`, `idempotency`, `topics`, `journal`.
+        public let check: String
+        /// What is wrong, precisely, for humans.
+        public let message: String
+
+        /// `error [sequence] ...`
+        public var description: String { "\(severity.rawValue) [\(check)] \(message)" }
+    }
+
+    /// Every problem, in the order found.
+    public var problems: [Problem] = []
+    /// The checks that ran.
+    public var checks: [String] = []
+    /// Events in the log.
+    public var eventCount: Int64 = 0
+    /// The head (`sqlite_sequence`), when present.
+    public var head: Int64?
+    /// `meta.earliest`, when it parses.
+    public var earliest: Int64?
+    /// `meta.epoch`, when present.
+    public var epoch: String?
+
+    /// The errors only.
+    public var errors: [Problem] { problems.filter { $0.severity == .error } }
+    /// The warnings only.
+    public var warnings: [Problem] { problems.filter { $0.severity == .warning } }
+    /// True when there is no error (warnings allowed).
+    public var isOK: Bool { errors.isEmpty }
+
+    mutating func error(_ check: String, _ message: String) {
+        problems.append(Problem(severity: .error, check: check, message: message))
+    }
+
+    mutating func warning(_ check: String, _ message: String) {
+        problems.append(Problem(severity: .warning, check: check, message: message))
+    }
+}
+
+/// The checks of `verify`, run in one read transaction so that they all see one snapshot, even while a
+/// server appends.
+enum Verifier {
+    /// At most this many examples are listed for one kind of problem.
+    static let examples = 5
+
+    static func verify(
+        _ connection: Connection,
+        options: VerifyOptions,
+        progress: MaintenanceProgressHandler?
+    ) throws -> VerifyReport {
+        var report = VerifyReport()
+        try connection.transaction(write: false) {
+            progress?(MaintenanceProgress(phase: "integrity check", completed: 0, total: nil, unit: "checks"))
+            checkIntegrity(connection, quick: options.quick, &report)
+            guard try checkSchema(connection, &report) else { return }
+            let earliest = try checkMeta(connection, &report)
+            try checkSequence(connection, earliest: earliest, &report)
+            try checkTimes(connection, tolerance: options.timeTolerance.wholeMilliseconds, &report, progress)
+            try checkIndexes(connection, &report)
+            try checkTopics(connection, &report)
+            if let mode = try connection.scalarText("PRAGMA journal_mode"), mode.lowercased() != "wal" {
+                report.checks.append("journal")
+                report.warning("journal", "the journal mode is \(mode), not wal; eventlogd switches it to wal when it opens the log")
+            }
+        }
+        return report
+    }
+
+    private static func checkIntegrity(_ connection: Connection, quick: Bool, _ report: inout VerifyReport) {
+        report.checks.append("integrity")
+        // https://sqlite.org/pragma.html#pragma_integrity_check: pages, records, and that every index holds
+        // exactly the rows of its table (quick_check skips the index comparison).
+        let pragma = quick ? "PRAGMA quick_check(100)" : "PRAGMA integrity_check(100)"
+        do {
+            let lines = try connection.rows(pragma) { $0.text(0) ?? "" }
+            if lines != ["ok"] {
+                for line in lines { report.error("integrity", line) }
+            }
+        } catch {
+            report.error("integrity", "\(pragma) failed: \(error)")
+        }
+    }
+
+    /// Returns false when the file is not an event log at all, so the other checks make no sense.
+    private static func checkSchema(_ connection: Connection, _ report: inout VerifyReport) throws -> Bool {
+        report.checks.append("schema")
+        let version = try connection.scalarInt("PRAGMA user_version") ?? 0
+        let tables = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'table'") { $0.text(0) ?? "" })
+        for table in ["events", "meta"] where !tables.contains(table) {
+            report.error("schema", "the \(table) table is missing (user_version \(version)): not an event log")
+        }
+        if !tables.contains("events") || !tables.contains("meta") { return false }
+        if version < 1 || version > Migrator.latestVersion {
+            report.error("schema", "user_version is \(version); this build knows schema versions 1...\(Migrator.latestVersion)")
+        }
+        let indexes = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
+        for index in ["events_topic_id", "events_topic_idempotency_key"] where !indexes.contains(index) {
+            report.error("schema", "the index \(index) is missing")
+        }
+        return true
+    }
+
+    /// Returns `meta.earliest` when it parses.
+    private static func checkMeta(_ connection: Connection, _ report: inout VerifyReport) throws -> Int64? {
+        report.checks.append("meta")
+        let rows = try connection.rows("SELECT name, value FROM meta") { ($0.text(0) ?? "", $0.text(1) ?? "") }
+        let meta = Dictionary(rows, uniquingKeysWith: { first, _ in first })
+        func isHex(_ text: String, length: Int) -> Bool {
+            text.utf8.count == length && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
+        }
+        if let epoch = meta["epoch"] {
+            report.epoch = epoch
+            if !isHex(epoch, length: 32) {
+                report.error("meta", "meta epoch \(Topic.quoted(epoch)) is not 32 lowercase hex digits")
+            }
+        } else {
+            report.error("meta", "meta has no epoch row")
+        }
+        if let key = meta["token_key"] {
+            if !isHex(key, length: 64) {
+                report.error("meta", "meta token_key is not 64 lowercase hex digits (it has \(key.utf8.count) characters)")
+            }
+        } else {
+            report.error("meta", "meta has no token_key row")
+        }
+        let version = try connection.scalarInt("PRAGMA user_version") ?? 0
+        if let text = meta["schema_version"] {
+            if Int64(text) != version {
+                report.error("meta", "meta schema_version \(Topic.quoted(text)) does not match PRAGMA user_version \(version)")
+            }
+        } else {
+            report.error("meta", "meta has no schema_version row")
+        }
+        var earliest: Int64?
+        if let text = meta["earliest"] {
+            if let value = Int64(text), value >= 1 {
+                earliest = value
+                report.earliest = value
+            } else {
+                report.error("meta", "meta earliest \(Topic.quoted(text)) is not an integer >= 1")
+            }
+        } else {
+            report.error("meta", "meta has no earliest row")
+        }
+        return earliest
+    }
+
+    private static func checkSequence(_ connection: Connection, earliest: Int64?, _ report: inout VerifyReport) throws {
+        report.checks.append("sequence")
+        let (count, minID, maxID) = try connection.rows("SELECT count(*), min(id), max(id) FROM events") {
+            ($0.int64(0), $0.isNull(1) ? nil : $0.int64(1), $0.isNull(2) ? nil : $0.int64(2))
+        }[0]
+        report.eventCount = count
+        let sequence = try connection.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+        report.head = sequence ?? 0
+        let head = sequence ?? 0
+        if sequence == nil && count > 0 {
+            report.error("sequence", "sqlite_sequence has no row for events, but the table holds \(count) events")
+        }
+        report.checks.append("ids")
+        if let minID, minID < 1 {
+            let below = try connection.scalarInt("SELECT count(*) FROM events WHERE id < 1") ?? 0
+            report.error("ids", "\(below) events have ids below 1 (smallest \(minID)); ids start at 1")
+        }
+        if let maxID, maxID > head {
+            // AUTOINCREMENT keeps seq >= every id it handed out, so a larger id was written around it. The server
+            // takes seq as the head: readers would never be told of these events, and their positions are unsafe.
+            let above = try connection.scalarInt("SELECT count(*) FROM events WHERE id > ?", [.int(head)]) ?? 0
+            report.error(
+                "sequence",
+                "\(above) events have ids above the head \(head) (sqlite_sequence.seq for events); largest id \(maxID)"
+            )
+        }
+        report.checks.append("earliest")
+        guard let earliest else { return }
+        if earliest > head + 1 {
+            report.error("earliest", "meta earliest \(earliest) is beyond head + 1 = \(head + 1)")
+        }
+        if let minID, minID < earliest {
+            let below = try connection.scalarInt("SELECT count(*) FROM events WHERE id < ?", [.int(earliest)]) ?? 0
+            let topics = try connection.rows(
+                "SELECT DISTINCT topic FROM events WHERE id < ? ORDER BY topic LIMIT \(examples + 1)",
+                [.int(earliest)]
+            ) { $0.text(0) ?? "" }
+            let shown = topics.prefix(examples).joined(separator: ", ") + (topics.count > examples ? ", ..." : "")
+            // Per-topic retention moves earliest for every topic (see OPERATIONS.md), which strands other
+            // topics' older rows below it: legal, but no subscriber will be sent them.
+            report.warning(
+                "earliest",
+                "\(below) events have ids below earliest \(earliest) (smallest \(minID); topics \(shown)): "
+                    + "subscribers resume from earliest and will not receive them"
+            )
+        }
+    }
+
+    private static func checkTimes(
+        _ connection: Connection,
+        tolerance: Int64,
+        _ report: inout VerifyReport,
+        _ progress: MaintenanceProgressHandler?
+    ) throws {
+        report.checks.append("time")
+        let statement = try connection.cachedStatement("SELECT id, time FROM events ORDER BY id")
+        defer { statement.reset() }
+        var newest: (id: Int64, time: Int64)?
+        var regressions: [String] = []
+        var regressionCount = 0
+        var rows: Int64 = 0
+        let future = Timestamp.nowMilliseconds() + 86_400_000
+        var inFuture = 0
+        while try statement.step() {
+            let id = statement.int64(0)
+            let time = statement.int64(1)
+            rows += 1
+            if rows % 100_000 == 0 {
+                progress?(MaintenanceProgress(phase: "checking ids and times", completed: rows, total: report.eventCount, unit: "events"))
+            }
+            if time > future { inFuture += 1 }
+            if let newest, time < newest.time - tolerance {
+                regressionCount += 1
+                if regressions.count < examples {
+                    regressions.append(
+                        "id \(id) at \(Timestamp.rfc3339(milliseconds: time)) after id \(newest.id) at "
+                            + "\(Timestamp.rfc3339(milliseconds: newest.time)) (\(newest.time - time) ms back)"
+                    )
+                }
+            }
+            if newest.map({ time > $0.time }) ?? true { newest = (id, time) }
+        }
+        if regressionCount > 0 {
+            report.warning(
+                "time",
+                "\(regressionCount) events have a commit time more than \(tolerance) ms before an earlier id's: "
+                    + regressions.joined(separator: "; ")
+            )
+        }
+        if inFuture > 0 {
+            report.warning("time", "\(inFuture) events have a commit time more than a day in the future")
+        }
+    }
+
+    private static func checkIndexes(_ connection: Connection, _ report: inout VerifyReport) throws {
+        report.checks.append("indexes")
+        // integrity_check already compares indexes with the table; counting through each one separately
+        // also catches the mismatch under quick_check, and says which index disagrees. A missing index was
+        // reported by the schema check.
+        let indexes = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
+        if indexes.contains("events_topic_id") {
+            let table = try connection.scalarInt("SELECT count(*) FROM events NOT INDEXED") ?? 0
+            let byTopic = try connection.scalarInt("SELECT count(*) FROM events INDEXED BY events_topic_id") ?? 0
+            if byTopic != table {
+                report.error("indexes", "events_topic_id holds \(byTopic) entries, the events table \(table) rows")
+            }
+        }
+        if indexes.contains("events_topic_idempotency_key") {
+            let keyed =
+                try connection.scalarInt("SELECT count(*) FROM events NOT INDEXED WHERE idempotency_key IS NOT NULL") ?? 0
+            let byKey =
+                try connection.scalarInt(
+                    "SELECT count(*) FROM events INDEXED BY events_topic_idempotency_key WHERE idempotency_key IS NOT NULL"
+                ) ?? 0
+            if byKey != keyed {
+                report.error(
+                    "indexes",
+                    "events_topic_idempotency_key holds \(byKey) entries, the events table \(keyed) rows with an idempotency key"
+                )
+            }
+        }
+        report.checks.append("idempotency")
+        let duplicates = try connection.rows(
+            """
+            SELECT topic, idempotency_key, count(*) FROM events NOT INDEXED WHERE idempotency_key IS NOT NULL
+            GROUP BY topic, idempotency_key HAVING count(*) > 1 LIMIT \(examples)
+            """
+        ) { "\($0.text(0) ?? "") \(Topic.quoted($0.text(1) ?? "")) ×\($0.int64(2))" }
+        if !duplicates.isEmpty {
+            report.error("idempotency", "idempotency keys used more than once on a topic: " + duplicates.joined(separator: ", "))
+        }
+    }
+
+    private static func checkTopics(_ connection: Connection, _ report: inout VerifyReport) throws {
+        report.checks.append("topics")
+        // DISTINCT walks events_topic_id, one step per topic rather than per event.
+        let statement = try connection.cachedStatement("SELECT DISTINCT topic FROM events")
+        defer { statement.reset() }
+        var invalid: [String] = []
+        var count = 0
+        while try statement.step() {
+            let topic = statement.text(0) ?? ""
+            if !Topic.isValid(topic) {
+                count += 1
+                if invalid.count < examples { invalid.append(Topic.quoted(topic)) }
+            }
+        }
+        if count > 0 {
+            report.error("topics", "\(count) topics break the topic grammar: " + invalid.joined(separator: ", "))
+        }
+    }
+}

@@ -1,0 +1,106 @@
+import Foundation
+import NIOCore
+
+extension EventLogClient {
+    /// Timeouts, limits and the reconnect policy of a client.
+    public struct Configuration: Sendable {
+        /// How long to wait for a TCP connection.
+        public var connectTimeout: Duration = .seconds(10)
+        /// How long a publish, history or topics request may take, from sending to the last byte of the answer.
+        public var requestTimeout: Duration = .seconds(30)
+        /// A subscription that receives nothing for this long (not even a keepalive or a ping) while it is
+        /// reading is treated as dropped and reconnects. `nil` waits forever.
+        public var subscriptionIdleTimeout: Duration? = .seconds(60)
+        /// The delay between reconnect attempts of a subscription.
+        public var reconnectBackoff = Backoff()
+        /// Whether an SSE subscription uses the server's `retry:` as the base delay instead of
+        /// ``Backoff/initial``.
+        public var honourServerRetry = true
+        /// How many consecutive failed attempts a subscription makes before it ends with the last error;
+        /// `nil` retries forever. The count restarts whenever a connection opens.
+        public var maxReconnectAttempts: Int? = nil
+        /// How many idle keep-alive connections publish and history requests keep for reuse; `0` opens one
+        /// connection per request.
+        public var maxIdleConnections = 8
+        /// How long an idle keep-alive connection is kept before it is closed instead of reused.
+        public var idleConnectionTimeout: Duration = .seconds(5)
+        /// The largest answer body accepted for publish, history and topics.
+        public var maxResponseBytes = 64 << 20
+        /// The largest SSE event or WebSocket message accepted by a subscription.
+        public var maxMessageBytes = 16 << 20
+        /// How many subscription elements are read ahead of the consumer before the client stops reading from
+        /// the connection.
+        public var subscriptionBufferSize = 16
+        /// Headers added to every request, e.g. `Authorization`.
+        public var additionalHeaders: [(name: String, value: String)] = []
+        /// The `User-Agent` header.
+        public var userAgent = "eventlog-client/1"
+
+        /// Creates the default configuration.
+        public init() {}
+    }
+
+    /// Exponential backoff with jitter, for subscription reconnects.
+    ///
+    /// Attempt `n` (from 1) waits `base × multiplier^(n-1)`, capped at `maximum` (or at `base` when that is
+    /// larger), minus a random fraction of at most `jitter` of it so that many clients do not reconnect in step.
+    public struct Backoff: Sendable, Hashable {
+        /// The first delay when the server did not suggest one.
+        public var initial: Duration = .milliseconds(100)
+        /// The largest delay.
+        public var maximum: Duration = .seconds(5)
+        /// The growth factor between consecutive attempts.
+        public var multiplier: Double = 2
+        /// The largest fraction of a delay removed at random, in `0...1`.
+        public var jitter: Double = 0.2
+
+        /// Creates a backoff policy.
+        public init(
+            initial: Duration = .milliseconds(100),
+            maximum: Duration = .seconds(5),
+            multiplier: Double = 2,
+            jitter: Double = 0.2
+        ) {
+            self.initial = initial
+            self.maximum = maximum
+            self.multiplier = multiplier
+            self.jitter = jitter
+        }
+
+        /// The delay before reconnect attempt `attempt` (1 for the first).
+        ///
+        /// - Parameters:
+        ///   - attempt: The number of consecutive failed attempts, from 1.
+        ///   - base: The first delay suggested by the server (SSE `retry:`); ``initial`` when `nil`.
+        ///   - random: A number in `0..<1`; `0` gives the delay without jitter.
+        public func delay(attempt: Int, base: Duration? = nil, random: Double) -> Duration {
+            let first = max((base ?? self.initial).seconds, 0)
+            let cap = max(self.maximum.seconds, first)
+            let exponent = Double(max(attempt, 1) - 1)
+            let grown = first * pow(max(self.multiplier, 1), exponent)
+            let capped = grown.isFinite ? min(grown, cap) : cap
+            let jitter = min(max(self.jitter, 0), 1) * min(max(random, 0), 1)
+            // Whole nanoseconds, so that equal inputs give exactly equal durations.
+            let nanoseconds = (capped * (1 - jitter) * 1e9).rounded()
+            return .nanoseconds(nanoseconds < 9e18 ? Int64(nanoseconds) : Int64(9e18))
+        }
+    }
+}
+
+extension Duration {
+    /// The duration in seconds, as a floating-point number.
+    var seconds: Double {
+        let (seconds, attoseconds) = self.components
+        return Double(seconds) + Double(attoseconds) * 1e-18
+    }
+
+    /// The duration as a NIO `TimeAmount`.
+    var timeAmount: TimeAmount {
+        let (seconds, attoseconds) = self.components
+        let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if overflow {
+            return .nanoseconds(seconds < 0 ? .min : .max)
+        }
+        return .nanoseconds(nanoseconds.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue)
+    }
+}

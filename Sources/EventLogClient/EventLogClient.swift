@@ -1,0 +1,318 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A client for an eventlog server: publish, read history, and subscribe with automatic resume.
+///
+/// The client is a value: copies share their keep-alive connections. It speaks plain HTTP/1.1 (put a
+/// TLS-terminating proxy in front of a remote server).
+///
+/// ```swift
+/// let client = EventLogClient(baseURL: "http://127.0.0.1:8080")
+/// let result = try await client.publish(OutgoingEvent(topic: "orders/1", type: "created", data: .json(#"{"n":1}"#)))
+/// for try await element in client.subscribe(topics: ["orders/*"], from: .earliest) {
+///     if case .event(let event) = element { print(event.id, event.data?.stringValue ?? "") }
+/// }
+/// ```
+public struct EventLogClient: Sendable {
+    /// The base URL the client was created with.
+    public let baseURL: String
+    /// The client's configuration.
+    public let configuration: Configuration
+    /// The event loops the client's connections run on.
+    public let eventLoopGroup: any EventLoopGroup
+
+    let address: Result<ServerAddress, EventLogClientError>
+    let pool: HTTPConnectionPool?
+
+    /// Creates a client.
+    ///
+    /// - Parameters:
+    ///   - baseURL: The server, e.g. `http://127.0.0.1:8080` (plain HTTP; a path prefix is allowed). An invalid URL
+    ///     makes every call fail with ``EventLogClientError/Code/invalidURL``.
+    ///   - eventLoopGroup: The event loops for the connections.
+    ///   - configuration: Timeouts, limits and the reconnect policy.
+    public init(
+        baseURL: String,
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        configuration: Configuration = .init()
+    ) {
+        self.baseURL = baseURL
+        self.configuration = configuration
+        self.eventLoopGroup = eventLoopGroup
+        do throws(EventLogClientError) {
+            let address = try ServerAddress(parsing: baseURL)
+            self.address = .success(address)
+            self.pool = HTTPConnectionPool(address: address, group: eventLoopGroup, configuration: configuration)
+        } catch {
+            self.address = .failure(error)
+            self.pool = nil
+        }
+    }
+
+    /// Publishes one event (`POST /v1/events`, JSON) and returns where it landed, once the server committed it.
+    ///
+    /// With an ``OutgoingEvent/idempotencyKey`` the key goes in the `Idempotency-Key` header; a retry with the same
+    /// key returns the original event with ``PublishResult/replayed`` set.
+    /// - Throws: ``EventLogClientError``; the server's refusals are ``EventLogClientError/Code/http`` errors with
+    ///   its status and code (`409 idempotency_conflict`, `400 invalid_topic`, ...).
+    public func publish(_ event: OutgoingEvent) async throws -> PublishResult {
+        var headers = try self.headers(contentType: "application/json")
+        if let idempotencyKey = event.idempotencyKey {
+            headers.add(name: "Idempotency-Key", value: idempotencyKey)
+        }
+        let response = try await self.execute(
+            method: .POST,
+            path: "/v1/events",
+            headers: headers,
+            body: JSONText.event(event, includeIdempotencyKey: false),
+            isReplayable: event.idempotencyKey != nil
+        )
+        guard response.status == 200 || response.status == 201 else {
+            throw Self.httpError(response)
+        }
+        let object = try WireDecoding.object(Data(response.body.readableBytesView), what: "the publish answer")
+        return try WireDecoding.publishResult(object, replayed: Self.isReplayed(response))
+    }
+
+    /// Publishes events in one all-or-nothing transaction (`POST /v1/events`, NDJSON) and returns their results in
+    /// order. An empty batch returns `[]` without a request.
+    ///
+    /// Each event's ``OutgoingEvent/idempotencyKey`` travels on its own line.
+    /// - Throws: ``EventLogClientError``; ``EventLogClientError/index`` names the line the server refused.
+    public func publish(batch: [OutgoingEvent]) async throws -> [PublishResult] {
+        guard !batch.isEmpty else {
+            return []
+        }
+        var body = ""
+        for event in batch {
+            body += JSONText.event(event, includeIdempotencyKey: true)
+            body += "\n"
+        }
+        let response = try await self.execute(
+            method: .POST,
+            path: "/v1/events",
+            headers: try self.headers(contentType: "application/x-ndjson"),
+            body: body,
+            isReplayable: batch.allSatisfy { $0.idempotencyKey != nil }
+        )
+        guard response.status == 200 || response.status == 201 else {
+            throw Self.httpError(response)
+        }
+        let results = try WireDecoding.batchResults(
+            Data(response.body.readableBytesView),
+            replayed: Self.isReplayed(response)
+        )
+        guard results.count == batch.count else {
+            throw EventLogClientError(
+                .protocolViolation,
+                message: "the server answered \(results.count) results for \(batch.count) events"
+            )
+        }
+        return results
+    }
+
+    /// Reads one page of history (`GET /v1/events`, JSON): the events after `after` that match `topics`.
+    ///
+    /// - Parameters:
+    ///   - topics: Topics or selectors (`orders/*`, `*`); an empty array means every topic.
+    ///   - after: The position to read after; `0` reads from the start of the retained log.
+    ///   - limit: The most events to return, `1...1000`.
+    public func history(topics: [String], after: Int64 = 0, limit: Int = 100) async throws -> HistoryPage {
+        var headers = try self.headers()
+        headers.add(name: "Accept", value: "application/json")
+        let query = topics.map { ("topic", $0) } + [("after", String(after)), ("limit", String(limit))]
+        let response = try await self.execute(method: .GET, path: "/v1/events", query: query, headers: headers)
+        guard response.status == 200 else {
+            throw Self.httpError(response)
+        }
+        return try WireDecoding.historyPage(Data(response.body.readableBytesView))
+    }
+
+    /// Lists the topics with their event counts and last ids (`GET /v1/topics`).
+    public func topics() async throws -> [TopicInfo] {
+        var headers = try self.headers()
+        headers.add(name: "Accept", value: "application/json")
+        let response = try await self.execute(method: .GET, path: "/v1/topics", headers: headers)
+        guard response.status == 200 else {
+            throw Self.httpError(response)
+        }
+        return try WireDecoding.topics(Data(response.body.readableBytesView))
+    }
+
+    /// Subscribes to `topics`: an asynchronous sequence that replays from `from`, then follows the live tail.
+    ///
+    /// Each iterator opens its own connection. When the connection drops, the iterator yields
+    /// ``SubscriptionElement/reconnecting(attempt:reason:)``, waits (exponential backoff with jitter; for SSE based
+    /// on the server's `retry:`), and resumes after the last delivered event, so the consumer sees every event once
+    /// and in order. Errors that would repeat (a `400`, a rejected resume token) end the sequence with an
+    /// ``EventLogClientError``. Reading is driven by the consumer: at most
+    /// ``Configuration/subscriptionBufferSize`` elements are read ahead. Cancelling the consuming task or dropping
+    /// the iterator closes the connection.
+    ///
+    /// - Parameters:
+    ///   - topics: Topics or selectors (`orders/*`, `*`).
+    ///   - from: Where to start. ``StartPosition/resumeToken(_:)`` needs the WebSocket transport.
+    ///   - transport: Server-Sent Events or WebSocket.
+    public func subscribe(topics: [String], from: StartPosition = .live, transport: Transport = .sse) -> Subscription {
+        Subscription(client: self, topics: topics, start: from, transport: transport)
+    }
+
+    /// Sends any request to the server and returns its answer whatever the status: for health checks, metrics, and
+    /// tests of the server's error handling.
+    ///
+    /// - Parameters:
+    ///   - method: The HTTP method, e.g. `GET`.
+    ///   - path: The path and query after the base URL, e.g. `/healthz`.
+    ///   - headers: Request headers; `Host`, `User-Agent` and `Content-Length` are added.
+    ///   - body: The request body.
+    public func send(
+        method: String,
+        path: String,
+        headers: [(name: String, value: String)] = [],
+        body: [UInt8] = []
+    ) async throws -> RawResponse {
+        var requestHeaders = try self.headers()
+        for (name, value) in headers {
+            requestHeaders.replaceOrAdd(name: name, value: value)
+        }
+        let httpMethod = HTTPMethod(rawValue: method)
+        let response = try await self.execute(
+            method: httpMethod,
+            path: path,
+            headers: requestHeaders,
+            body: ByteBuffer(bytes: body),
+            isReplayable: [.GET, .HEAD, .OPTIONS, .TRACE].contains(httpMethod),
+            rawPath: true
+        )
+        return RawResponse(
+            status: response.status,
+            headers: response.head.headers.map { (name: $0.name, value: $0.value) },
+            body: Array(response.body.readableBytesView)
+        )
+    }
+
+    /// Closes the idle keep-alive connections. The client stays usable; later requests open new connections.
+    ///
+    /// Call it before shutting down an event loop group of your own that the client uses.
+    public func closeIdleConnections() {
+        self.pool?.closeIdleConnections()
+    }
+}
+
+/// An answer to ``EventLogClient/send(method:path:headers:body:)``.
+public struct RawResponse: Sendable {
+    /// The HTTP status code.
+    public var status: Int
+    /// The response headers, in order.
+    public var headers: [(name: String, value: String)]
+    /// The body.
+    public var body: [UInt8]
+
+    /// The body as UTF-8 text.
+    public var text: String {
+        String(decoding: self.body, as: UTF8.self)
+    }
+
+    /// The values of the header `name` (case-insensitive).
+    public func headers(named name: String) -> [String] {
+        self.headers.filter { $0.name.lowercased() == name.lowercased() }.map(\.value)
+    }
+}
+
+extension EventLogClient {
+    /// The server address, or the base URL's parse error.
+    func resolvedAddress() throws(EventLogClientError) -> ServerAddress {
+        try self.address.get()
+    }
+
+    /// The headers of every request: `Host`, `User-Agent`, the configured extras, and the content type.
+    func headers(contentType: String? = nil) throws(EventLogClientError) -> HTTPHeaders {
+        let address = try self.resolvedAddress()
+        var headers = HTTPHeaders()
+        headers.add(name: "Host", value: address.hostHeader)
+        headers.add(name: "User-Agent", value: self.configuration.userAgent)
+        for (name, value) in self.configuration.additionalHeaders {
+            headers.add(name: name, value: value)
+        }
+        if let contentType {
+            headers.add(name: "Content-Type", value: contentType)
+        }
+        return headers
+    }
+
+    private func execute(
+        method: HTTPMethod,
+        path: String,
+        query: [(String, String)] = [],
+        headers: HTTPHeaders,
+        body: String? = nil,
+        isReplayable: Bool = true
+    ) async throws -> HTTPResponse {
+        try await self.execute(
+            method: method,
+            path: path,
+            query: query,
+            headers: headers,
+            body: body.map { ByteBuffer(string: $0) } ?? ByteBuffer(),
+            isReplayable: isReplayable,
+            rawPath: false
+        )
+    }
+
+    private func execute(
+        method: HTTPMethod,
+        path: String,
+        query: [(String, String)] = [],
+        headers: HTTPHeaders,
+        body: ByteBuffer,
+        isReplayable: Bool,
+        rawPath: Bool
+    ) async throws -> HTTPResponse {
+        let address = try self.resolvedAddress()
+        guard let pool = self.pool else {
+            throw EventLogClientError(.invalidURL, message: "no server address")
+        }
+        var headers = headers
+        headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
+        let target = rawPath ? address.pathPrefix + path : address.target(path, query: query)
+        let request = HTTPRequest(
+            method: method,
+            target: target,
+            headers: headers,
+            body: body,
+            isReplayable: isReplayable
+        )
+        return try await pool.execute(request)
+    }
+
+    private static func isReplayed(_ response: HTTPResponse) -> Bool {
+        response.head.headers["Idempotent-Replayed"].contains { $0.lowercased() == "true" }
+    }
+
+    /// The error for an unexpected status, with the server's `{"error":{"code","message"}}` when it sent one.
+    static func httpError(_ response: HTTPResponse) -> EventLogClientError {
+        self.httpError(status: response.head.status, body: response.body)
+    }
+
+    /// The error for an unexpected status, with the server's `{"error":{"code","message"}}` when it sent one.
+    static func httpError(status: HTTPResponseStatus, body: ByteBuffer) -> EventLogClientError {
+        let bytes = Data(body.readableBytesView)
+        if let error = WireDecoding.errorBody(bytes) {
+            return EventLogClientError(
+                .http,
+                status: Int(status.code),
+                serverCode: error.code,
+                message: error.message,
+                index: error.index
+            )
+        }
+        var message = "HTTP \(status.code) \(status.reasonPhrase)"
+        let text = String(decoding: bytes.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        if !text.isEmpty {
+            message += ": " + text
+        }
+        return EventLogClientError(.http, status: Int(status.code), message: message)
+    }
+}

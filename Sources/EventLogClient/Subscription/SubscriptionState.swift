@@ -1,0 +1,175 @@
+/// Where an SSE (re)connection asks to start.
+enum SSEStart: Sendable, Hashable {
+    /// No position: the live tail.
+    case live
+    /// `lastEventId=earliest`: all retained history.
+    case earliest
+    /// `Last-Event-ID: <id>`.
+    case after(Int64)
+}
+
+/// Where a WebSocket (re)connection asks to start.
+enum WebSocketStart: Sendable, Hashable {
+    /// `"resume": "<token>"`.
+    case resume(String)
+    /// `"from": <id>`.
+    case from(Int64)
+    /// `"from": "earliest"`.
+    case earliest
+    /// `"from": "latest"`.
+    case latest
+}
+
+/// The resume logic of a subscription, independent of the transport and of I/O.
+///
+/// It remembers the position of the last delivered event (and, for WebSocket, the newest resume token), turns server
+/// messages into the elements the consumer sees, and says where the next connection starts. Its rules:
+/// - an event at or before the last delivered id is dropped, so the consumer sees each event once, in order;
+/// - before any event, a reconnect resumes from the position the server resolved (`from`), so a `.live` subscriber
+///   does not lose what was published while it was reconnecting;
+/// - a new epoch on a reconnect is reported as `.reset` even if the server could not tell (SSE sends only a number).
+struct SubscriptionState: Sendable {
+    /// Where the subscription was asked to start.
+    let start: StartPosition
+    /// The id of the last delivered event, or the position a reset moved to.
+    private(set) var lastEventID: Int64?
+    /// The newest resume token (WebSocket), from an event or a `caughtup`.
+    private(set) var resumeToken: String?
+    /// The start position the server resolved for the latest connection (`from`), when it sent one.
+    private(set) var openedFrom: Int64?
+    /// The epoch of the log the latest connection opened on.
+    private(set) var epoch: String?
+    /// The server's SSE `retry:` suggestion.
+    var serverRetry: Duration?
+    /// Consecutive failed connection attempts; reset when a connection opens.
+    private(set) var failures = 0
+
+    /// The numeric position the current connection asked for, for a synthesized `.reset`.
+    private var requestedPosition: Int64?
+    /// Set after a synthesized `.reset`, so that a server `reset` right after it is not reported twice.
+    private var suppressNextReset = false
+
+    init(start: StartPosition) {
+        self.start = start
+    }
+
+    /// The start of the next SSE connection.
+    mutating func nextSSEStart() throws(EventLogClientError) -> SSEStart {
+        let start: SSEStart
+        if let id = self.lastEventID ?? self.openedFrom {
+            start = .after(id)
+        } else {
+            switch self.start {
+            case .live: start = .live
+            case .earliest: start = .earliest
+            case .after(let id): start = .after(id)
+            case .resumeToken:
+                throw EventLogClientError(
+                    .invalidArgument,
+                    message: "a resume token can only start a WebSocket subscription"
+                )
+            }
+        }
+        switch start {
+        case .after(let id): self.requestedPosition = id
+        case .earliest: self.requestedPosition = 0
+        case .live: self.requestedPosition = nil
+        }
+        return start
+    }
+
+    /// The start of the next WebSocket connection.
+    mutating func nextWebSocketStart() -> WebSocketStart {
+        let start: WebSocketStart
+        if let token = self.resumeToken {
+            start = .resume(token)
+        } else if let id = self.lastEventID ?? self.openedFrom {
+            start = .from(id)
+        } else {
+            switch self.start {
+            case .live: start = .latest
+            case .earliest: start = .earliest
+            case .after(let id): start = .from(id)
+            case .resumeToken(let token): start = .resume(token)
+            }
+        }
+        switch start {
+        case .from(let id): self.requestedPosition = id
+        case .earliest: self.requestedPosition = 0
+        case .resume, .latest: self.requestedPosition = self.lastEventID ?? self.openedFrom
+        }
+        return start
+    }
+
+    /// Records a failed or ended connection; returns the attempt number of the reconnect that follows.
+    mutating func connectionFailed() -> Int {
+        self.failures += 1
+        self.suppressNextReset = false
+        return self.failures
+    }
+
+    /// Applies one server message and returns what the consumer sees, in order.
+    ///
+    /// - Throws: ``EventLogClientError`` for a server `error` message (``EventLogClientError/Code/invalidResumeToken``
+    ///   for `invalid_resume_token`).
+    mutating func receive(_ message: ServerMessage) throws(EventLogClientError) -> [SubscriptionElement] {
+        let suppressReset = self.suppressNextReset
+        self.suppressNextReset = false
+        switch message {
+        case .opened(let epoch, let earliest, let head, let from):
+            self.failures = 0
+            if let from {
+                self.openedFrom = from
+            }
+            var elements: [SubscriptionElement] = [.opened(epoch: epoch, earliest: earliest, head: head)]
+            if let previous = self.epoch, previous != epoch {
+                let requested = self.requestedPosition ?? head
+                elements.append(.reset(requested: requested, head: head, epoch: epoch))
+                // The server resumed at the number we sent, in its own log: continue from where it says it starts.
+                self.moveTo(from ?? self.requestedPosition)
+                self.suppressNextReset = true
+            }
+            self.epoch = epoch
+            return elements
+
+        case .event(let event):
+            if let last = self.lastEventID, event.id <= last {
+                return []
+            }
+            self.lastEventID = event.id
+            // A token always names the newest position; an event without one makes an older token stale.
+            self.resumeToken = event.resumeToken
+            return [.event(event)]
+
+        case .caughtUp(_, let token):
+            if let token {
+                self.resumeToken = token
+            }
+            return [.caughtUp]
+
+        case .gap(let requested, let earliest):
+            return [.gap(requested: requested, earliest: earliest)]
+
+        case .reset(let requested, let head, let epoch):
+            self.epoch = epoch
+            self.moveTo(head)
+            return suppressReset ? [] : [.reset(requested: requested, head: head, epoch: epoch)]
+
+        case .error(let code, let message):
+            if code == "invalid_resume_token" {
+                throw EventLogClientError(.invalidResumeToken, serverCode: code, message: message)
+            }
+            throw EventLogClientError(.server, serverCode: code, message: message)
+
+        case .ignored:
+            self.suppressNextReset = suppressReset
+            return []
+        }
+    }
+
+    /// Moves the position after a reset: positions and tokens of the old log mean nothing in the new one.
+    private mutating func moveTo(_ position: Int64?) {
+        self.lastEventID = position
+        self.resumeToken = nil
+    }
+}

@@ -1,0 +1,413 @@
+import ArgumentParser
+import EventLog
+import EventLogClient
+import EventLogServer
+import Foundation
+
+/// How events are printed.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    /// One JSON envelope per line (the default when stdout is not a terminal).
+    case jsonl
+    /// Aligned columns (the default on a terminal).
+    case table
+    /// The exact SSE frames a subscriber would get.
+    case sse
+
+    static var automatic: OutputFormat { isatty(STDOUT_FILENO) == 1 ? .table : .jsonl }
+}
+
+/// Which events: selectors and bounds shared by replay and tail.
+struct SelectionOptions: ParsableArguments {
+    @Option(name: .customLong("topic"), help: "A topic selector (orders/1, orders/*, *); repeatable. Default *.")
+    var topics: [String] = []
+
+    @Option(help: "Output format: jsonl, table or sse. Default: table on a terminal, jsonl otherwise.")
+    var format: OutputFormat?
+
+    var selectors: [String] { topics.isEmpty ? ["*"] : topics }
+
+    func validate() throws {
+        do {
+            _ = try SelectorSet(parsing: selectors)
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+}
+
+/// Writes events to stdout in one format.
+struct EventPrinter {
+    let format: OutputFormat
+    private var out = FileHandle.standardOutput
+
+    init(format: OutputFormat) { self.format = format }
+
+    func print(_ events: [Event]) {
+        guard !events.isEmpty else { return }
+        var text = ""
+        switch format {
+        case .jsonl:
+            for event in events { text += WireFormat.envelope(event) + "\n" }
+        case .sse:
+            for event in events { text += WireFormat.sseFrame(event) }
+        case .table:
+            let idWidth = max(2, events.map { String($0.id).count }.max() ?? 2)
+            let topicWidth = min(40, max(5, events.map(\.topic.count).max() ?? 5))
+            let typeWidth = min(24, max(4, events.map(\.type.count).max() ?? 4))
+            for event in events {
+                let shown = event.data?.text ?? "null"
+                text += pad(String(event.id), idWidth, right: true) + "  " + event.timeText + "  "
+                    + pad(event.topic, topicWidth) + "  " + pad(event.type, typeWidth) + "  "
+                    + oneLine(shown, 80) + "\n"
+            }
+        }
+        out.write(Data(text.utf8))
+    }
+
+    private func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
+        let clipped = text.count > width ? String(text.prefix(width - 1)) + "…" : text
+        let fill = String(repeating: " ", count: max(0, width - clipped.count))
+        return right ? fill + clipped : clipped + fill
+    }
+
+    private func oneLine(_ text: String, _ width: Int) -> String {
+        let flat = text.replacingOccurrences(of: "\r", with: "\\r").replacingOccurrences(of: "\n", with: "\\n")
+        return flat.count > width ? String(flat.prefix(width - 1)) + "…" : flat
+    }
+}
+
+/// Parses `2026-11-25T01:07:15Z` or a relative age (`90s`, `15m`, `2h`, `7d`) into milliseconds since 1970.
+func parseTime(_ text: String, name: String) throws -> Int64 {
+    if let absolute = Timestamp.parseRFC3339(text) { return absolute }
+    if let age = parseAge(text) { return Timestamp.nowMilliseconds() - age }
+    throw ValidationError("\(name) must be an RFC 3339 time or an age like 2h, not \(text)")
+}
+
+/// `90s`, `15m`, `2h`, `7d`, `500ms` in milliseconds.
+func parseAge(_ text: String) -> Int64? {
+    let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+    for (suffix, factor) in units where text.hasSuffix(suffix) {
+        let number = text.dropLast(suffix.count)
+        if let value = Int64(number), value >= 0, !(suffix == "s" && text.hasSuffix("ms")) { return value * factor }
+    }
+    return nil
+}
+
+extension EventLogCommand {
+    /// `eventlog replay`: history, in id order.
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the events of the log, in id order.")
+
+        @OptionGroup var source: SourceOptions
+        @OptionGroup var selection: SelectionOptions
+
+        @Option(help: "Start after this id (exclusive).")
+        var after: Int64?
+
+        @Option(help: "Start at this id (inclusive).")
+        var from: Int64?
+
+        @Option(help: "Stop at this id (inclusive).")
+        var until: Int64?
+
+        @Option(help: "Only events committed at or after this time: RFC 3339 or an age like 2h.")
+        var since: String?
+
+        @Option(name: .customLong("until-time"), help: "Only events committed at or before this time (RFC 3339 or an age).")
+        var untilTime: String?
+
+        @Option(help: "Print at most this many events.")
+        var limit: Int?
+
+        func validate() throws {
+            if after != nil && from != nil { throw ValidationError("give --after or --from, not both") }
+            if let after, after < 0 { throw ValidationError("--after must not be negative") }
+            if let from, from < 1 { throw ValidationError("--from must be at least 1") }
+            if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
+            if let since { _ = try parseTime(since, name: "--since") }
+            if let untilTime { _ = try parseTime(untilTime, name: "--until-time") }
+        }
+
+        func run() async throws {
+            let log = try await source.open()
+            let printer = EventPrinter(format: selection.format ?? .automatic)
+            let since = try self.since.map { try parseTime($0, name: "--since") }
+            let untilTime = try self.untilTime.map { try parseTime($0, name: "--until-time") }
+            var position = after ?? ((from ?? 1) - 1)
+            var remaining = limit ?? Int.max
+            while remaining > 0 {
+                let page = try await log.page(after: position, topics: selection.selectors, limit: 1000)
+                if page.events.isEmpty { break }
+                var selected: [Event] = []
+                var done = false
+                for event in page.events {
+                    if let until, event.id > until {
+                        done = true
+                        break
+                    }
+                    if let untilTime, event.time > untilTime {
+                        // Commit times follow ids, so nothing later can match.
+                        done = true
+                        break
+                    }
+                    if let since, event.time < since { continue }
+                    selected.append(event)
+                    remaining -= 1
+                    if remaining == 0 { break }
+                }
+                printer.print(selected)
+                if done { break }
+                position = page.next
+            }
+            await log.close()
+        }
+    }
+
+    /// `eventlog tail`: the newest events, then optionally follow.
+    struct Tail: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the newest events; with -f, keep printing new ones as they are committed.")
+
+        @OptionGroup var source: SourceOptions
+        @OptionGroup var selection: SelectionOptions
+
+        @Option(name: [.customShort("n"), .customLong("lines")], help: "How many of the newest events to print first.")
+        var count = 10
+
+        @Flag(name: [.customShort("f"), .customLong("follow")], help: "Keep printing new events (resumes by itself).")
+        var follow = false
+
+        func validate() throws {
+            if count < 0 || count > 1000 { throw ValidationError("-n must be in 0...1000") }
+        }
+
+        func run() async throws {
+            let log = try await source.open()
+            let printer = EventPrinter(format: selection.format ?? .automatic)
+            let latest = count > 0 ? try await log.latest(count, topics: selection.selectors) : []
+            printer.print(latest)
+            guard follow else {
+                await log.close()
+                return
+            }
+            switch log {
+            case .database(let database):
+                let bounds = try await database.refreshBounds()
+                var position = latest.last?.id ?? bounds.head
+                let selectors = try SelectorSet(parsing: selection.selectors)
+                while true {
+                    // A read-only log follows the file: refresh, read, and poll again shortly.
+                    _ = try await database.refreshBounds()
+                    let page = try await database.read(after: position, selectors: selectors, limit: 1000)
+                    printer.print(page.events)
+                    position = page.next
+                    if page.events.isEmpty { try await Task.sleep(for: .milliseconds(200)) }
+                }
+            case .server(let client):
+                let head = try await client.historyPage(["topic=*", "last=1"]).head
+                let start = latest.last?.id ?? head
+                for try await element in client.subscribe(topics: selection.selectors, from: .after(start)) {
+                    switch element {
+                    case .event(let event): printer.print([Event(received: event)])
+                    case .gap(let requested, let earliest):
+                        FileHandle.standardError.write(
+                            Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+                    case .reset(_, let head, let epoch):
+                        FileHandle.standardError.write(
+                            Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
+                    case .reconnecting(let attempt, let reason):
+                        FileHandle.standardError.write(
+                            Data("eventlog: reconnecting (attempt \(attempt)): \(reason)\n".utf8))
+                    case .opened, .caughtUp: break
+                    }
+                }
+            }
+        }
+    }
+
+    /// `eventlog publish`: append events.
+    struct Publish: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Publish an event (or an NDJSON batch from stdin) and print its id.",
+            discussion: """
+                With --server the event goes through the server's publish endpoint. With --db it is appended \
+                to the file directly (the file's own lock keeps a running server safe; prefer --server then).
+                """
+        )
+
+        @OptionGroup var source: SourceOptions
+
+        @Option(help: "The topic.")
+        var topic: String?
+
+        @Option(help: "The event type. Default message.")
+        var type: String?
+
+        @Option(help: "The compaction key. Default: the topic.")
+        var key: String?
+
+        @Option(help: "The data: JSON text, @FILE for a file's JSON, or - for stdin. A JSON string is sent as text.")
+        var data: String?
+
+        @Option(help: "Makes a retry return the original id instead of appending again.")
+        var idempotencyKey: String?
+
+        @Flag(help: "Read an NDJSON batch from stdin (one publish object per line); all or nothing.")
+        var ndjson = false
+
+        func validate() throws {
+            if ndjson {
+                if topic != nil || data != nil || type != nil || key != nil || idempotencyKey != nil {
+                    throw ValidationError("--ndjson takes the events from stdin; give no --topic/--type/--key/--data")
+                }
+            } else if topic == nil {
+                throw ValidationError("give --topic (or --ndjson)")
+            }
+        }
+
+        func run() async throws {
+            let events = try ndjson ? readBatch() : [singleEvent()]
+            let log = try await source.open(readOnly: false)
+            var ids: [Int64] = []
+            do {
+                switch log {
+                case .database(let database):
+                    ids = try await database.append(batch: events).map(\.event.id)
+                case .server(let client):
+                    let outgoing = events.map(OutgoingEvent.init(event:))
+                    if outgoing.count == 1, !ndjson {
+                        ids = [try await client.publish(outgoing[0]).id]
+                    } else {
+                        ids = try await client.publish(batch: outgoing).map(\.id)
+                    }
+                }
+            } catch {
+                await log.close()
+                throw UserError(UserError.describe(error))
+            }
+            await log.close()
+            print(ids.map(String.init).joined(separator: "\n"))
+        }
+
+        private func singleEvent() throws -> NewEvent {
+            var text = data ?? "null"
+            if text == "-" {
+                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else if text.hasPrefix("@") {
+                let path = String(text.dropFirst())
+                guard let contents = FileManager.default.contents(atPath: path) else {
+                    throw UserError("cannot read \(path)")
+                }
+                text = String(decoding: contents, as: UTF8.self)
+            }
+            let payload: EventData?
+            do {
+                payload = try WireFormat.decodeData(text)
+            } catch {
+                throw UserError("--data is not JSON (quote text as a JSON string): \(error.message)")
+            }
+            return NewEvent(
+                topic: topic ?? "", type: type ?? "message", key: key, data: payload, idempotencyKey: idempotencyKey)
+        }
+
+        private func readBatch() throws -> [NewEvent] {
+            let input = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            var events: [NewEvent] = []
+            for (index, line) in input.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+                if trimmed.isEmpty { continue }
+                do {
+                    events.append(try WireFormat.decodeEvent(trimmed))
+                } catch {
+                    throw UserError("stdin line \(index + 1): \(error.message)")
+                }
+            }
+            guard !events.isEmpty else { throw UserError("stdin has no events") }
+            return events
+        }
+    }
+
+    /// `eventlog topics`.
+    struct Topics: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List the topics with their event counts and last ids.")
+
+        @OptionGroup var source: SourceOptions
+
+        @Option(help: "Output format: jsonl or table. Default: table on a terminal, jsonl otherwise.")
+        var format: OutputFormat?
+
+        func run() async throws {
+            let log = try await source.open()
+            let topics: [(String, Int64, Int64)]
+            switch log {
+            case .database(let database):
+                topics = try await database.topics().map { ($0.topic, $0.count, $0.lastID) }
+            case .server(let client):
+                topics = try await client.topics().map { ($0.topic, $0.count, $0.lastId) }
+            }
+            await log.close()
+            if (format ?? .automatic) == .table {
+                let width = max(5, topics.map(\.0.count).max() ?? 5)
+                print("topic".padding(toLength: width, withPad: " ", startingAt: 0) + "  count  last_id")
+                for (topic, count, last) in topics {
+                    print(topic.padding(toLength: width, withPad: " ", startingAt: 0) + "  \(count)  \(last)")
+                }
+            } else {
+                for (topic, count, last) in topics {
+                    print(#"{"topic":"\#(topic)","count":\#(count),"lastId":\#(last)}"#)
+                }
+            }
+        }
+    }
+
+    /// `eventlog stats`.
+    struct Stats: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the log's counts, earliest, head, epoch and size on disk.")
+
+        @OptionGroup var source: SourceOptions
+
+        func run() async throws {
+            let log = try await source.open()
+            var lines: [(String, String)] = []
+            switch log {
+            case .database(let database):
+                let bounds = try await database.refreshBounds()
+                let topics = try await database.topics()
+                let path = source.databasePath ?? ""
+                let size = ["", "-wal", "-shm"].compactMap {
+                    (try? FileManager.default.attributesOfItem(atPath: path + $0))?[.size] as? Int
+                }.reduce(0, +)
+                lines = [
+                    ("events", String(topics.reduce(0) { $0 + $1.count })), ("topics", String(topics.count)),
+                    ("earliest", String(bounds.earliest)), ("head", String(bounds.head)),
+                    ("epoch", database.epoch), ("size_bytes", String(size)),
+                ]
+            case .server(let client):
+                let health = try await client.send(method: "GET", path: "/healthz")
+                let object = (try? JSONSerialization.jsonObject(with: Data(health.body))) as? [String: Any] ?? [:]
+                let topics = try await client.topics()
+                lines = [
+                    ("events", String(topics.reduce(0) { $0 + $1.count })), ("topics", String(topics.count)),
+                    ("earliest", "\(object["earliest"] ?? "?")"), ("head", "\(object["head"] ?? "?")"),
+                    ("epoch", "\(object["epoch"] ?? "?")"),
+                ]
+            }
+            await log.close()
+            for (name, value) in lines { print("\(name) \(value)") }
+        }
+    }
+}
+
+extension OutgoingEvent {
+    init(event: NewEvent) {
+        let payload: EventPayload?
+        switch event.data {
+        case .none: payload = nil
+        case .text(let text): payload = .text(text)
+        case .json(let json): payload = .json(json)
+        }
+        self.init(
+            topic: event.topic, type: event.type, key: event.key, data: payload, idempotencyKey: event.idempotencyKey)
+    }
+}

@@ -1,0 +1,174 @@
+import ArgumentParser
+import EventLog
+import EventLogClient
+import EventLogServer
+import Foundation
+
+/// `eventlog`: replay, tail and publish events, on a database file or through a server.
+@main
+struct EventLogCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eventlog",
+        abstract: "Replay, tail and publish the events of an eventlog, from its database file or a server.",
+        discussion: """
+            Every command works on a database file (--db PATH: read-only, safe beside a running eventlogd, never \
+            blocks it) or on a server (--server URL). Exit status: 0 on success, 1 for an error (one line on \
+            stderr), 2 for a usage error.
+            """,
+        version: "1.0.0",
+        subcommands: [Replay.self, Tail.self, Publish.self, Topics.self, Stats.self]
+    )
+
+    /// Runs the command, mapping usage errors to exit status 2 and other errors to a one-line message and 1.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as UserError {
+            FileHandle.standardError.write(Data("eventlog: \(error.message)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            if error is CleanExit || error is ExitCode { exit(withError: error) }
+            FileHandle.standardError.write(Data("eventlog: \(UserError.describe(error))\n".utf8))
+            Foundation.exit(1)
+        }
+    }
+}
+
+/// An error the user can fix; printed as one line, exit status 1.
+struct UserError: Error {
+    let message: String
+
+    init(_ message: String) { self.message = message }
+
+    /// A one-line description of any error.
+    static func describe(_ error: Error) -> String {
+        if let error = error as? UserError { return error.message }
+        if let error = error as? EventLogError { return error.message }
+        if let error = error as? WireFormatError { return error.message }
+        if let error = error as? EventLogClientError { return error.description }
+        return "\(error)"
+    }
+}
+
+/// Where the events come from: `--db PATH` or `--server URL`.
+struct SourceOptions: ParsableArguments {
+    @Option(name: .customLong("db"), help: "The database file (opened read-only unless publishing).")
+    var databasePath: String?
+
+    @Option(help: "A server's base URL, e.g. http://127.0.0.1:8080.")
+    var server: String?
+
+    func validate() throws {
+        if (databasePath == nil) == (server == nil) {
+            throw ValidationError("give exactly one of --db PATH or --server URL")
+        }
+    }
+
+    /// Opens the source.
+    func open(readOnly: Bool = true) async throws -> LogSource {
+        if let server { return .server(EventLogClient(baseURL: server)) }
+        guard let path = databasePath else { throw UserError("give --db PATH or --server URL") }
+        guard FileManager.default.fileExists(atPath: path) || !readOnly else {
+            throw UserError("no database at \(path)")
+        }
+        var options = EventLog.Options()
+        options.readOnly = readOnly
+        options.readers = 1
+        options.logger.logLevel = .error
+        do {
+            return .database(try await EventLog.open(path: path, options: options))
+        } catch {
+            throw UserError("cannot open \(path): \(UserError.describe(error))")
+        }
+    }
+}
+
+/// An open log or server.
+enum LogSource {
+    case database(EventLog)
+    case server(EventLogClient)
+
+    /// A page of events after `position`.
+    func page(after position: Int64, topics: [String], limit: Int) async throws -> (events: [Event], next: Int64) {
+        switch self {
+        case .database(let log):
+            let page = try await log.read(after: position, selectors: try SelectorSet(parsing: topics), limit: limit)
+            return (page.events, page.next)
+        case .server(let client):
+            let query = topics.map { "topic=\(percentEncode($0))" } + ["after=\(position)", "limit=\(min(limit, 1000))"]
+            let page = try await client.historyPage(query)
+            return (page.events, page.next)
+        }
+    }
+
+    /// The newest `count` matching events.
+    func latest(_ count: Int, topics: [String]) async throws -> [Event] {
+        switch self {
+        case .database(let log):
+            return try await log.readLatest(count, selectors: try SelectorSet(parsing: topics))
+        case .server(let client):
+            let query = topics.map { "topic=\(percentEncode($0))" } + ["last=\(min(max(count, 1), 1000))"]
+            return try await client.historyPage(query).events
+        }
+    }
+
+    func close() async {
+        if case .database(let log) = self { await log.close() }
+    }
+}
+
+/// The message of a server error answer, or its status.
+func serverMessage(_ response: RawResponse) -> String {
+    let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
+    if let error = object?["error"] as? [String: Any], let message = error["message"] as? String {
+        return "server answered \(response.status): \(message)"
+    }
+    return "server answered \(response.status)"
+}
+
+func percentEncode(_ text: String) -> String {
+    var allowed = CharacterSet.alphanumerics
+    allowed.insert(charactersIn: "-._~/:@!$+=")
+    allowed.remove(charactersIn: "+")
+    return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
+}
+
+extension Event {
+    /// An event received from a server, in the log's own type.
+    init(received: ReceivedEvent) {
+        let data: EventData?
+        switch received.data {
+        case .none: data = nil
+        case .text(let text): data = .text(text)
+        case .json(let json): data = .json(json)
+        }
+        self.init(
+            id: received.id, topic: received.topic, type: received.type, key: received.key, data: data,
+            time: Timestamp.parseRFC3339(received.time) ?? 0)
+    }
+}
+
+extension EventLogClient {
+    /// One history page through the client, decoded exactly as the server sent it.
+    func historyPage(_ query: [String]) async throws -> EventLog.Page {
+        let response = try await send(
+            method: "GET", path: "/v1/events?" + query.joined(separator: "&"),
+            headers: [(name: "Accept", value: "application/json")])
+        guard response.status == 200 else { throw UserError(serverMessage(response)) }
+        return try WireFormat.decodeHistoryPage(response.body)
+    }
+}

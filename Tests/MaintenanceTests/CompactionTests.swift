@@ -1,0 +1,278 @@
+import Foundation
+import Testing
+
+@testable import EventLog
+
+@Suite("Compaction")
+struct CompactionTests {
+    @Test("keep-latest keeps every key's newest event, keys are per topic, surviving ids are unchanged")
+    func keepsLatestPerKey() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeLog(
+                path,
+                [
+                    event("a/1", key: "k1", 1),  // 1: superseded by 3
+                    event("a/1", key: "k2", 2),  // 2: superseded by 7
+                    event("a/1", key: "k1", 3),
+                    event("b/1", 4),  // 4: no key, the topic is the key: superseded by 5
+                    event("b/1", 5),  // 5: superseded by 8, whose key is spelled like the topic
+                    event("a/2", key: "k1", 6),  // the same key in another topic is another key
+                    event("a/1", key: "k2", 7),
+                    event("b/1", key: "b/1", 8),
+                ]
+            )
+            let before = try withConnection(path) { connection in
+                try connection.rows("SELECT id, topic, key, data FROM events WHERE id IN (3, 6, 7, 8) ORDER BY id") {
+                    "\($0.int64(0)) \($0.text(1) ?? "") \($0.text(2) ?? "-") \($0.text(3) ?? "")"
+                }
+            }
+            let report = try await maintain(path) { try $0.compact(CompactionPolicy()) }
+            #expect(report.scannedEvents == 8)
+            #expect(report.keys == 4)
+            #expect(report.removedEvents == 4)
+            #expect(report.removedTombstones == 0)
+            #expect(try storedIDs(path) == [3, 6, 7, 8])
+            let after = try withConnection(path) { connection in
+                try connection.rows("SELECT id, topic, key, data FROM events ORDER BY id") {
+                    "\($0.int64(0)) \($0.text(1) ?? "") \($0.text(2) ?? "-") \($0.text(3) ?? "")"
+                }
+            }
+            #expect(after == before)
+            // Compaction never moves earliest: a replay from 0 sees the latest of every key, not a gap.
+            #expect(try bounds(path) == (1, 8))
+            #expect(report.earliest == 1)
+        }
+    }
+
+    @Test("min-age keeps superseded events that are younger than it")
+    func minAge() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeLog(path, (1...6).map { event("t/1", key: "k", $0) })
+            try setTime(path, ids: 1...3, to: Timestamp.nowMilliseconds() - 7_200_000)
+            let report = try await maintain(path) { try $0.compact(CompactionPolicy(minAge: .seconds(3600))) }
+            #expect(report.removedEvents == 3)
+            #expect(try storedIDs(path) == [4, 5, 6])
+        }
+    }
+
+    /// Key a: values then an old tombstone; b: a value then a young tombstone; c: an old tombstone then a value.
+    private func makeTombstoneLog(_ path: String) async throws {
+        try await makeLog(
+            path,
+            [
+                event("t/a", 1), event("t/a", 2), tombstone("t/a"),
+                event("t/b", 4), tombstone("t/b"),
+                tombstone("t/c"), event("t/c", 7),
+            ]
+        )
+        let now = Timestamp.nowMilliseconds()
+        try setTime(path, ids: 1...4, to: now - 2 * day)
+        try setTime(path, ids: 6...6, to: now - 2 * day)
+    }
+
+    @Test("an expired tombstone removes its key entirely; a young one stays; a superseded one goes")
+    func tombstones() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeTombstoneLog(path)
+            let report = try await maintain(path) {
+                try $0.compact(CompactionPolicy(tombstoneRetention: .seconds(86_400)))
+            }
+            #expect(report.removedEvents == 5)
+            #expect(report.removedTombstones == 1)
+            #expect(try storedIDs(path) == [5, 7])
+            #expect(try bounds(path) == (1, 7))
+        }
+    }
+
+    @Test("with tombstones kept forever, the tombstone stays as its key's latest")
+    func tombstonesKeptForever() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeTombstoneLog(path)
+            let report = try await maintain(path) { try $0.compact(CompactionPolicy(tombstoneRetention: nil)) }
+            #expect(report.removedTombstones == 0)
+            #expect(try storedIDs(path) == [3, 5, 7])
+        }
+    }
+
+    @Test("selectors limit compaction to their topics")
+    func selectors() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeLog(path, (1...8).map { event($0 % 2 == 0 ? "orders/1" : "users/1", $0) })
+            let policy = CompactionPolicy(selectors: try SelectorSet(parsing: ["orders/*"]))
+            let report = try await maintain(path) { try $0.compact(policy) }
+            #expect(report.scannedEvents == 4)
+            #expect(report.removedEvents == 3)
+            #expect(try storedIDs(path) == [1, 3, 5, 7, 8])
+        }
+    }
+
+    @Test("a dry run reports what a real run removes and changes nothing")
+    func dryRun() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            try await makeTombstoneLog(path)
+            let dry = try await maintain(path) { try $0.compact(CompactionPolicy(), dryRun: true) }
+            #expect(try storedIDs(path) == Array(1...7))
+            let real = try await maintain(path) { try $0.compact(CompactionPolicy()) }
+            #expect(dry.removedEvents == real.removedEvents)
+            #expect(dry.removedTombstones == real.removedTombstones)
+            #expect(dry.removedBytes == real.removedBytes)
+            #expect(dry.transactions == 0)
+            #expect(real.transactions == 1)
+        }
+    }
+
+    @Test("compaction inside the server keeps every event appended meanwhile")
+    func insideTheServer() async throws {
+        try await withTemporaryDirectory { directory in
+            let log = try await EventLog.open(path: directory.path("events.db"))
+            _ = try await log.append(batch: (0..<5000).map { event("t/\($0 % 10)", key: "k\($0 % 100)", $0) })
+            let appended = Shared<[Int64]>([])
+            let report = try await withThrowingTaskGroup(of: CompactionReport?.self) { group in
+                group.addTask {
+                    for n in 0..<200 {
+                        // The same keys as the history: these become the latest, and must all survive.
+                        let id = try await log.append(event("t/\(n % 10)", key: "k\(n % 100)", n)).event.id
+                        appended.withLock { $0.append(id) }
+                    }
+                    return nil
+                }
+                group.addTask {
+                    try await log.compact(
+                        CompactionPolicy(),
+                        batching: MaintenanceBatching(maxRows: 100, maxLockTime: .seconds(1))
+                    )
+                }
+                var report: CompactionReport?
+                for try await result in group { report = report ?? result }
+                return try #require(report)
+            }
+            let live = appended.withLock { $0 }
+            #expect(live.count == 200)
+            let remaining = Set(try storedIDs(log.path))
+            #expect(remaining.isSuperset(of: live))
+            // Every key keeps exactly its newest event as of the start, unless a live append superseded it.
+            let newestAtStart = Set((report.head - 99)...report.head)
+            #expect(remaining.subtracting(live).isSubset(of: newestAtStart))
+            #expect(report.scannedEvents == report.head)
+            #expect(report.keys == 100)
+            #expect(try bounds(log.path).earliest == 1)
+            await log.close()
+        }
+    }
+
+    /// 1,000,000 events on 1,000 topics with 100,000 keys, 10 versions each, two days old. The last version
+    /// of every tenth key is a tombstone. Built with one INSERT ... SELECT in one transaction.
+    private static func fillLargeLog(_ path: String, events: Int, keys: Int) throws {
+        let base = Timestamp.nowMilliseconds() - 2 * day
+        try withConnection(path) { connection in
+            try connection.transaction(write: true) {
+                try connection.run(
+                    """
+                    WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ? - 1)
+                    INSERT INTO events (topic, type, key, data, data_format, time)
+                    SELECT 'orders/' || (i % 1000), 'updated', 'k' || (i % ?3),
+                        CASE WHEN i >= ?1 - ?3 AND (i % ?3) % 10 = 0 THEN NULL ELSE '{"n":' || i || '}' END,
+                        CASE WHEN i >= ?1 - ?3 AND (i % ?3) % 10 = 0 THEN 0 ELSE 1 END,
+                        ?2 + i / 100
+                    FROM n
+                    """,
+                    [.int(Int64(events)), .int(base), .int(Int64(keys))]
+                )
+            }
+        }
+    }
+
+    @Test("compaction of 1,000,000 events with 100,000 keys while appends continue: every append survives")
+    func largeLogWhileAppending() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            let total = 1_000_000
+            let keys = 100_000
+            try await makeLog(path, [])
+            let clock = ContinuousClock()
+            let fixtureTime = try clock.measure { try Self.fillLargeLog(path, events: total, keys: keys) }
+            print("fixture: \(total) events in \(fixtureTime)")
+
+            let log = try await EventLog.open(path: path)
+            let stop = Shared(false)
+            let compacting = Shared(false)
+            let live = Shared<[(id: Int64, topic: String, key: String, n: Int)]>([])
+            let latencies = Shared<(before: [Duration], during: [Duration])>(([], []))
+            let workers = 4
+            let appenders = Task {
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    for worker in 0..<workers {
+                        group.addTask {
+                            var n = 0
+                            while !stop.withLock({ $0 }) {
+                                // Alternately a topic of its own, and a key whose history ends in a tombstone
+                                // (every tenth key), which compaction removes up to the tombstone.
+                                let key = n % 2 == 0 ? "w\(worker)-\(n % 50)" : "k\((n * 10 + worker * 10) % keys)"
+                                let topic = n % 2 == 0 ? "live/\(worker)" : "orders/\((n * 10 + worker * 10) % keys % 1000)"
+                                let started = clock.now
+                                let id = try await log.append(event(topic, key: key, n)).event.id
+                                let elapsed = clock.now - started
+                                let during = compacting.withLock { $0 }
+                                latencies.withLock { during ? $0.during.append(elapsed) : $0.before.append(elapsed) }
+                                live.withLock { $0.append((id, topic, key, n)) }
+                                n += 1
+                            }
+                        }
+                    }
+                    try await group.waitForAll()
+                }
+            }
+            try await Task.sleep(for: .seconds(1))
+            compacting.withLock { $0 = true }
+            let started = clock.now
+            let report = try await maintain(path) {
+                try $0.compact(CompactionPolicy(minAge: .seconds(3600), tombstoneRetention: .seconds(86_400)))
+            }
+            let compactionTime = clock.now - started
+            compacting.withLock { $0 = false }
+            try await Task.sleep(for: .milliseconds(200))
+            stop.withLock { $0 = true }
+            try await appenders.value
+            await log.close()
+
+            let (before, during) = latencies.withLock { $0 }
+            print(
+                "compaction: scanned \(report.scannedEvents) events, \(report.keys) keys, removed \(report.removedEvents) "
+                    + "(\(report.removedTombstones) tombstones) in \(report.transactions) transactions, \(compactionTime)"
+            )
+            print("append latency before compaction: \(LatencySummary(before))")
+            print("append latency during compaction: \(LatencySummary(during))")
+
+            // Every live append survives, unchanged.
+            let appended = live.withLock { $0 }
+            #expect(!appended.isEmpty)
+            let stored = try withConnection(path) { connection in
+                try connection.rows("SELECT id, topic, key, data FROM events WHERE id > ? ORDER BY id", [.int(Int64(total))]) {
+                    "\($0.int64(0)) \($0.text(1) ?? "") \($0.text(2) ?? "") \($0.text(3) ?? "")"
+                }
+            }
+            #expect(stored == appended.sorted { $0.id < $1.id }.map { "\($0.id) \($0.topic) \($0.key) {\"n\":\($0.n)}" })
+            // Of the history, exactly the last version of each key without a tombstone is left.
+            let history = try storedIDs(path, where: "id <= \(total)")
+            let expected = (0..<keys).filter { $0 % 10 != 0 }.map { Int64(total - keys + $0 + 1) }
+            #expect(history == expected)
+            #expect(report.keys == keys + appended.filter { $0.id <= report.head && $0.topic.hasPrefix("live/") }.count(distinctBy: \.key))
+            #expect(try bounds(path).earliest == 1)
+
+            let verify = try await maintain(path, readOnly: true) { try $0.verify() }
+            #expect(verify.problems.isEmpty, "\(verify.problems)")
+        }
+    }
+}
+
+extension Array {
+    fileprivate func count<Key: Hashable>(distinctBy key: (Element) -> Key) -> Int {
+        Set(map(key)).count
+    }
+}

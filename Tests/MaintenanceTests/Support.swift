@@ -1,0 +1,151 @@
+import Foundation
+import Synchronization
+import Testing
+
+@testable import EventLog
+
+/// A directory of its own under the system temp directory, removed afterwards.
+struct TemporaryDirectory: Sendable {
+    let url: URL
+
+    init() throws {
+        url = FileManager.default.temporaryDirectory
+            .appendingPathComponent("eventlog-maint-tests-\(UUID().uuidString)", isDirectory: true)
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    /// The path of `name` inside the directory.
+    func path(_ name: String) -> String {
+        url.appendingPathComponent(name).path
+    }
+}
+
+/// Runs `body` with a fresh directory that is removed afterwards, whatever happens.
+func withTemporaryDirectory<T>(_ body: (TemporaryDirectory) async throws -> T) async throws -> T {
+    let directory = try TemporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: directory.url) }
+    return try await body(directory)
+}
+
+/// Runs blocking work (``LogMaintenance`` blocks its thread) on a thread of its own, off the cooperative pool.
+func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
+/// Opens `path` with ``LogMaintenance`` on a thread of its own and runs `body` with it.
+func maintain<T: Sendable>(
+    _ path: String,
+    readOnly: Bool = false,
+    _ body: @escaping @Sendable (LogMaintenance) throws -> T
+) async throws -> T {
+    try await onThread {
+        var options = LogMaintenance.Options()
+        options.readOnly = readOnly
+        let maintenance = try LogMaintenance(path: path, options: options)
+        defer { maintenance.close() }
+        return try body(maintenance)
+    }
+}
+
+/// Creates a log at `path` with `events` appended in order, and closes it.
+@discardableResult
+func makeLog(_ path: String, _ events: [NewEvent]) async throws -> (epoch: String, ids: [Int64]) {
+    let log = try await EventLog.open(path: path)
+    var ids: [Int64] = []
+    if !events.isEmpty { ids = try await log.append(batch: events).map(\.event.id) }
+    let epoch = log.epoch
+    await log.close()
+    return (epoch, ids)
+}
+
+/// An event on `topic` with JSON data `{"n":n}`.
+func event(_ topic: String, key: String? = nil, _ n: Int, idempotencyKey: String? = nil) -> NewEvent {
+    NewEvent(topic: topic, key: key, data: .json("{\"n\":\(n)}"), idempotencyKey: idempotencyKey)
+}
+
+/// A tombstone for `key` on `topic`.
+func tombstone(_ topic: String, key: String? = nil) -> NewEvent {
+    NewEvent(topic: topic, type: "deleted", key: key, data: nil)
+}
+
+/// Direct SQL on the file, as another connection would do it.
+func withConnection<T>(_ path: String, _ body: (Connection) throws -> T) throws -> T {
+    let connection = try Connection(path: path, mode: .readWrite)
+    defer { connection.close() }
+    return try body(connection)
+}
+
+/// The ids in the file, ascending.
+func storedIDs(_ path: String, where condition: String = "1") throws -> [Int64] {
+    try withConnection(path) { connection in
+        try connection.rows("SELECT id FROM events WHERE \(condition) ORDER BY id") { $0.int64(0) }
+    }
+}
+
+/// `meta.earliest` and the head (`sqlite_sequence`) in the file.
+func bounds(_ path: String) throws -> (earliest: Int64, head: Int64) {
+    try withConnection(path) { connection in
+        (try EventLog.readEarliest(connection), try EventLog.readHead(connection))
+    }
+}
+
+/// Sets the commit time of the events with ids in `ids` to `milliseconds`.
+func setTime(_ path: String, ids: ClosedRange<Int64>, to milliseconds: Int64) throws {
+    try withConnection(path) { connection in
+        try connection.run("UPDATE events SET time = ? WHERE id BETWEEN ? AND ?", [
+            .int(milliseconds), .int(ids.lowerBound), .int(ids.upperBound),
+        ])
+    }
+}
+
+let day: Int64 = 86_400_000
+
+/// Runs the sqlite3 command-line shell on `path`, as a separate process would touch the file.
+@discardableResult
+func sqlite3(_ path: String, _ sql: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+    process.arguments = [path, sql]
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { throw SQLite3ShellError(status: process.terminationStatus, sql: sql) }
+    return String(decoding: data, as: UTF8.self)
+}
+
+struct SQLite3ShellError: Error {
+    let status: Int32
+    let sql: String
+}
+
+/// Append latencies, for printing percentiles.
+struct LatencySummary: CustomStringConvertible {
+    let sorted: [Duration]
+
+    init(_ samples: [Duration]) { sorted = samples.sorted() }
+
+    func percentile(_ p: Double) -> Duration {
+        guard !sorted.isEmpty else { return .zero }
+        return sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * p).rounded()))]
+    }
+
+    var description: String {
+        func ms(_ duration: Duration) -> String {
+            let value = Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
+            return String(format: "%.2f ms", value)
+        }
+        return "\(sorted.count) appends: p50 \(ms(percentile(0.5))), p90 \(ms(percentile(0.9))), "
+            + "p99 \(ms(percentile(0.99))), max \(ms(sorted.last ?? .zero))"
+    }
+}
+
+/// A flag and a list shared by concurrent appenders.
+final class Shared<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+    init(_ value: Value) { mutex = Mutex(value) }
+    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
+}

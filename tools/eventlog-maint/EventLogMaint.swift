@@ -1,0 +1,175 @@
+import ArgumentParser
+import EventLog
+import Foundation
+
+/// `eventlog-maint`: maintenance of an event log file, beside a running `eventlogd` or with it stopped.
+@main
+struct EventLogMaint: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eventlog-maint",
+        abstract: "Maintain an eventlog database: retention, compaction, checkpoint, vacuum, verify, backup, export.",
+        discussion: """
+            Every subcommand takes --db PATH. retain, compact, checkpoint, verify, backup, export, stats and \
+            vacuum --into / --incremental are safe while eventlogd runs on the same file: they read from WAL \
+            snapshots and write in short transactions under SQLite's writer lock. vacuum (in place), \
+            vacuum --enable-incremental, restore and import need the server stopped. See docs/OPERATIONS.md.
+
+            Exit status: 0 success; 1 a runtime problem (one line on stderr), or verify found an error; \
+            2 a usage error (bad flag, size or duration).
+            """,
+        version: "1.0.0",
+        subcommands: [
+            Retain.self, Compact.self, Checkpoint.self, Vacuum.self, Verify.self, Backup.self, Restore.self,
+            Export.self, Import.self, Stats.self,
+        ]
+    )
+
+    /// Parses and runs, with the exit codes of the discussion above. ArgumentParser exits 64 (EX_USAGE) on a
+    /// usage error; this tool uses 2, as most Unix tools do, and prints runtime errors as one line.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let exit as ExitCode {
+            Foundation.exit(exit.rawValue)
+        } catch let error where isRuntimeError(error) {
+            printError("eventlog-maint: \(describe(error))")
+            Foundation.exit(1)
+        } catch {
+            // ArgumentParser's own errors: help and version requests, usage errors, ValidationError.
+            let code = exitCode(for: error)
+            if code == .success {
+                print(fullMessage(for: error))
+                Foundation.exit(0)
+            }
+            printError(fullMessage(for: error))
+            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
+        }
+    }
+
+    /// Errors from doing the work, as opposed to parsing the command line.
+    static func isRuntimeError(_ error: Error) -> Bool {
+        error is MaintenanceError || error is EventLogError || error is SQLiteError || error is CocoaError
+            || error is POSIXError
+    }
+
+    /// One line for any error: no stack trace, no Foundation error dictionary.
+    static func describe(_ error: Error) -> String {
+        let text: String
+        switch error {
+        case let error as MaintenanceError: text = error.message
+        case let error as EventLogError: text = error.message
+        case let error as SQLiteError: text = "SQLite: \(error.message)"
+        case let error as CocoaError:
+            let path = (error.userInfo[NSFilePathErrorKey] as? String).map { " (\($0))" } ?? ""
+            text = (error.underlying.map { String(describing: $0) } ?? error.localizedDescription) + path
+        default: text = String(describing: error)
+        }
+        return text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
+}
+
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+}
+
+extension CocoaError {
+    fileprivate var underlying: Error? { userInfo[NSUnderlyingErrorKey] as? Error }
+}
+
+// MARK: Shared options
+
+/// `--db` and what every subcommand shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("db"), help: "The database file (the same flag as eventlogd's).")
+    var databasePath: String
+
+    @Option(
+        name: .customLong("busy-timeout"),
+        help: "How long a write waits for the server's lock, e.g. 5s, 500ms. Default 5s.",
+        transform: parseDuration
+    )
+    var busyTimeout: Duration?
+
+    @Flag(help: "Print no progress on stderr.")
+    var quiet = false
+
+    func validate() throws {
+        if databasePath.isEmpty { throw ValidationError("--db must not be empty") }
+    }
+
+    /// Opens the log; `readOnly` for operations that never write.
+    func open(readOnly: Bool, batching: MaintenanceBatching = MaintenanceBatching()) throws -> LogMaintenance {
+        var options = LogMaintenance.Options()
+        options.readOnly = readOnly
+        options.busyTimeout = busyTimeout ?? .seconds(5)
+        options.batching = batching
+        let maintenance = try LogMaintenance(path: databasePath, options: options)
+        maintenance.progress = progressReporter?.handler
+        return maintenance
+    }
+
+    /// The progress output on stderr, or nil with `--quiet`.
+    var progressReporter: ProgressReporter? { quiet ? nil : ProgressReporter.shared }
+}
+
+/// How retention and compaction cut their work into transactions.
+struct BatchingOptions: ParsableArguments {
+    @Option(name: .customLong("batch-rows"), help: "Events examined per transaction. Default 1000.")
+    var batchRows: Int = 1000
+
+    @Option(
+        name: .customLong("batch-time"),
+        help: "How long one transaction may hold the writer lock, e.g. 10ms. Default 10ms.",
+        transform: parseDuration
+    )
+    var batchTime: Duration = .milliseconds(10)
+
+    func validate() throws {
+        if batchRows < 1 { throw ValidationError("--batch-rows must be at least 1") }
+        if batchTime <= .zero { throw ValidationError("--batch-time must be positive") }
+    }
+
+    var batching: MaintenanceBatching { MaintenanceBatching(maxRows: batchRows, maxLockTime: batchTime) }
+}
+
+/// `--topic` selectors.
+struct SelectorOptions: ParsableArguments {
+    @Option(
+        name: .customLong("topic"),
+        help: "A topic selector to limit the operation to (orders/1, orders/*, *); repeatable. Default: every topic."
+    )
+    var topics: [String] = []
+
+    func validate() throws {
+        _ = try selectors()
+    }
+
+    func selectors() throws -> SelectorSet {
+        guard !topics.isEmpty else { return .all }
+        do {
+            return try SelectorSet(parsing: topics)
+        } catch {
+            throw ValidationError(error.message)
+        }
+    }
+}
+
+func parseDuration(_ text: String) throws -> Duration {
+    try MaintenanceText.parseDuration(text)
+}
+
+func parseSize(_ text: String) throws -> Int64 {
+    try MaintenanceText.parseSize(text)
+}
+
+/// `1,234,567`: counts in summaries.
+func grouped(_ number: Int64) -> String {
+    let digits = String(number.magnitude)
+    var result = ""
+    for (index, character) in digits.enumerated() {
+        if index > 0 && (digits.count - index) % 3 == 0 { result += "," }
+        result.append(character)
+    }
+    return number < 0 ? "-" + result : result
+}
