@@ -112,3 +112,84 @@ enum BrowserClient {
 
         """#
 }
+
+extension BrowserClient {
+    /// A small live view served at `/`: `/?topic=orders/*&transport=sse|ws&from=earliest&type=created`. It shows the
+    /// events of a subscription as they arrive, and keeps them in `window.eventlog` for scripts
+    /// (`received`: events in arrival order, `controls`: control events, `status`).
+    static let page = #"""
+        <!DOCTYPE html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <title>eventlog</title>
+        <style>
+          body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; }
+          #status { color: #666; } li { font-family: ui-monospace, monospace; white-space: pre-wrap; }
+          .control { color: #a60; }
+        </style>
+        </head>
+        <body>
+        <h1>eventlog</h1>
+        <p id="status">connecting</p>
+        <ol id="events"></ol>
+        <script src="/v1/eventlog.js"></script>
+        <script>
+          "use strict";
+          const params = new URLSearchParams(location.search);
+          const topics = params.getAll("topic").length ? params.getAll("topic") : ["*"];
+          const transport = params.get("transport") || "sse";
+          const from = params.get("from") || "earliest";
+          const state = window.eventlog = { received: [], controls: [], status: "connecting", opens: 0 };
+          const list = document.getElementById("events");
+          const show = (text, cls) => {
+            const item = document.createElement("li");
+            item.textContent = text;
+            if (cls) item.className = cls;
+            list.appendChild(item);
+          };
+          const setStatus = (text) => {
+            state.status = text;
+            document.getElementById("status").textContent = text;
+          };
+          const control = (type, data) => {
+            state.controls.push({ type, data });
+            show(type + " " + JSON.stringify(data), "control");
+          };
+          if (transport === "ws") {
+            const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws";
+            state.socket = new EventLogSocket(url, {
+              topics, from,
+              onSubscribed: (m) => { state.opens++; control("subscribed", m); },
+              onEvent: (e) => { state.received.push({ id: e.id, topic: e.topic, type: e.event, data: e.data }); show(e.id + " " + e.topic + " " + JSON.stringify(e.data)); },
+              onCaughtUp: (m) => control("caughtup", m),
+              onGap: (m) => control("gap", m),
+              onReset: (m) => control("reset", m),
+              onError: (m) => control("error", m),
+              onStatus: setStatus,
+            });
+          } else {
+            const query = topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+            const source = state.source = new EventSource("/v1/events?" + query + "&envelope=1&lastEventId=" + encodeURIComponent(from));
+            source.onopen = () => setStatus("open");
+            source.onerror = () => setStatus(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
+            // EventSource dispatches by event type: listen to "message" and every ?type= given.
+            const onEvent = (m) => {
+              const e = JSON.parse(m.data);
+              state.received.push({ id: e.id, lastEventId: m.lastEventId, topic: e.topic, type: e.type, data: e.data });
+              show(e.id + " " + e.topic + " " + JSON.stringify(e.data));
+            };
+            for (const type of new Set(["message", ...params.getAll("type")])) source.addEventListener(type, onEvent);
+            for (const name of ["eventlog.open", "eventlog.caughtup", "eventlog.gap", "eventlog.reset"]) {
+              source.addEventListener(name, (m) => {
+                if (name === "eventlog.open") state.opens++;
+                control(name, JSON.parse(m.data));
+              });
+            }
+          }
+        </script>
+        </body>
+        </html>
+
+        """#
+}

@@ -301,6 +301,16 @@ struct HTTPConnection {
                     headers: [("Upgrade", "websocket")]
                 )
             }
+        case "/":
+            return try only([.GET]) {
+                .respond(
+                    Response(
+                        status: .ok,
+                        headers: [("Content-Type", "text/html; charset=utf-8"), ("Cache-Control", "no-cache")],
+                        body: BrowserClient.page
+                    )
+                )
+            }
         case "/v1/eventlog.js":
             return try only([.GET]) {
                 .respond(

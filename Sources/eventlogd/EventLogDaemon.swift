@@ -77,6 +77,11 @@ struct EventLogDaemon: AsyncParsableCommand {
     )
     var tailBytes: Int?
 
+    @Option(
+        help: "Cap the database at this many pages (PRAGMA max_page_count), like a disk quota: publishes past it get 503 until retention frees space (EVENTLOG_MAX_DB_PAGES). Default none."
+    )
+    var maxDbPages: Int?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
     var logLevel: String?
 
@@ -85,6 +90,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         for name in [
             "EVENTLOG_PORT", "EVENTLOG_SSE_RETRY", "EVENTLOG_MAX_BODY_BYTES", "EVENTLOG_MAX_EVENT_BYTES",
             "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES", "EVENTLOG_TAIL_BYTES",
+            "EVENTLOG_MAX_DB_PAGES",
         ] {
             if let value = environment[name], Int(value) == nil {
                 throw ValidationError("\(name) must be an integer, not \(value)")
@@ -113,6 +119,7 @@ struct EventLogDaemon: AsyncParsableCommand {
             ("max-connections", number(maxConnections, "EVENTLOG_MAX_CONNECTIONS")),
             ("max-ws-frame-bytes", number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES")),
             ("tail-bytes", number(tailBytes, "EVENTLOG_TAIL_BYTES")),
+            ("max-db-pages", number(maxDbPages, "EVENTLOG_MAX_DB_PAGES")),
         ] {
             if let value, value <= 0 { throw ValidationError("--\(name) must be positive") }
         }
@@ -136,6 +143,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         options.durability = setting(durability, "EVENTLOG_DURABILITY").flatMap(EventLog.Durability.init) ?? .full
         if let bytes = number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES") { options.limits.maxDataBytes = bytes }
         if let bytes = number(tailBytes, "EVENTLOG_TAIL_BYTES") { options.tailBytes = bytes }
+        options.maxPageCount = number(maxDbPages, "EVENTLOG_MAX_DB_PAGES")
         options.logger = Logger(label: "eventlog")
 
         var configuration = ServerConfiguration()
