@@ -214,6 +214,10 @@ public final class EventLogServer: Sendable {
         let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
             configuration: pipelineConfiguration
         )
+        let upgradeHandler = try channel.pipeline.syncOperations.handler(
+            type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self
+        )
+        try channel.pipeline.syncOperations.addHandler(UpgradeRequestFilter(), position: .before(upgradeHandler))
         // Until the first request head arrives the connection is idle; a client that never sends one
         // is closed after the request timeout (slow-loris defence).
         let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000)

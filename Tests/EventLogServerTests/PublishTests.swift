@@ -224,6 +224,31 @@ struct PublishTests {
         await server.stop()
     }
 
+    @Test("a request with an Upgrade header that is not a WebSocket upgrade on /v1/ws gets an ordinary answer")
+    func foreignUpgradeHeaders() async throws {
+        let server = try await TestServer.start()
+        let client = server.client
+        let h2c = try await withTimeout(.seconds(10)) {
+            try await client.request(.GET, "/healthz", headers: [("Connection", "Upgrade"), ("Upgrade", "h2c")])
+        }
+        #expect(h2c.status == 200)
+        let otherPath = try await withTimeout(.seconds(10)) {
+            try await client.request(
+                .GET, "/healthz",
+                headers: [
+                    ("Connection", "Upgrade"), ("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"),
+                    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                ])
+        }
+        #expect(otherPath.status == 200)
+        let noKey = try await withTimeout(.seconds(10)) {
+            try await client.request(.GET, "/v1/ws", headers: [("Connection", "Upgrade"), ("Upgrade", "websocket")])
+        }
+        #expect(noKey.status == 426)
+        #expect(noKey.errorCode == "upgrade_required")
+        await server.stop()
+    }
+
     @Test("CORS answers only the configured origins")
     func corsOrigins() async throws {
         let server = try await TestServer.start { $0.corsOrigins = ["http://app.test"] }
