@@ -101,7 +101,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogServerTests",
-            dependencies: ["EventLogServer", "EventLog"]
+            dependencies: ["EventLogServer", "EventLogClient", "EventLog"]
         ),
         .testTarget(
             name: "EventLogClientTests",

@@ -86,8 +86,16 @@ enum BrowserClient {
                   this.pending.delete(String(message.ref));
                   if (message.type === "ack") waiter.resolve(message); else waiter.reject(message);
                 } else if (message.type === "error") {
-                  if (message.code === "invalid_resume_token") this.resumeToken = null;
                   call("onError", message);
+                  if (message.code === "invalid_resume_token") {
+                    // The log no longer knows this position (reset or replaced): start over from `from`.
+                    this.resumeToken = null;
+                    this.lastId = null;
+                    call("onReset", message);
+                    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+                      this.ws.send(JSON.stringify({ op: "subscribe", topics: this.topics, from: this.from }));
+                    }
+                  }
                 }
                 break;
               }

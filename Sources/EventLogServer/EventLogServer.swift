@@ -181,6 +181,7 @@ public final class EventLogServer: Sendable {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(MaskedFrameRequirement())
                     // Reassemble fragmented messages, bounded in size and count (1009 beyond).
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(

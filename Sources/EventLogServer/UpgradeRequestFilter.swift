@@ -14,6 +14,9 @@ final class UpgradeRequestFilter: ChannelInboundHandler, RemovableChannelHandler
     typealias InboundOut = HTTPServerRequestPart
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Only the first request can upgrade, and after an upgrade raw bytes flow here: pass the first
+        // request head on, then step aside.
+        defer { context.pipeline.syncOperations.removeHandler(self, promise: nil) }
         guard case .head(var head) = unwrapInboundIn(data), head.headers.contains(name: "upgrade") else {
             context.fireChannelRead(data)
             return

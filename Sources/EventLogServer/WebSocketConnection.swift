@@ -82,12 +82,8 @@ final class WebSocketSession: Sendable {
     func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async {
         await withDiscardingTaskGroup { publishes in
             do {
+                // Unmasked frames were refused by MaskedFrameRequirement before reassembly.
                 for try await frame in inbound {
-                    // RFC 6455 section 5.1: a server must close the connection on an unmasked client frame.
-                    guard frame.maskKey != nil else {
-                        await close(.protocolError, "client frames must be masked")
-                        return
-                    }
                     switch frame.opcode {
                     case .text:
                         let data = frame.unmaskedData

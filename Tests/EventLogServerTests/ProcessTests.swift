@@ -8,7 +8,9 @@ import Testing
 
 @testable import EventLogServer
 
-@Suite("The eventlogd process: memory under a stalled subscriber, graceful shutdown", .serialized)
+@Suite(
+    "The eventlogd process: memory under a stalled subscriber, graceful shutdown", .serialized,
+    .timeLimit(.minutes(5)))
 struct ProcessTests {
     @Test("a subscriber that stops reading while 50,000 events are published does not grow server memory, and resumes")
     func stalledSubscriber() async throws {

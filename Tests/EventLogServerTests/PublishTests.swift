@@ -5,7 +5,7 @@ import Testing
 
 @testable import EventLogServer
 
-@Suite("Publishing and history over HTTP")
+@Suite("Publishing and history over HTTP", .timeLimit(.minutes(3)))
 struct PublishTests {
     @Test("a publish answers 201 with its id after the commit, and the event reads back exactly")
     func publishThenRead() async throws {

@@ -6,7 +6,7 @@ import Testing
 @testable import EventLog
 @testable import EventLogServer
 
-@Suite("Server-Sent Events subscriptions")
+@Suite("Server-Sent Events subscriptions", .timeLimit(.minutes(3)))
 struct SSETests {
     @Test("a stream opens with retry and eventlog.open, replays, sends caughtup once, then goes live")
     func replayThenLive() async throws {

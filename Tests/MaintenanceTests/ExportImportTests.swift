@@ -9,7 +9,10 @@ struct ExportImportTests {
     private func dump(_ path: String) throws -> [String] {
         try withConnection(path) { connection in
             try connection.rows(
-                "SELECT id, topic, type, key, data, data_format, time, idempotency_key, request_hash FROM events ORDER BY id"
+                """
+                SELECT id, topic, type, key, data, data_format, time, idempotency_key, request_hash
+                FROM events ORDER BY id
+                """
             ) { row in
                 (0..<9).map { row.isNull(Int32($0)) ? "NULL" : row.text(Int32($0)) ?? "" }.joined(separator: "|")
             }
@@ -40,8 +43,12 @@ struct ExportImportTests {
         let log = try await EventLog.open(path: path)
         _ = try await log.append(batch: [
             event("old/1", 0), event("old/1", 1),
-            NewEvent(topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"), idempotencyKey: "req-1"),
-            NewEvent(topic: "orders/1", type: "updated", key: "o-1", data: .json("{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}")),
+            NewEvent(
+                topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"),
+                idempotencyKey: "req-1"),
+            NewEvent(
+                topic: "orders/1", type: "updated", key: "o-1",
+                data: .json("{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}")),
             NewEvent(topic: "orders/2", data: .text("")),
             NewEvent(topic: "orders/2", type: "deleted", data: nil, idempotencyKey: "req-2"),
             event("orders/3", 6),
@@ -51,7 +58,7 @@ struct ExportImportTests {
         return log
     }
 
-    @Test("export then import keeps every id, byte and idempotency key, the head and earliest; new epoch")
+    @Test("export then import keeps every id, byte and idempotency key, head, earliest and token key; new epoch")
     func roundTrip() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory.path("events.db")
@@ -66,9 +73,13 @@ struct ExportImportTests {
 
             let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
             #expect(lines.count == 5)
-            #expect(lines[0].hasPrefix("{\"eventlog\":\"export\",\"version\":1,\"epoch\":\"\(log.epoch)\",\"tokenKey\":\""))
+            #expect(
+                lines[0].hasPrefix("{\"eventlog\":\"export\",\"version\":1,\"epoch\":\"\(log.epoch)\",\"tokenKey\":\""))
             #expect(lines[0].hasSuffix("\"earliest\":3,\"head\":7,\"schemaVersion\":1,\"events\":4}"))
-            #expect(lines[2].hasSuffix(",\"topic\":\"orders/1\",\"type\":\"updated\",\"key\":\"o-1\",\"data\":{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}}"))
+            #expect(
+                lines[2].hasSuffix(
+                    #","topic":"orders/1","type":"updated","key":"o-1","data":{"a":[1,2.5e3,true,null],"b":"x\"y"}}"#
+                ))
 
             let report = try await importFile(file, into: imported)
             #expect(report.events == 4)
@@ -83,9 +94,12 @@ struct ExportImportTests {
             // The imported log goes on after the exported head, and recognises a retry of an imported request.
             let reopened = try await EventLog.open(path: imported)
             #expect(reopened.epoch == report.epoch)
+            #expect(reopened.tokenKey == log.tokenKey)
             #expect(try await reopened.append(event("orders/9", 9)).event.id == 8)
             let retry = try await reopened.append(
-                NewEvent(topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"), idempotencyKey: "req-1")
+                NewEvent(
+                    topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"),
+                    idempotencyKey: "req-1")
             )
             #expect(retry.replayed)
             #expect(retry.event.id == 3)
@@ -95,7 +109,7 @@ struct ExportImportTests {
         }
     }
 
-    @Test("--keep-epoch keeps the export's epoch and resume-token key")
+    @Test("keepEpoch keeps the export's epoch as well")
     func keepEpoch() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory.path("events.db")
@@ -133,9 +147,9 @@ struct ExportImportTests {
             let file = directory.path("bad.jsonl")
             let target = directory.path("imported.db")
             let lines = [
-                "{\"id\":1,\"time\":\"2026-01-01T00:00:00.000Z\",\"topic\":\"t/1\",\"type\":\"message\",\"data\":\"a\"}",
-                "{\"id\":2,\"time\":\"2026-01-01T00:00:00.000Z\",\"topic\":\"t/1\",\"type\":\"message\",\"data\":\"b\"}",
-                "{\"id\":2,\"time\":\"2026-01-01T00:00:00.000Z\",\"topic\":\"t/1\",\"type\":\"message\",\"data\":\"c\"}",
+                #"{"id":1,"time":"2026-01-01T00:00:00.000Z","topic":"t/1","type":"message","data":"a"}"#,
+                #"{"id":2,"time":"2026-01-01T00:00:00.000Z","topic":"t/1","type":"message","data":"b"}"#,
+                #"{"id":2,"time":"2026-01-01T00:00:00.000Z","topic":"t/1","type":"message","data":"c"}"#,
             ]
             try lines.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
             let error = await #expect(throws: MaintenanceError.self) { try await importFile(file, into: target) }
@@ -143,7 +157,8 @@ struct ExportImportTests {
             #expect(error?.message == "line 3: id 2 is not above the previous id 2; ids must be unique and ascending")
             #expect(try storedIDs(target) == [])
 
-            try "{\"id\":1,\"topic\":\"t/1\",\"data\":{\"a\":1,}}\n".write(toFile: file, atomically: true, encoding: .utf8)
+            try "{\"id\":1,\"topic\":\"t/1\",\"data\":{\"a\":1,}}\n".write(
+                toFile: file, atomically: true, encoding: .utf8)
             let syntax = await #expect(throws: MaintenanceError.self) { try await importFile(file, into: target) }
             #expect(syntax?.message == "line 1: expected '\"' at byte 37")
         }

@@ -169,7 +169,9 @@ struct RetentionTests {
                     return nil
                 }
                 group.addTask {
-                    try await log.retain(RetentionPolicy(maxEvents: 5), batching: MaintenanceBatching(maxRows: 100, maxLockTime: .seconds(1)))
+                    try await log.retain(
+                        RetentionPolicy(maxEvents: 5),
+                        batching: MaintenanceBatching(maxRows: 100, maxLockTime: .seconds(1)))
                 }
                 var report: RetentionReport?
                 for try await result in group { report = report ?? result }

@@ -89,7 +89,10 @@ struct StorageTests {
             #expect(try await maintain(path, readOnly: true) { try $0.stats() }.autoVacuum == "incremental")
             // New history, then retention frees its pages again.
             let log = try await EventLog.open(path: path)
-            _ = try await log.append(batch: (0..<5000).map { NewEvent(topic: "t/1", data: .text(String(repeating: "y", count: 500) + "\($0)")) })
+            _ = try await log.append(
+                batch: (0..<5000).map {
+                    NewEvent(topic: "t/1", data: .text(String(repeating: "y", count: 500) + "\($0)"))
+                })
             await log.close()
             _ = try await maintain(path) { try $0.retain(RetentionPolicy(maxEvents: 10)) }
             let partial = try await maintain(path) { try $0.incrementalVacuum(maxPages: 100) }
@@ -116,7 +119,10 @@ struct StorageTests {
             #expect(stats.head == 6)
             #expect(stats.ids == 3...6)
             #expect(stats.topicCount == 2)
-            #expect(stats.topics == [TopicSummary(topic: "a/1", count: 2, lastID: 4), TopicSummary(topic: "b/1", count: 2, lastID: 6)])
+            #expect(
+                stats.topics == [
+                    TopicSummary(topic: "a/1", count: 2, lastID: 4), TopicSummary(topic: "b/1", count: 2, lastID: 6),
+                ])
             #expect(stats.fileBytes == stats.pageCount * stats.pageSize)
         }
     }

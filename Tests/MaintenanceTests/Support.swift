@@ -94,9 +94,11 @@ func bounds(_ path: String) throws -> (earliest: Int64, head: Int64) {
 /// Sets the commit time of the events with ids in `ids` to `milliseconds`.
 func setTime(_ path: String, ids: ClosedRange<Int64>, to milliseconds: Int64) throws {
     try withConnection(path) { connection in
-        try connection.run("UPDATE events SET time = ? WHERE id BETWEEN ? AND ?", [
-            .int(milliseconds), .int(ids.lowerBound), .int(ids.upperBound),
-        ])
+        try connection.run(
+            "UPDATE events SET time = ? WHERE id BETWEEN ? AND ?",
+            [
+                .int(milliseconds), .int(ids.lowerBound), .int(ids.upperBound),
+            ])
     }
 }
 

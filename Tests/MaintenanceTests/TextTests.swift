@@ -38,7 +38,8 @@ struct TextTests {
         let error = #expect(throws: MaintenanceError.self) { try MaintenanceText.parseDuration(text) }
         #expect(
             error?.message
-                == "invalid duration \"\(text)\": use whole numbers with units ms, s, m, h, d, w, e.g. 30d, 1h30m or 500ms"
+                == "invalid duration \"\(text)\": "
+                + "use whole numbers with units ms, s, m, h, d, w, e.g. 30d, 1h30m or 500ms"
         )
     }
 

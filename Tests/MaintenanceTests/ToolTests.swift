@@ -63,7 +63,8 @@ struct ToolTests {
         #expect(outcome.status == 2)
         #expect(
             outcome.stderr.hasPrefix(
-                "Error: The value '3x' is invalid for '--max-age <max-age>': invalid duration \"3x\": use whole numbers "
+                "Error: The value '3x' is invalid for '--max-age <max-age>': "
+                    + "invalid duration \"3x\": use whole numbers "
                     + "with units ms, s, m, h, d, w, e.g. 30d, 1h30m or 500ms\n"
             )
         )

@@ -9,7 +9,9 @@ struct VerifyTests {
     private func makeHealthyLog(_ path: String) async throws {
         try await makeLog(
             path,
-            (1...10).map { event($0 % 2 == 0 ? "orders/1" : "users/1", $0, idempotencyKey: $0 <= 2 ? "key-\($0)" : nil) }
+            (1...10).map {
+                event($0 % 2 == 0 ? "orders/1" : "users/1", $0, idempotencyKey: $0 <= 2 ? "key-\($0)" : nil)
+            }
         )
     }
 
@@ -30,7 +32,7 @@ struct VerifyTests {
             #expect(
                 report.checks == [
                     "integrity", "schema", "meta", "sequence", "ids", "earliest", "time", "indexes", "idempotency",
-                    "topics",
+                    "topics", "journal",
                 ]
             )
         }
@@ -51,7 +53,8 @@ struct VerifyTests {
             let report = try await verify(path)
             #expect(
                 report.errors.map(\.description) == [
-                    "error [sequence] 1 events have ids above the head 10 (sqlite_sequence.seq for events); largest id 1000"
+                    "error [sequence] 1 events have ids above the head 10 (sqlite_sequence.seq for events); "
+                        + "largest id 1000"
                 ]
             )
         }
@@ -88,7 +91,8 @@ struct VerifyTests {
             try await makeHealthyLog(path)
             try sqlite3(path, "DELETE FROM events WHERE id < 5; UPDATE meta SET value = '5' WHERE name = 'earliest';")
             #expect(try await verify(path).problems == [])
-            try sqlite3(path, "INSERT INTO events (id, topic, type, data, time) VALUES (3, 'users/1', 'message', 'x', 0);")
+            try sqlite3(
+                path, "INSERT INTO events (id, topic, type, data, time) VALUES (3, 'users/1', 'message', 'x', 0);")
             let report = try await verify(path)
             #expect(report.isOK)
             #expect(

@@ -851,3 +851,255 @@ def install_deadline(seconds: int) -> None:
 
     signal.signal(signal.SIGALRM, _fire)
     signal.alarm(seconds)
+
+
+# --------------------------------------------------------------------------------------------
+# eventlog-maint, process memory, whole-log reads and a raw HTTP client (crash.py, hostile.py).
+
+
+def eventlog_maint_path(explicit: Optional[str] = None) -> str:
+    """The eventlog-maint binary: the argument, else $EVENTLOG_MAINT, else next to eventlogd
+    ($EVENTLOGD's directory), else <repo>/.build/debug/eventlog-maint."""
+    candidates = [explicit, os.environ.get("EVENTLOG_MAINT")]
+    if os.environ.get("EVENTLOGD"):
+        candidates.append(str(Path(os.environ["EVENTLOGD"]).resolve().parent / "eventlog-maint"))
+    candidates.append(str(REPO_ROOT / ".build" / "debug" / "eventlog-maint"))
+    for candidate in candidates:
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(Path(candidate).resolve())
+    raise FileNotFoundError(
+        "eventlog-maint binary not found (build it with `swift build --product eventlog-maint`, "
+        f"or set EVENTLOG_MAINT); tried {[c for c in candidates if c]}"
+    )
+
+
+def run_maint(binary: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """Runs `eventlog-maint ARGS...` to completion (killed after `timeout` s); output captured as text."""
+    proc = subprocess.Popen(
+        [binary, *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        preexec_fn=_die_with_parent, text=True, errors="replace",
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate(timeout=10)
+        err = (err or "") + f"\n(killed after {timeout}s)"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def rss_bytes(pid: int) -> Optional[int]:
+    """The resident set size of a process (VmRSS in /proc/PID/status), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def all_history(server: "Server", topic: Optional[str] = None, max_pages: int = 10_000) -> tuple:
+    """Every retained event (GET /v1/events as JSON, 1000 per page): (events, last page's answer)."""
+    events: list = []
+    after = 0
+    page: dict = {}
+    for _ in range(max_pages):
+        page = server.history(topic, after=after, limit=1000)
+        events.extend(page["events"])
+        if len(page["events"]) < 1000:
+            return events, page
+        after = page["events"][-1]["id"]
+    raise ServerError(f"history did not end within {max_pages} pages")
+
+
+class HTTPClosed(Exception):
+    """The server closed (or reset) the connection before a whole response arrived."""
+
+
+@dataclass
+class RawResponse:
+    version: str
+    status: int
+    reason: str
+    headers: list  # [(name, value)] in order, names as sent
+    body: bytes
+    complete: bool = True  # False: a close-delimited body that had not ended when reading stopped
+
+    def header(self, name: str) -> Optional[str]:
+        for key, value in self.headers:
+            if key.lower() == name.lower():
+                return value
+        return None
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            return None
+
+    @property
+    def error_code(self) -> Optional[str]:
+        body = self.json()
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            return body["error"].get("code")
+        return None
+
+    @property
+    def is_json_error(self) -> bool:
+        """A JSON error body as the contract describes it: {"error":{"code":..,"message":..}}."""
+        body = self.json()
+        return (
+            (self.header("content-type") or "").startswith("application/json")
+            and isinstance(body, dict)
+            and isinstance(body.get("error"), dict)
+            and isinstance(body["error"].get("code"), str)
+            and isinstance(body["error"].get("message"), str)
+        )
+
+    def short(self) -> str:
+        return f"{self.version} {self.status} {self.reason} {self.body[:200]!r}"
+
+
+class RawHTTP:
+    """HTTP/1.x on a plain socket: sends exactly the bytes given, parses what comes back.
+    Every read is bounded by a timeout."""
+
+    def __init__(self, port: int, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((HOST, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buffer = b""
+        self.eof = False
+        self.closed = False
+        register_cleanup(self)
+
+    def send(self, data: bytes) -> bool:
+        """Sends `data`; False when the server has already closed or reset the connection."""
+        try:
+            self.sock.settimeout(10.0)
+            self.sock.sendall(data)
+            return True
+        except OSError:
+            return False
+
+    def _fill(self, deadline: float) -> bool:
+        """Reads more; False at EOF or reset. Raises TimeoutError at the deadline."""
+        if self.eof:
+            return False
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("no data within the time allowed")
+        self.sock.settimeout(remaining)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise TimeoutError("no data within the time allowed") from None
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.eof = True
+            return False
+        self.buffer += chunk
+        return True
+
+    def _line(self, deadline: float) -> bytes:
+        while b"\r\n" not in self.buffer:
+            if not self._fill(deadline):
+                raise HTTPClosed(f"connection closed inside a chunked body ({self.buffer[:100]!r})")
+        line, _, self.buffer = self.buffer.partition(b"\r\n")
+        return line
+
+    def _exactly(self, count: int, deadline: float) -> bytes:
+        while len(self.buffer) < count:
+            if not self._fill(deadline):
+                raise HTTPClosed(f"connection closed after {len(self.buffer)} of {count} body bytes")
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def read_response(self, timeout: float = 5.0, method: str = "GET", body_timeout: Optional[float] = None) -> RawResponse:
+        """The next response. A body without Content-Length or chunked encoding is read until EOF,
+        or for `body_timeout` seconds (then `complete` is False)."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buffer:
+            if not self._fill(deadline):
+                raise HTTPClosed(f"connection closed before a response head ({self.buffer[:200]!r})")
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        status_text, _, reason = rest.partition(" ")
+        try:
+            status = int(status_text)
+        except ValueError:
+            raise HTTPClosed(f"not an HTTP status line: {lines[0]!r}") from None
+        headers = []
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers.append((name.strip(), value.strip()))
+        response = RawResponse(version, status, reason, headers, b"")
+        if method == "HEAD" or status < 200 or status in (204, 304):
+            return response
+        length = response.header("content-length")
+        if (response.header("transfer-encoding") or "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self._line(deadline).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self._line(deadline) != b"":
+                        pass
+                    break
+                body += self._exactly(size, deadline)
+                self._line(deadline)
+            response.body = body
+        elif length is not None:
+            response.body = self._exactly(int(length), deadline)
+        else:
+            until = time.monotonic() + (body_timeout if body_timeout is not None else timeout)
+            try:
+                while self._fill(until):
+                    pass
+            except TimeoutError:
+                response.complete = False
+            response.body, self.buffer = self.buffer, b""
+        return response
+
+    def closed_within(self, seconds: float) -> bool:
+        """Whether the server closes the connection within `seconds` (data that arrives meanwhile
+        is kept in the buffer)."""
+        deadline = time.monotonic() + seconds
+        try:
+            while self._fill(deadline):
+                pass
+        except TimeoutError:
+            return False
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        unregister_cleanup(self)
+
+    def __enter__(self) -> "RawHTTP":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def raw_exchange(port: int, data: bytes, *, timeout: float = 5.0, method: str = "GET",
+                 close_within: float = 0.0) -> tuple:
+    """Sends `data` on a new connection and reads one response: (RawResponse or the HTTPClosed /
+    TimeoutError raised instead, closed?) where closed? says whether the server closed the
+    connection within `close_within` seconds after the response (None when not asked)."""
+    with RawHTTP(port) as conn:
+        conn.send(data)
+        try:
+            response: Any = conn.read_response(timeout, method=method)
+        except (HTTPClosed, TimeoutError) as error:
+            return error, conn.eof or None
+        closed = conn.closed_within(close_within) if close_within > 0 else None
+        return response, closed

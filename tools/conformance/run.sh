@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Conformance checks: real, independent clients (curl, httpx-sse, websockets, ...) against a real eventlogd.
+# Conformance checks: real, independent clients (curl, httpx-sse, websockets, headless Chromium, ...)
+# against a real eventlogd.
 #
 #   tools/conformance/run.sh                 # every check script in SCRIPTS
 #   tools/conformance/run.sh sse_clients.py  # only these
@@ -23,6 +24,7 @@ cd "$root"
 SCRIPTS=(
     sse_clients.py
     ws_clients.py
+    browser.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
@@ -67,6 +69,22 @@ if ! command -v curl >/dev/null 2>&1; then
     as_root apt-get update -qq </dev/null
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl </dev/null
 fi
+
+# 2b. Headless Chromium and chromedriver (Debian's packages) for browser.py. When they cannot be
+# installed, browser.py still runs and fails loudly; it never skips.
+for script in "${SCRIPTS[@]}"; do
+    if [ "$(basename "$script")" = browser.py ]; then
+        if ! { [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; } \
+            || ! { [ -x /usr/bin/chromedriver ] || command -v chromedriver >/dev/null 2>&1; }; then
+            echo "conformance: installing chromium and chromium-driver" >&2
+            if ! { as_root apt-get update -qq </dev/null \
+                && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null; }; then
+                echo "conformance: could not install chromium / chromium-driver; browser.py will fail" >&2
+            fi
+        fi
+        break
+    fi
+done
 
 # 3. The server binary.
 if [ -z "${EVENTLOGD:-}" ]; then

@@ -24,7 +24,8 @@ extension EventLogMaint {
             let report = try database.open(readOnly: true).backup(to: to, overwrite: force)
             database.progressReporter?.finish()
             print(
-                "backup: \(report.path), \(MaintenanceText.formatBytes(report.bytes)), \(grouped(report.eventCount)) events, "
+                "backup: \(report.path), \(MaintenanceText.formatBytes(report.bytes)), "
+                    + "\(grouped(report.eventCount)) events, "
                     + "head \(report.head), epoch \(report.epoch)"
             )
         }
@@ -104,7 +105,8 @@ extension EventLogMaint {
             if to != "-" { try output.close() }
             database.progressReporter?.finish()
             printError(
-                "export: \(grouped(report.events)) events, head \(report.head), earliest \(report.earliest), epoch \(report.epoch)"
+                "export: \(grouped(report.events)) events, head \(report.head), earliest \(report.earliest), "
+                    + "epoch \(report.epoch)"
             )
         }
     }
@@ -114,7 +116,7 @@ extension EventLogMaint {
             abstract: "Load an export into a new or empty log at --db, keeping ids. Not while a server uses --db.",
             discussion: """
                 All or nothing, in one transaction. The head becomes the exported head, so ids are never handed \
-                out twice. The log keeps its own new epoch unless --keep-epoch.
+                out twice. The resume-token key is the export's; the epoch is new unless --keep-epoch.
                 """
         )
 
@@ -125,7 +127,7 @@ extension EventLogMaint {
 
         @Flag(
             name: .customLong("keep-epoch"),
-            help: "Take the export's epoch and resume-token key: the same log to clients (for moving a stopped log)."
+            help: "Take the export's epoch too: the same log to clients (for moving a log whose server is stopped)."
         )
         var keepEpoch = false
 

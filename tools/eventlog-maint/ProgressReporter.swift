@@ -53,7 +53,8 @@ final class ProgressReporter: Sendable {
 
     private func bar(_ progress: MaintenanceProgress) -> String {
         let width = 30
-        let counts = "\(grouped(progress.completed))" + (progress.total.map { "/\(grouped($0))" } ?? "") + " \(progress.unit)"
+        let counts =
+            "\(grouped(progress.completed))" + (progress.total.map { "/\(grouped($0))" } ?? "") + " \(progress.unit)"
         guard let fraction = progress.fraction else {
             return "\r\u{1B}[2K\(progress.phase)" + (progress.completed == 0 ? "..." : ": \(counts)")
         }

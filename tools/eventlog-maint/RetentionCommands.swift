@@ -17,7 +17,9 @@ extension EventLogMaint {
         @OptionGroup var database: DatabaseOptions
         @OptionGroup var selection: SelectorOptions
 
-        @Option(name: .customLong("max-age"), help: "Delete events older than this, e.g. 30d, 12h.", transform: parseDuration)
+        @Option(
+            name: .customLong("max-age"), help: "Delete events older than this, e.g. 30d, 12h.",
+            transform: parseDuration)
         var maxAge: Duration?
 
         @Option(name: .customLong("max-events"), help: "Keep only the newest N (selected) events.")
@@ -59,9 +61,14 @@ extension EventLogMaint {
                     + "~\(MaintenanceText.formatBytes(report.removedBytes))\(ids)"
                     + (dryRun ? "" : " in \(report.transactions) transactions")
             )
-            let move = report.earliestAfter == report.earliestBefore ? "unchanged at \(report.earliestBefore)"
+            let move =
+                report.earliestAfter == report.earliestBefore
+                ? "unchanged at \(report.earliestBefore)"
                 : "\(report.earliestBefore) -> \(report.earliestAfter)"
-            print("earliest: \(dryRun && report.earliestAfter != report.earliestBefore ? "would move " : "")\(move) (head \(report.head))")
+            print(
+                "earliest: \(dryRun && report.earliestAfter != report.earliestBefore ? "would move " : "")"
+                    + "\(move) (head \(report.head))"
+            )
         }
     }
 

@@ -29,7 +29,8 @@ extension EventLogMaint {
             print(
                 "checkpoint (\(mode)): \(report.checkpointedFrames) of \(report.walFrames) WAL frames copied"
                     + "\(report.busy ? ", busy: a reader or writer kept it from completing" : ""); WAL "
-                    + "\(MaintenanceText.formatBytes(report.walBytesBefore)) -> \(MaintenanceText.formatBytes(report.walBytesAfter))"
+                    + "\(MaintenanceText.formatBytes(report.walBytesBefore)) -> "
+                    + MaintenanceText.formatBytes(report.walBytesAfter)
             )
         }
     }
@@ -57,7 +58,9 @@ extension EventLogMaint {
         @Option(help: "With --incremental: free at most this many pages.")
         var pages: Int?
 
-        @Flag(name: .customLong("enable-incremental"), help: "Switch to auto_vacuum=incremental (a full VACUUM; offline).")
+        @Flag(
+            name: .customLong("enable-incremental"), help: "Switch to auto_vacuum=incremental (a full VACUUM; offline)."
+        )
         var enableIncremental = false
 
         func validate() throws {
@@ -83,11 +86,13 @@ extension EventLogMaint {
             if into != nil {
                 print(
                     "vacuum into \(report.path): \(MaintenanceText.formatBytes(report.bytesAfter)) "
-                        + "(the log is \(MaintenanceText.formatBytes(report.bytesBefore)) with \(report.freePagesBefore) free pages)"
+                        + "(the log is \(MaintenanceText.formatBytes(report.bytesBefore)) "
+                        + "with \(report.freePagesBefore) free pages)"
                 )
             } else {
                 print(
-                    "vacuum: \(MaintenanceText.formatBytes(report.bytesBefore)) -> \(MaintenanceText.formatBytes(report.bytesAfter)); "
+                    "vacuum: \(MaintenanceText.formatBytes(report.bytesBefore)) -> "
+                        + "\(MaintenanceText.formatBytes(report.bytesAfter)); "
                         + "free pages \(report.freePagesBefore) -> \(report.freePagesAfter)"
                 )
             }
@@ -156,8 +161,10 @@ extension EventLogMaint {
                 var fields: [String] = [
                     "\"epoch\":\"\(stats.epoch)\"", "\"schemaVersion\":\(stats.schemaVersion)",
                     "\"events\":\(stats.eventCount)", "\"earliest\":\(stats.earliest)", "\"head\":\(stats.head)",
-                    "\"topics\":\(stats.topicCount)", "\"fileBytes\":\(stats.fileBytes)", "\"walBytes\":\(stats.walBytes)",
-                    "\"pageSize\":\(stats.pageSize)", "\"pages\":\(stats.pageCount)", "\"freePages\":\(stats.freePages)",
+                    "\"topics\":\(stats.topicCount)", "\"fileBytes\":\(stats.fileBytes)",
+                    "\"walBytes\":\(stats.walBytes)",
+                    "\"pageSize\":\(stats.pageSize)", "\"pages\":\(stats.pageCount)",
+                    "\"freePages\":\(stats.freePages)",
                     "\"autoVacuum\":\"\(stats.autoVacuum)\"",
                 ]
                 if let ids = stats.ids { fields.append("\"firstId\":\(ids.lowerBound),\"lastId\":\(ids.upperBound)") }
@@ -168,7 +175,9 @@ extension EventLogMaint {
                     )
                 }
                 if let perTopic = stats.topics {
-                    let items = perTopic.map { "{\"topic\":\"\($0.topic)\",\"count\":\($0.count),\"lastId\":\($0.lastID)}" }
+                    let items = perTopic.map {
+                        "{\"topic\":\"\($0.topic)\",\"count\":\($0.count),\"lastId\":\($0.lastID)}"
+                    }
                     fields.append("\"perTopic\":[\(items.joined(separator: ","))]")
                 }
                 print("{" + fields.joined(separator: ",") + "}")
@@ -186,7 +195,8 @@ extension EventLogMaint {
                 )
             }
             print(
-                "file:       \(MaintenanceText.formatBytes(stats.fileBytes)) + WAL \(MaintenanceText.formatBytes(stats.walBytes)); "
+                "file:       \(MaintenanceText.formatBytes(stats.fileBytes)) + "
+                    + "WAL \(MaintenanceText.formatBytes(stats.walBytes)); "
                     + "\(grouped(stats.pageCount)) pages of \(stats.pageSize) bytes, \(grouped(stats.freePages)) free; "
                     + "auto_vacuum \(stats.autoVacuum)"
             )

@@ -12,7 +12,7 @@ public struct BackupReport: Sendable, Hashable {
     public var bytes: Int64
     /// The epoch of the copy: the source's for a backup, a new one for a restore.
     public var epoch: String
-    /// The head and the number of events in the copy.
+    /// The head of the copy.
     public var head: Int64
     /// Events in the copy.
     public var eventCount: Int64
@@ -46,7 +46,8 @@ enum DatabaseCopy {
                 code = sqlite3_backup_step(backup, pagesPerStep)
                 let total = Int64(sqlite3_backup_pagecount(backup))
                 let remaining = Int64(sqlite3_backup_remaining(backup))
-                progress?(MaintenanceProgress(phase: "copying", completed: total - remaining, total: total, unit: "pages"))
+                progress?(
+                    MaintenanceProgress(phase: "copying", completed: total - remaining, total: total, unit: "pages"))
                 if code == SQLITE_OK {
                     busySince = nil
                     continue
@@ -63,7 +64,8 @@ enum DatabaseCopy {
             }
             let finish = sqlite3_backup_finish(backup)
             guard code == SQLITE_DONE else {
-                throw SQLiteError(code: code, message: String(cString: sqlite3_errstr(code)), sql: "sqlite3_backup_step")
+                throw SQLiteError(
+                    code: code, message: String(cString: sqlite3_errstr(code)), sql: "sqlite3_backup_step")
             }
             guard finish == SQLITE_OK else { throw destination.error(code: finish, sql: "sqlite3_backup_finish") }
             return try destination.scalarInt("PRAGMA page_count") ?? 0

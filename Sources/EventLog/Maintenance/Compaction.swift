@@ -19,7 +19,9 @@ public struct CompactionPolicy: Sendable, Hashable {
     public var tombstoneRetention: Duration?
 
     /// Creates a policy.
-    public init(selectors: SelectorSet = .all, minAge: Duration = .zero, tombstoneRetention: Duration? = .seconds(86_400)) {
+    public init(
+        selectors: SelectorSet = .all, minAge: Duration = .zero, tombstoneRetention: Duration? = .seconds(86_400)
+    ) {
         self.selectors = selectors
         self.minAge = minAge
         self.tombstoneRetention = tombstoneRetention
@@ -261,7 +263,9 @@ struct CompactionRun: Sendable {
                 second.combine(bytes: topic)
                 first.combine(bytes: key)
                 second.combine(bytes: key)
-                return KeyHash(high: UInt64(bitPattern: Int64(first.finalize())), low: UInt64(bitPattern: Int64(second.finalize())))
+                return KeyHash(
+                    high: UInt64(bitPattern: Int64(first.finalize())), low: UInt64(bitPattern: Int64(second.finalize()))
+                )
             }
             // No key: the topic is the key, the same as a key spelled like the topic (Event.compactionKey).
             return statement.isNull(2) ? hashKey(topic) : statement.withUTF8(2, hashKey)

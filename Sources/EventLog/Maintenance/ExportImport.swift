@@ -4,7 +4,7 @@ import Foundation
 public struct ExportReport: Sendable, Hashable {
     /// Event lines written (the header line not counted).
     public var events: Int64
-    /// The log's epoch, head and earliest, as written in the header.
+    /// The log's epoch, as written in the header.
     public var epoch: String
     /// The head written in the header.
     public var head: Int64
@@ -24,7 +24,7 @@ public struct ImportReport: Sendable, Hashable {
     public var earliest: Int64
     /// The epoch of the new log.
     public var epoch: String
-    /// True when the epoch and the resume-token key came from the export.
+    /// True when the epoch came from the export (the resume-token key always does, when the header has it).
     public var keptEpoch: Bool
 }
 
@@ -57,12 +57,16 @@ enum ExportFormat {
             JSONLine.appendString(tokenKey, to: &buffer)
             buffer += ",\"earliest\":\(earliest),\"head\":\(head),\"schemaVersion\":\(version),\"events\":\(count)}\n"
             let statement = try connection.cachedStatement(
-                "SELECT id, time, topic, type, key, data, data_format, idempotency_key, request_hash FROM events ORDER BY id"
+                """
+                SELECT id, time, topic, type, key, data, data_format, idempotency_key, request_hash
+                FROM events ORDER BY id
+                """
             )
             defer { statement.reset() }
             var written: Int64 = 0
             while try statement.step() {
-                buffer += "{\"id\":\(statement.int64(0)),\"time\":\"\(Timestamp.rfc3339(milliseconds: statement.int64(1)))\",\"topic\":"
+                let time = Timestamp.rfc3339(milliseconds: statement.int64(1))
+                buffer += "{\"id\":\(statement.int64(0)),\"time\":\"\(time)\",\"topic\":"
                 JSONLine.appendString(statement.text(2) ?? "", to: &buffer)
                 buffer += ",\"type\":"
                 JSONLine.appendString(statement.text(3) ?? "", to: &buffer)
@@ -118,7 +122,8 @@ enum ExportFormat {
             guard count == 0 && existingHead == 0 else {
                 throw MaintenanceError(
                     .targetNotEmpty,
-                    "\(connection.path) already holds a log (\(count) events, head \(existingHead)); import needs a new or empty log"
+                    "\(connection.path) already holds a log (\(count) events, head \(existingHead)); "
+                        + "import needs a new or empty log"
                 )
             }
             let insert = try connection.cachedStatement(
@@ -188,7 +193,9 @@ enum ExportFormat {
                 let time: Int64
                 switch fields["time"] {
                 case .string(let text):
-                    guard let parsed = Timestamp.parseRFC3339(text) else { throw fail("\"time\" is not RFC 3339: \(text)") }
+                    guard let parsed = Timestamp.parseRFC3339(text) else {
+                        throw fail("\"time\" is not RFC 3339: \(text)")
+                    }
                     time = parsed
                 case .raw(let text):
                     guard let parsed = Int64(text) else { throw fail("\"time\" must be RFC 3339 or milliseconds") }
@@ -251,17 +258,28 @@ enum ExportFormat {
             // AUTOINCREMENT raised seq to the largest id stored; the exported head may be above it when retention
             // had deleted the newest events, and ids up to it must never be handed out again.
             try connection.run("DELETE FROM sqlite_sequence WHERE name = 'events'")
-            if head > 0 { try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(head)]) }
+            if head > 0 {
+                try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(head)])
+            }
             let earliest = header?.earliest ?? 1
             guard earliest <= head + 1 else {
-                throw MaintenanceError(.invalidExport, "the header's earliest \(earliest) is beyond its head \(head) + 1")
+                throw MaintenanceError(
+                    .invalidExport, "the header's earliest \(earliest) is beyond its head \(head) + 1")
             }
             try connection.run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(earliest))])
             if keepEpoch {
-                guard let epoch = header?.epoch, let tokenKey = header?.tokenKey else {
-                    throw MaintenanceError(.invalidExport, "--keep-epoch needs the export's header line with its epoch and token key")
+                guard let epoch = header?.epoch else {
+                    throw MaintenanceError(
+                        .invalidExport, "keeping the epoch needs the export's header line with its epoch")
                 }
                 try connection.run("UPDATE meta SET value = ? WHERE name = 'epoch'", [.text(epoch)])
+            }
+            if let tokenKey = header?.tokenKey {
+                // The export's key, so that resume tokens from the exported log verify and, under the new epoch,
+                // get `reset` rather than `invalid_resume_token`, as after a restore.
+                guard [UInt8](hex: tokenKey)?.count == 32 else {
+                    throw MaintenanceError(.invalidExport, "the header's tokenKey is not 64 hex digits")
+                }
                 try connection.run("UPDATE meta SET value = ? WHERE name = 'token_key'", [.text(tokenKey)])
             }
             progress?(MaintenanceProgress(phase: "importing", completed: imported, total: imported, unit: "events"))
@@ -280,7 +298,9 @@ enum ExportFormat {
         _ fields: [String: JSONLine.Value],
         fail: (String) -> MaintenanceError
     ) throws -> Header {
-        guard fields["eventlog"] == .string("export") else { throw fail("the header's \"eventlog\" must be \"export\"") }
+        guard fields["eventlog"] == .string("export") else {
+            throw fail("the header's \"eventlog\" must be \"export\"")
+        }
         guard case .raw(let versionText) = fields["version"], let version = Int(versionText) else {
             throw fail("the header has no \"version\"")
         }
@@ -291,11 +311,15 @@ enum ExportFormat {
         if case .string(let epoch) = fields["epoch"] { header.epoch = epoch }
         if case .string(let key) = fields["tokenKey"] { header.tokenKey = key }
         if case .raw(let text) = fields["earliest"] {
-            guard let value = Int64(text), value >= 1 else { throw fail("the header's \"earliest\" must be an integer >= 1") }
+            guard let value = Int64(text), value >= 1 else {
+                throw fail("the header's \"earliest\" must be an integer >= 1")
+            }
             header.earliest = value
         }
         if case .raw(let text) = fields["head"] {
-            guard let value = Int64(text), value >= 0 else { throw fail("the header's \"head\" must be an integer >= 0") }
+            guard let value = Int64(text), value >= 0 else {
+                throw fail("the header's \"head\" must be an integer >= 0")
+            }
             header.head = value
         }
         return header

@@ -29,7 +29,9 @@ public struct RetentionPolicy: Sendable, Hashable {
 
     /// Throws ``MaintenanceError/Code/invalidArgument`` for a negative limit.
     public func validate() throws(MaintenanceError) {
-        if let maxAge, maxAge < .zero { throw MaintenanceError(.invalidArgument, "the maximum age must not be negative") }
+        if let maxAge, maxAge < .zero {
+            throw MaintenanceError(.invalidArgument, "the maximum age must not be negative")
+        }
         if let maxEvents, maxEvents < 0 {
             throw MaintenanceError(.invalidArgument, "the maximum number of events must not be negative")
         }
@@ -163,7 +165,6 @@ struct RetentionRun: Sendable {
             var last: Int64?
             var count: Int64 = 0
             var bytes: Int64 = 0
-            var examined = 0
             var more = false
             while try select.step() {
                 let id = select.int64(0)
@@ -177,8 +178,7 @@ struct RetentionRun: Sendable {
                 last = id
                 count += 1
                 bytes += select.int64(2)
-                examined += 1
-                if examined == batching.maxRows || ContinuousClock.now >= deadline {
+                if count == batching.maxRows || ContinuousClock.now >= deadline {
                     more = true
                     break
                 }
@@ -224,7 +224,9 @@ struct RetentionRun: Sendable {
         while low < high {
             let middle = low + (high - low + 1) / 2
             // The first event at or after `middle`, by primary key: a point seek, whatever was deleted.
-            let found = try connection.rows("SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]) {
+            let found = try connection.rows(
+                "SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]
+            ) {
                 ($0.int64(0), $0.int64(1))
             }
             guard let (id, eventTime) = found.first, id <= high else {

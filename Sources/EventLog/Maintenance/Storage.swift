@@ -16,11 +16,11 @@ public enum CheckpointMode: String, Sendable, CaseIterable {
 public struct CheckpointReport: Sendable, Hashable {
     /// True when a reader or writer kept the checkpoint from finishing (it copied what it could).
     public var busy: Bool
-    /// Frames in the WAL, and how many of them are now in the database file.
+    /// Frames in the WAL.
     public var walFrames: Int64
     /// Frames copied into the database file.
     public var checkpointedFrames: Int64
-    /// The size of the `-wal` file before and after.
+    /// The size of the `-wal` file before.
     public var walBytesBefore: Int64
     /// The size of the `-wal` file after.
     public var walBytesAfter: Int64
@@ -30,11 +30,11 @@ public struct CheckpointReport: Sendable, Hashable {
 public struct VacuumReport: Sendable, Hashable {
     /// The file that was written: the log itself, or the `VACUUM INTO` target.
     public var path: String
-    /// The size of the database file before and after (the target's size for `VACUUM INTO`).
+    /// The size of the database file before.
     public var bytesBefore: Int64
-    /// The size after.
+    /// The size after (the target's size for `VACUUM INTO`).
     public var bytesAfter: Int64
-    /// Free pages before and after.
+    /// Free pages before.
     public var freePagesBefore: Int64
     /// Free pages after.
     public var freePagesAfter: Int64
@@ -58,15 +58,15 @@ public struct LogStats: Sendable, Hashable {
     public var times: ClosedRange<Int64>?
     /// Distinct topics.
     public var topicCount: Int64
-    /// The database file, its `-wal` file, in bytes.
+    /// The database file in bytes.
     public var fileBytes: Int64
     /// The `-wal` file in bytes.
     public var walBytes: Int64
-    /// Page size, pages, and free pages (reused by new rows; a vacuum gives them back to the file system).
+    /// The page size in bytes.
     public var pageSize: Int64
     /// Pages in the database file.
     public var pageCount: Int64
-    /// Free pages.
+    /// Free pages: reused by new rows; a vacuum gives them back to the file system.
     public var freePages: Int64
     /// `none`, `full` or `incremental` (https://sqlite.org/pragma.html#pragma_auto_vacuum).
     public var autoVacuum: String

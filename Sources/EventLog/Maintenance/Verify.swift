@@ -86,9 +86,11 @@ enum Verifier {
             try checkTimes(connection, tolerance: options.timeTolerance.wholeMilliseconds, &report, progress)
             try checkIndexes(connection, &report)
             try checkTopics(connection, &report)
+            report.checks.append("journal")
             if let mode = try connection.scalarText("PRAGMA journal_mode"), mode.lowercased() != "wal" {
-                report.checks.append("journal")
-                report.warning("journal", "the journal mode is \(mode), not wal; eventlogd switches it to wal when it opens the log")
+                report.warning(
+                    "journal",
+                    "the journal mode is \(mode), not wal; eventlogd switches it to wal when it opens the log")
             }
         }
         return report
@@ -113,15 +115,18 @@ enum Verifier {
     private static func checkSchema(_ connection: Connection, _ report: inout VerifyReport) throws -> Bool {
         report.checks.append("schema")
         let version = try connection.scalarInt("PRAGMA user_version") ?? 0
-        let tables = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'table'") { $0.text(0) ?? "" })
+        let tables = Set(
+            try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'table'") { $0.text(0) ?? "" })
         for table in ["events", "meta"] where !tables.contains(table) {
             report.error("schema", "the \(table) table is missing (user_version \(version)): not an event log")
         }
         if !tables.contains("events") || !tables.contains("meta") { return false }
         if version < 1 || version > Migrator.latestVersion {
-            report.error("schema", "user_version is \(version); this build knows schema versions 1...\(Migrator.latestVersion)")
+            report.error(
+                "schema", "user_version is \(version); this build knows schema versions 1...\(Migrator.latestVersion)")
         }
-        let indexes = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
+        let indexes = Set(
+            try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
         for index in ["events_topic_id", "events_topic_idempotency_key"] where !indexes.contains(index) {
             report.error("schema", "the index \(index) is missing")
         }
@@ -146,7 +151,8 @@ enum Verifier {
         }
         if let key = meta["token_key"] {
             if !isHex(key, length: 64) {
-                report.error("meta", "meta token_key is not 64 lowercase hex digits (it has \(key.utf8.count) characters)")
+                report.error(
+                    "meta", "meta token_key is not 64 lowercase hex digits (it has \(key.utf8.count) characters)")
             }
         } else {
             report.error("meta", "meta has no token_key row")
@@ -154,7 +160,8 @@ enum Verifier {
         let version = try connection.scalarInt("PRAGMA user_version") ?? 0
         if let text = meta["schema_version"] {
             if Int64(text) != version {
-                report.error("meta", "meta schema_version \(Topic.quoted(text)) does not match PRAGMA user_version \(version)")
+                report.error(
+                    "meta", "meta schema_version \(Topic.quoted(text)) does not match PRAGMA user_version \(version)")
             }
         } else {
             report.error("meta", "meta has no schema_version row")
@@ -241,7 +248,9 @@ enum Verifier {
             let time = statement.int64(1)
             rows += 1
             if rows % 100_000 == 0 {
-                progress?(MaintenanceProgress(phase: "checking ids and times", completed: rows, total: report.eventCount, unit: "events"))
+                progress?(
+                    MaintenanceProgress(
+                        phase: "checking ids and times", completed: rows, total: report.eventCount, unit: "events"))
             }
             if time > future { inFuture += 1 }
             if let newest, time < newest.time - tolerance {
@@ -272,7 +281,8 @@ enum Verifier {
         // integrity_check already compares indexes with the table; counting through each one separately
         // also catches the mismatch under quick_check, and says which index disagrees. A missing index was
         // reported by the schema check.
-        let indexes = Set(try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
+        let indexes = Set(
+            try connection.rows("SELECT name FROM sqlite_schema WHERE type = 'index'") { $0.text(0) ?? "" })
         if indexes.contains("events_topic_id") {
             let table = try connection.scalarInt("SELECT count(*) FROM events NOT INDEXED") ?? 0
             let byTopic = try connection.scalarInt("SELECT count(*) FROM events INDEXED BY events_topic_id") ?? 0
@@ -282,15 +292,20 @@ enum Verifier {
         }
         if indexes.contains("events_topic_idempotency_key") {
             let keyed =
-                try connection.scalarInt("SELECT count(*) FROM events NOT INDEXED WHERE idempotency_key IS NOT NULL") ?? 0
+                try connection.scalarInt("SELECT count(*) FROM events NOT INDEXED WHERE idempotency_key IS NOT NULL")
+                ?? 0
             let byKey =
                 try connection.scalarInt(
-                    "SELECT count(*) FROM events INDEXED BY events_topic_idempotency_key WHERE idempotency_key IS NOT NULL"
+                    """
+                    SELECT count(*) FROM events INDEXED BY events_topic_idempotency_key
+                    WHERE idempotency_key IS NOT NULL
+                    """
                 ) ?? 0
             if byKey != keyed {
                 report.error(
                     "indexes",
-                    "events_topic_idempotency_key holds \(byKey) entries, the events table \(keyed) rows with an idempotency key"
+                    "events_topic_idempotency_key holds \(byKey) entries, "
+                        + "the events table \(keyed) rows with an idempotency key"
                 )
             }
         }
@@ -302,7 +317,8 @@ enum Verifier {
             """
         ) { "\($0.text(0) ?? "") \(Topic.quoted($0.text(1) ?? "")) ×\($0.int64(2))" }
         if !duplicates.isEmpty {
-            report.error("idempotency", "idempotency keys used more than once on a topic: " + duplicates.joined(separator: ", "))
+            report.error(
+                "idempotency", "idempotency keys used more than once on a topic: " + duplicates.joined(separator: ", "))
         }
     }
 

@@ -1,0 +1,675 @@
+#!/usr/bin/env python3
+"""Browser conformance: a real headless Chromium (driven by Selenium) against a real eventlogd.
+
+  0) Chromium and chromedriver are found and start headless; the live view at `/` loads and
+     /v1/eventlog.js defines EventLogSocket. If Chromium cannot be started at all this FAILS
+     (it never skips).
+  1) SSE: the page `/?topic=orders/*&transport=sse&from=earliest` (a real `new EventSource(...)`)
+     replays history and gets live events; eventlogd is killed with SIGKILL right after a burst of
+     publishes, nothing is published while it is down, it is restarted on the same database and
+     port, and more is published. The browser reconnects by itself (after the server's `retry:`)
+     and sends Last-Event-ID automatically (the second `eventlog.open` says `from` = the last id it
+     had). The same again with SIGTERM (graceful). In the end `window.eventlog.received` holds
+     every published id exactly once, in order, with the published data, and each event's
+     `lastEventId` is its own id.
+  2) WebSocket: the page `/?topic=orders/*&transport=ws&from=earliest` (EventLogSocket from
+     /v1/eventlog.js) does the same with resume tokens and backoff + jitter (SIGKILL and SIGTERM
+     cycles, `subscribed.from` = the last id it had); publish with ack from the browser
+     (`await window.eventlog.socket.publish(...)`), checked in HTTP history and in the stream.
+
+Chromium runs with --headless=new --no-sandbox --disable-dev-shm-usage --disable-gpu and a
+private profile; every wait polls `window.eventlog` against a deadline. The browser (chromedriver
+and every Chromium process of its profile) and every eventlogd are killed at exit.
+
+Environment: CHROMIUM (the browser binary) and CHROMEDRIVER override the search for
+/usr/bin/chromium and /usr/bin/chromedriver; CONFORMANCE_DEADLINE bounds the whole script (s).
+
+Usage: python3 tools/conformance/browser.py [path/to/eventlogd]   (or set EVENTLOGD)
+Prints `ok - ...` / `FAIL - ...` per check and ends with `N passed, M failed`; exits 1 on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Any, Callable, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+# chromedriver and the pages are on 127.0.0.1: never send that traffic through a proxy.
+for _name in ("NO_PROXY", "no_proxy"):
+    _hosts = [h for h in os.environ.get(_name, "").split(",") if h]
+    os.environ[_name] = ",".join(_hosts + [h for h in ("127.0.0.1", "localhost") if h not in _hosts])
+
+import httpx  # noqa: E402
+
+from lib import (  # noqa: E402
+    HOST,
+    Checks,
+    Server,
+    _die_with_parent,
+    eventlogd_path,
+    install_deadline,
+    register_cleanup,
+    unregister_cleanup,
+)
+
+try:  # Selenium is pinned in requirements.txt; its absence is a failure, reported in main().
+    import selenium  # noqa: E402
+    from selenium import webdriver  # noqa: E402
+    from selenium.webdriver.chrome.service import Service as ChromeService  # noqa: E402
+
+    SELENIUM_ERROR: Optional[str] = None
+except Exception as _error:  # noqa: BLE001
+    selenium = None  # type: ignore[assignment]
+    SELENIUM_ERROR = f"{type(_error).__name__}: {_error}"
+
+SELECTOR = "orders/*"
+SSE_RETRY_MS = 500
+BATCH = 300  # events committed in one batch right before the SIGKILL
+WAIT = 20.0  # seconds for any one thing the browser must do
+
+checks = Checks()
+BINARY: Optional[str] = None
+
+
+# --------------------------------------------------------------------------------------------
+# Finding and running Chromium
+
+
+def _find(env: str, candidates: list) -> Optional[str]:
+    explicit = os.environ.get(env)
+    if explicit:
+        return explicit if os.path.isfile(explicit) and os.access(explicit, os.X_OK) else None
+    for candidate in candidates:
+        path = candidate if os.path.isabs(candidate) else shutil.which(candidate)
+        if path and os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def find_chromium() -> str:
+    path = _find("CHROMIUM", ["/usr/bin/chromium", "/usr/lib/chromium/chromium", "chromium",
+                              "chromium-browser", "google-chrome", "google-chrome-stable"])
+    if not path:
+        raise RuntimeError("no Chromium binary found (set CHROMIUM, or `apt-get install chromium`; "
+                           "tools/conformance/run.sh installs it)")
+    return path
+
+
+def find_chromedriver() -> str:
+    path = _find("CHROMEDRIVER", ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver", "chromedriver"])
+    if not path:
+        raise RuntimeError("no chromedriver found (set CHROMEDRIVER, or `apt-get install chromium-driver`; "
+                           "tools/conformance/run.sh installs it)")
+    return path
+
+
+def _version(binary: str) -> str:
+    try:
+        result = subprocess.run([binary, "--version"], stdin=subprocess.DEVNULL, capture_output=True,
+                                text=True, timeout=30)
+        return (result.stdout.strip() or result.stderr.strip()).splitlines()[-1]
+    except Exception as error:  # noqa: BLE001
+        return f"? ({type(error).__name__}: {error})"
+
+
+def _pids_with(marker: str) -> list:
+    """Pids of processes whose command line contains `marker` (our private profile directory)."""
+    found = []
+    needle = marker.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if needle in handle.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+# What the page keeps, without `socket` / `source` (not serializable) and with the browser's view
+# of the EventSource / WebSocket state.
+STATE_JS = """
+const s = window.eventlog;
+if (!s) return null;
+const out = {received: s.received, controls: s.controls, status: s.status, opens: s.opens};
+if (s.source) out.readyState = s.source.readyState;
+if (s.socket) { out.lastId = s.socket.lastId; out.hasToken = !!s.socket.resumeToken;
+                out.wsState = s.socket.ws ? s.socket.ws.readyState : null; }
+return out;
+"""
+
+# Console lines that are expected while the server is down or restarting.
+EXPECTED_CONSOLE = ("ERR_CONNECTION_REFUSED", "ERR_INCOMPLETE_CHUNKED_ENCODING", "ERR_CONNECTION_RESET",
+                    "ERR_EMPTY_RESPONSE", "WebSocket connection to", "favicon.ico")
+
+
+class Browser:
+    """One headless Chromium with a private profile, driven through chromedriver."""
+
+    def __init__(self, label: str) -> None:
+        if selenium is None:
+            raise RuntimeError(f"Selenium is not importable ({SELENIUM_ERROR}); "
+                               "pip install -r tools/conformance/requirements.txt")
+        self.label = label
+        self.driver: Any = None
+        self.service: Any = None
+        self.profile = tempfile.mkdtemp(prefix="eventlog-conformance-chromium-")
+        self.driver_log = os.path.join(self.profile, "chromedriver.log")
+        register_cleanup(self)
+        chromium = find_chromium()
+        chromedriver = find_chromedriver()
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for argument in (
+            "--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+            f"--user-data-dir={self.profile}/profile", "--no-first-run", "--no-default-browser-check",
+            "--disable-extensions", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--disable-default-apps", "--no-proxy-server", "--mute-audio",
+            # Timers in a headless tab must not be throttled: EventLogSocket reconnects with setTimeout.
+            "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+            "--disable-backgrounding-occluded-windows", "--window-size=1024,768",
+        ):
+            options.add_argument(argument)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        options.page_load_strategy = "normal"
+        self.service = ChromeService(executable_path=chromedriver, log_output=self.driver_log,
+                                     popen_kw={"preexec_fn": _die_with_parent})
+        # Started from the main thread: chromedriver gets SIGKILL when the thread that started it
+        # ends (PR_SET_PDEATHSIG), so not from a helper thread. chromedriver gives up on a Chromium
+        # that does not come up within 60 s; the script's deadline bounds the rest.
+        try:
+            self.driver = webdriver.Chrome(options=options, service=self.service)
+        except Exception as error:  # noqa: BLE001
+            self.close()
+            raise RuntimeError(f"headless Chromium did not start ({chromium}, {chromedriver}): "
+                               f"{str(error).strip()[:1500]}\n--- chromedriver log ---\n{self._driver_log_tail()}"
+                               ) from None
+        self.driver.set_page_load_timeout(30)
+        self.driver.set_script_timeout(15)
+
+    def _driver_log_tail(self, lines: int = 25) -> str:
+        try:
+            with open(self.driver_log, "r", encoding="utf-8", errors="replace") as handle:
+                return "\n".join(handle.read().splitlines()[-lines:])
+        except OSError:
+            return "(none)"
+
+    @property
+    def version(self) -> str:
+        caps = self.driver.capabilities
+        return f"{caps.get('browserName')} {caps.get('browserVersion')}, " \
+               f"chromedriver {caps.get('chrome', {}).get('chromedriverVersion', '?').split(' ')[0]}"
+
+    def open(self, url: str) -> None:
+        if not url.startswith(f"http://{HOST}:"):
+            raise ValueError(f"only {HOST} is allowed: {url}")
+        self.driver.get(url)
+
+    def js(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_script(script, *args)
+
+    def js_async(self, script: str, *args: Any) -> Any:
+        return self.driver.execute_async_script(script, *args)
+
+    def state(self) -> Optional[dict]:
+        return self.js(STATE_JS)
+
+    def wait(self, predicate: Callable[[dict], bool], what: str, timeout: float = WAIT) -> dict:
+        """Polls window.eventlog until predicate(state) holds; TimeoutError (with the last state) after `timeout`."""
+        deadline = time.monotonic() + timeout
+        state: Optional[dict] = None
+        while True:
+            state = self.state()
+            if state is not None and predicate(state):
+                return state
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{self.label}: {what}: not within {timeout}s; last state: {summarize(state)}")
+            time.sleep(0.1)
+
+    def console(self) -> list:
+        """Browser console entries since the last call."""
+        try:
+            return self.driver.get_log("browser")
+        except Exception as error:  # noqa: BLE001
+            return [{"level": "INFO", "message": f"(console log unavailable: {error})"}]
+
+    def report_console(self) -> list:
+        """Prints the unexpected console entries as comments; returns them."""
+        unexpected = [entry for entry in self.console()
+                      if not any(marker in str(entry.get("message", "")) for marker in EXPECTED_CONSOLE)]
+        for entry in unexpected:
+            print(f"# {self.label} console {entry.get('level')}: {str(entry.get('message'))[:300]}", flush=True)
+        return unexpected
+
+    def close(self) -> None:
+        driver, self.driver = self.driver, None
+        if driver is not None:
+            quitter = threading.Thread(target=lambda: _quiet(driver.quit), name="chromium-quit", daemon=True)
+            quitter.start()
+            quitter.join(20.0)
+        service = self.service
+        if service is not None and getattr(service, "process", None) is not None:
+            if service.process.poll() is None:
+                _quiet(service.process.kill)
+                _quiet(lambda: service.process.wait(timeout=10))
+        # Whatever is left of this browser (a crashed or hung quit): every process of its profile.
+        for pid in _pids_with(self.profile):
+            _quiet(lambda: os.kill(pid, signal.SIGKILL))
+        shutil.rmtree(self.profile, ignore_errors=True)
+        unregister_cleanup(self)
+
+
+def _quiet(action: Callable[[], Any]) -> None:
+    try:
+        action()
+    except Exception:  # noqa: BLE001 - cleanup goes on
+        pass
+
+
+def summarize(state: Optional[dict]) -> str:
+    if state is None:
+        return "window.eventlog is not defined"
+    ids = [r.get("id") for r in state.get("received", [])]
+    shown = ids if len(ids) <= 12 else ids[:5] + ["..."] + ids[-5:]
+    controls = [c.get("type") for c in state.get("controls", [])]
+    extra = {k: state[k] for k in ("readyState", "lastId", "wsState") if k in state}
+    return (f"status={state.get('status')!r} opens={state.get('opens')} {len(ids)} received {shown} "
+            f"controls={controls} {extra}")
+
+
+# --------------------------------------------------------------------------------------------
+# Publishing and expectations
+
+
+class Published:
+    """The events published to topics the page subscribes to, in id order."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.events: list = []  # {"id", "topic", "data"}
+
+    def add(self, topic: str, data: Any) -> int:
+        answer = self.server.publish(topic, data)
+        self.events.append({"id": int(answer["id"]), "topic": topic, "data": data})
+        return int(answer["id"])
+
+    def noise(self, data: Any) -> int:
+        """An event on a topic outside `orders/*`: the page must never show it."""
+        return int(self.server.publish("payments/1", data)["id"])
+
+    def burst(self, phase: str, count: int) -> list:
+        return [self.add(f"orders/{phase}/{n % 3}", {"phase": phase, "n": n}) for n in range(count)]
+
+    @property
+    def ids(self) -> list:
+        return [event["id"] for event in self.events]
+
+    def adopt_history(self) -> None:
+        """Replaces the list with the server's history of `orders/*` (after a crash, what committed)."""
+        events: list = []
+        after = 0
+        for _page in range(100):
+            page = self.server.history(SELECTOR, after=after)
+            events += [{"id": e["id"], "topic": e["topic"], "data": e["data"]} for e in page["events"]]
+            if not page["events"] or page["next"] >= page["head"]:
+                break
+            after = page["next"]
+        self.events = events
+
+
+def publish_until_killed(label: str, server: Server, published: Published, phase: str, *,
+                         kill_after: int) -> tuple:
+    """Publishes from a thread (its own HTTP client) while the main thread SIGKILLs eventlogd after
+    `kill_after` acknowledgements. Returns (acknowledged ids, the error that stopped the publisher)."""
+    acked: list = []
+    stop = threading.Event()
+    stopped: dict = {}
+    enough = threading.Event()
+
+    def publisher() -> None:
+        with httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False) as client:
+            for n in range(1000):
+                if stop.is_set():
+                    stopped["why"] = "stopped"
+                    return
+                topic, data = f"orders/{phase}/{n % 3}", {"phase": phase, "n": n}
+                try:
+                    response = client.post(server.url("/v1/events"), json={"topic": topic, "data": data})
+                except httpx.HTTPError as error:
+                    stopped["why"] = f"{type(error).__name__}: {error}"
+                    return
+                if response.status_code != 201:
+                    stopped["why"] = f"HTTP {response.status_code}: {response.text[:200]}"
+                    return
+                answer = response.json()
+                published.events.append({"id": int(answer["id"]), "topic": topic, "data": data})
+                acked.append(int(answer["id"]))
+                if len(acked) >= kill_after:
+                    enough.set()
+            stopped["why"] = "ran out of events to publish"
+
+    thread = threading.Thread(target=publisher, name="publisher", daemon=True)
+    thread.start()
+    enough.wait(WAIT)
+    # A batch committed right before the kill: the browser is then still receiving it when the
+    # server dies, and must get the rest of it after the restart.
+    lines = [{"topic": f"orders/{phase}/batch", "data": {"phase": phase, "batch": n}} for n in range(BATCH)]
+    response = server.http.post(server.url("/v1/events"), content="\n".join(json.dumps(line) for line in lines),
+                                headers={"Content-Type": "application/x-ndjson"})
+    status = server.kill()
+    stop.set()
+    if response.status_code == 201:
+        ids = [int(i) for i in response.json()["ids"]]
+        published.events += [{"id": i, "topic": line["topic"], "data": line["data"]} for i, line in zip(ids, lines)]
+        acked += ids
+    checks.equal(response.status_code, 201, f"{label}: a batch of {BATCH} events committed right before the kill")
+    thread.join(WAIT)
+    checks.equal(status, -signal.SIGKILL, f"{label}: eventlogd died of SIGKILL")
+    checks.check(not thread.is_alive() and stopped.get("why") not in (None, "stopped", "ran out of events to publish"),
+                 f"{label}: the publisher saw the server die and stopped (nothing published while it is down)",
+                 stopped)
+    return acked, stopped.get("why")
+
+
+def received_ids(state: dict) -> list:
+    return [r.get("id") for r in state.get("received", [])]
+
+
+def has_all(published: Published) -> Callable[[dict], bool]:
+    wanted = published.ids
+
+    def predicate(state: dict) -> bool:
+        ids = received_ids(state)
+        return len(ids) >= len(wanted) and (not wanted or wanted[-1] in ids)
+
+    return predicate
+
+
+def controls_of(state: dict, name: str) -> list:
+    return [c.get("data") for c in state.get("controls", []) if c.get("type") == name]
+
+
+def check_received(label: str, state: dict, published: Published, what: str, *, sse: bool) -> None:
+    ids = received_ids(state)
+    checks.equal(ids, published.ids, f"{label}: {what}: every published id exactly once, in order")
+    checks.check(len(ids) == len(set(ids)), f"{label}: {what}: no duplicate ids",
+                 sorted({i for i in ids if ids.count(i) > 1})[:10])
+    got = [(r.get("id"), r.get("topic"), r.get("data")) for r in state.get("received", [])]
+    want = [(e["id"], e["topic"], e["data"]) for e in published.events]
+    checks.check(got == want, f"{label}: {what}: topic and data of every event as published",
+                 next(((g, w) for g, w in zip(got, want) if g != w), (len(got), len(want))))
+    checks.check(all(r.get("type") == "message" for r in state.get("received", [])),
+                 f"{label}: {what}: every event has type 'message'",
+                 [r for r in state.get("received", []) if r.get("type") != "message"][:3])
+    if sse:
+        bad = [(r.get("id"), r.get("lastEventId")) for r in state.get("received", [])
+               if r.get("lastEventId") != str(r.get("id"))]
+        checks.check(not bad, f"{label}: {what}: each event's lastEventId is its own id", bad[:5])
+
+
+# --------------------------------------------------------------------------------------------
+# 0) Chromium starts; the page and eventlog.js load
+
+
+def scenario_smoke() -> None:
+    print(f"# chromium: {find_chromium()} ({_version(find_chromium())})", flush=True)
+    print(f"# chromedriver: {find_chromedriver()} ({_version(find_chromedriver())})", flush=True)
+    server = Server(BINARY, name="browser-smoke").start()
+    browser = Browser("chromium")
+    checks.check(True, f"headless Chromium started ({browser.version})")
+    script = server.http.get(server.url("/v1/eventlog.js"))
+    checks.equal(script.status_code, 200, "GET /v1/eventlog.js answers 200")
+    checks.check("javascript" in script.headers.get("content-type", ""),
+                 "GET /v1/eventlog.js is served as JavaScript", script.headers.get("content-type"))
+    browser.open(server.url("/?topic=orders/*&transport=sse&from=earliest"))
+    agent = browser.js("return navigator.userAgent")
+    checks.check("HeadlessChrome" in agent, "the browser is headless Chromium", agent)
+    checks.equal(browser.js("return document.title"), "eventlog", "the live view at / loads (title 'eventlog')")
+    checks.equal(browser.js("return typeof EventLogSocket"), "function",
+                 "/v1/eventlog.js defines EventLogSocket in the page")
+    state = browser.wait(lambda s: s.get("opens", 0) >= 1, "eventlog.open")
+    checks.equal(state.get("status"), "open", "the page's EventSource is open")
+    browser.report_console()
+    browser.close()
+    server.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 1) SSE with a real EventSource
+
+
+def restart_cycle(label: str, server: Server, browser: Browser, published: Published, *, how: str,
+                  sse: bool) -> None:
+    """The server stopped while the page is subscribed, nothing published while it is down, a restart on
+    the same database and port, then more publishes; the page must reconnect by itself and resume.
+
+    SIGKILL: killed while a publisher thread is still publishing and right after a batch of BATCH
+    events was acknowledged, so the browser is usually still behind (mid-stream) when it dies.
+    SIGTERM: graceful stop right after a burst of acknowledged publishes."""
+    before = browser.state() or {}
+    opens_before = before.get("opens", 0)
+    open_name = "eventlog.open" if sse else "subscribed"
+    caught_name = "eventlog.caughtup" if sse else "caughtup"
+    epoch = server.health()["epoch"]
+
+    port = server.port
+    if how == "SIGKILL":
+        # Killed while a publisher is still publishing: the browser is mid-stream. A publish in
+        # flight at the kill may or may not have committed; every acknowledged one must survive.
+        acked, why = publish_until_killed(label, server, published, f"{how}-burst", kill_after=25)
+        checks.check(len(acked) >= 25 + BATCH,
+                     f"{label}: eventlogd died of SIGKILL while publishes were in flight ({len(acked)} acknowledged)",
+                     why)
+        acked_head = None
+    else:
+        published.burst(f"{how}-burst", 25)
+        published.noise(f"{how}: not for orders/*")
+        acked_head = server.health()["head"]
+        status = server.terminate()
+        checks.equal(status, 0, f"{label}: eventlogd exits 0 on SIGTERM right after the burst")
+    down_at = time.monotonic()
+    state = browser.wait(lambda s: s.get("status") == "reconnecting",
+                         f"the page notices the stopped server ({how})", timeout=10)
+    checks.check(True, f"{label}: the page notices the {how} and reconnects by itself (status 'reconnecting')")
+    time.sleep(1.5)  # the browser retries against a closed port meanwhile; nothing is published
+    state = browser.state() or {}
+    had = received_ids(state)
+    last_had = had[-1] if had else None
+    checks.check(state.get("status") == "reconnecting",
+                 f"{label}: still reconnecting while the server is down (the client did not give up)",
+                 summarize(state))
+    print(f"# {label}: the browser had {len(had)} of {len(published.ids)} events when the server went down "
+          f"({time.monotonic() - down_at:.1f} s ago)", flush=True)
+
+    server.restart(same_port=True)
+    up_at = time.monotonic()
+    checks.equal(server.port, port, f"{label}: eventlogd restarted on the same database and port after {how}")
+    health = server.health()
+    if acked_head is None:  # SIGKILL: history is the truth; every acknowledged event is in it
+        acked_ids = published.ids
+        published.adopt_history()
+        lost = [i for i in acked_ids if i not in published.ids]
+        checks.check(not lost, f"{label}: every acknowledged event survives SIGKILL", lost)
+        extra = [i for i in published.ids if i not in acked_ids]
+        print(f"# {label}: {len(extra)} event(s) committed at the kill without an answer: {extra}", flush=True)
+        acked_head = health["head"]
+    checks.equal((health["epoch"], health["head"]), (epoch, acked_head),
+                 f"{label}: epoch and head unchanged after {how} + restart")
+    state = browser.wait(lambda s: s.get("opens", 0) > opens_before and s.get("status") == "open",
+                         f"reconnect after {how} + restart")
+    reconnected_after = time.monotonic() - down_at
+    checks.check(True, f"{label}: reconnected by itself {reconnected_after:.1f} s after the {how}, "
+                       f"{time.monotonic() - up_at:.1f} s after the restart (opens {opens_before} -> {state.get('opens')})")
+    if sse:
+        # Chromium's own default reconnection time is 3 s; with `retry: 500` it must be back sooner.
+        checks.check(time.monotonic() - up_at < 2.5,
+                     f"{label}: EventSource honours `retry: {SSE_RETRY_MS}` (back within 2.5 s of the restart, "
+                     f"not the browser's default 3 s)", f"{time.monotonic() - up_at:.1f} s")
+    published.burst(f"after-{how}", 10)
+    published.noise(f"after {how}: not for orders/*")
+    state = browser.wait(has_all(published), f"every event after {how} + restart")
+    time.sleep(0.5)  # anything extra (a duplicate) would arrive now
+    state = browser.state() or state
+    check_received(label, state, published, f"after {how} + restart", sse=sse)
+
+    opens = controls_of(state, open_name)
+    newest = opens[-1] if opens else {}
+    checks.equal(newest.get("from"), last_had,
+                 f"{label}: the reconnect resumed from the last id the browser had "
+                 f"({'Last-Event-ID sent automatically' if sse else 'resume token'})")
+    checks.equal(newest.get("epoch"), epoch, f"{label}: same epoch on the new connection")
+    caught = controls_of(state, caught_name)
+    checks.equal(len(caught), len(opens), f"{label}: one {caught_name} per connection")
+
+
+def scenario_sse() -> None:
+    label = "sse"
+    server = Server(BINARY, name="browser-sse", args=["--sse-retry", str(SSE_RETRY_MS)]).start()
+    published = Published(server)
+    published.burst("history", 8)
+    published.noise("history: not for orders/*")
+    browser = Browser("chromium sse")
+    browser.open(server.url("/?topic=orders/*&transport=sse&from=earliest"))
+    state = browser.wait(has_all(published), "replay of the history")
+    checks.check(True, f"{label}: new EventSource(...) replays the history ({len(published.ids)} events)")
+    state = browser.wait(lambda s: controls_of(s, "eventlog.caughtup"), "eventlog.caughtup")
+    check_received(label, state, published, "replay", sse=True)
+    checks.equal(state.get("opens"), 1, f"{label}: one eventlog.open so far")
+    checks.equal((state.get("status"), state.get("readyState")), ("open", 1), f"{label}: EventSource is OPEN")
+    open_data = controls_of(state, "eventlog.open")[0]
+    checks.equal(open_data.get("from"), 0, f"{label}: lastEventId=earliest starts at 0")
+
+    published.burst("live", 6)
+    state = browser.wait(has_all(published), "live events")
+    check_received(label, state, published, "live", sse=True)
+
+    restart_cycle(label, server, browser, published, how="SIGKILL", sse=True)
+    restart_cycle(label, server, browser, published, how="SIGTERM", sse=True)
+
+    state = browser.state() or {}
+    checks.check(state.get("opens", 0) >= 3, f"{label}: the EventSource really reconnected (opens = "
+                                             f"{state.get('opens')} >= 3)", summarize(state))
+    history = server.history(SELECTOR)
+    checks.equal([e["id"] for e in history["events"]], published.ids,
+                 f"{label}: HTTP history of orders/* has the same ids")
+    checks.check(not controls_of(state, "eventlog.gap") and not controls_of(state, "eventlog.reset"),
+                 f"{label}: no gap or reset along the way", state.get("controls"))
+    browser.report_console()
+    browser.close()
+    server.close()
+
+
+# --------------------------------------------------------------------------------------------
+# 2) WebSocket with EventLogSocket from /v1/eventlog.js
+
+PUBLISH_JS = """
+const done = arguments[arguments.length - 1];
+const socket = window.eventlog && window.eventlog.socket;
+if (!socket) { done({ok: false, error: "no window.eventlog.socket"}); return; }
+socket.publish(arguments[0]).then(
+  (ack) => done({ok: true, ack}),
+  (err) => done({ok: false, error: err && err.message ? err.message : err}));
+"""
+
+
+def browser_publish(label: str, server: Server, browser: Browser, published: Published, topic: str,
+                    data: Any, what: str) -> None:
+    result = browser.js_async(PUBLISH_JS, {"topic": topic, "data": data})
+    ack = (result or {}).get("ack") or {}
+    ok = bool(result and result.get("ok")) and ack.get("type") == "ack" and isinstance(ack.get("id"), int)
+    checks.check(ok, f"{label}: {what}: await socket.publish(...) resolves with an ack and an id", result)
+    if not ok:
+        return
+    checks.equal((ack.get("topic"), ack.get("replayed")), (topic, False), f"{label}: {what}: ack names the topic")
+    published.events.append({"id": ack["id"], "topic": topic, "data": data})
+    history = server.history(topic)
+    found = [e for e in history["events"] if e.get("id") == ack["id"]]
+    checks.check(len(found) == 1 and found[0].get("data") == data,
+                 f"{label}: {what}: the acked event {ack['id']} is in HTTP history with its data", history)
+    state = browser.wait(has_all(published), f"{what}: the browser's own event in its stream")
+    ids = received_ids(state)
+    checks.equal(ids.count(ack["id"]), 1, f"{label}: {what}: the event arrives once on the subscription")
+
+
+def scenario_ws() -> None:
+    label = "ws"
+    server = Server(BINARY, name="browser-ws").start()
+    published = Published(server)
+    published.burst("history", 8)
+    published.noise("history: not for orders/*")
+    browser = Browser("chromium ws")
+    browser.open(server.url("/?topic=orders/*&transport=ws&from=earliest"))
+    state = browser.wait(has_all(published), "replay of the history")
+    checks.check(True, f"{label}: EventLogSocket replays the history ({len(published.ids)} events)")
+    state = browser.wait(lambda s: controls_of(s, "caughtup"), "caughtup")
+    check_received(label, state, published, "replay", sse=False)
+    checks.equal((state.get("opens"), state.get("status"), state.get("wsState")), (1, "open", 1),
+                 f"{label}: one subscription, WebSocket OPEN")
+    checks.equal(controls_of(state, "subscribed")[0].get("from"), 0, f"{label}: from=earliest starts at 0")
+    checks.check(state.get("hasToken"), f"{label}: the client holds a resume token", summarize(state))
+
+    published.burst("live", 6)
+    state = browser.wait(has_all(published), "live events")
+    check_received(label, state, published, "live", sse=False)
+    browser_publish(label, server, browser, published, "orders/b1", {"n": 1}, "publish from the browser")
+
+    restart_cycle(label, server, browser, published, how="SIGKILL", sse=False)
+    browser_publish(label, server, browser, published, "orders/b1", {"n": 2},
+                    "publish from the browser after SIGKILL + restart")
+    restart_cycle(label, server, browser, published, how="SIGTERM", sse=False)
+
+    state = browser.state() or {}
+    checks.check(state.get("opens", 0) >= 3, f"{label}: EventLogSocket really reconnected (opens = "
+                                             f"{state.get('opens')} >= 3)", summarize(state))
+    check_received(label, state, published, "in the end", sse=False)
+    history = server.history(SELECTOR)
+    checks.equal([e["id"] for e in history["events"]], published.ids,
+                 f"{label}: HTTP history of orders/* has the same ids")
+    checks.check(not [c for c in state.get("controls", []) if c.get("type") in ("gap", "reset", "error")],
+                 f"{label}: no gap, reset or error along the way", state.get("controls"))
+    browser.report_console()
+    browser.close()
+    server.close()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def main(argv: list) -> int:
+    global BINARY
+    install_deadline(int(os.environ.get("CONFORMANCE_DEADLINE", "300")))
+    started = time.monotonic()
+    try:
+        BINARY = eventlogd_path(argv[1] if len(argv) > 1 else None)
+        print(f"# eventlogd: {BINARY}", flush=True)
+        if selenium is None:
+            checks.fail("Selenium is importable", SELENIUM_ERROR)
+        else:
+            print(f"# selenium {selenium.__version__}, httpx {httpx.__version__}", flush=True)
+        checks.run_scenario("0) headless Chromium starts; the live view and /v1/eventlog.js load", scenario_smoke)
+        checks.run_scenario("1) SSE in the browser: EventSource reconnects after SIGKILL and SIGTERM, "
+                            "Last-Event-ID, every id once", scenario_sse)
+        checks.run_scenario("2) WebSocket in the browser: EventLogSocket resumes after SIGKILL and SIGTERM, "
+                            "publish with ack", scenario_ws)
+    except BaseException as error:  # noqa: BLE001 - deadline, missing binary, Ctrl-C: still summarize
+        checks.fail(f"run aborted by {type(error).__name__}", str(error))
+    finally:
+        signal.alarm(0)
+    print(f"# browser checks took {time.monotonic() - started:.1f} s", flush=True)
+    return checks.summary()
+
+
+if __name__ == "__main__":
+    code = main(sys.argv)
+    sys.exit(code)
