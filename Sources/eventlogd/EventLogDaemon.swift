@@ -82,15 +82,35 @@ struct EventLogDaemon: AsyncParsableCommand {
     )
     var maxDbPages: Int?
 
+    @Option(help: "Retention: delete events older than this, e.g. 7d or 12h (EVENTLOG_RETAIN_MAX_AGE). Default: keep.")
+    var retainMaxAge: String?
+
+    @Option(help: "Retention: keep at most this many events (EVENTLOG_RETAIN_MAX_EVENTS). Default: keep.")
+    var retainMaxEvents: Int?
+
+    @Option(help: "Retention: keep at most this much event data, e.g. 10GB (EVENTLOG_RETAIN_MAX_BYTES). Default: keep.")
+    var retainMaxBytes: String?
+
+    @Option(help: "How often retention runs when a --retain-* limit is set, e.g. 5m (EVENTLOG_RETAIN_INTERVAL). Default 1m.")
+    var retainInterval: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
     var logLevel: String?
 
     mutating func validate() throws {
+        _ = try retentionPolicy()
+        if let text = setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") {
+            do {
+                _ = try MaintenanceText.parseDuration(text)
+            } catch {
+                throw ValidationError("--retain-interval: \(error)")
+            }
+        }
         let environment = ProcessInfo.processInfo.environment
         for name in [
             "EVENTLOG_PORT", "EVENTLOG_SSE_RETRY", "EVENTLOG_MAX_BODY_BYTES", "EVENTLOG_MAX_EVENT_BYTES",
             "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES", "EVENTLOG_TAIL_BYTES",
-            "EVENTLOG_MAX_DB_PAGES",
+            "EVENTLOG_MAX_DB_PAGES", "EVENTLOG_RETAIN_MAX_EVENTS",
         ] {
             if let value = environment[name], Int(value) == nil {
                 throw ValidationError("\(name) must be an integer, not \(value)")
@@ -188,6 +208,12 @@ struct EventLogDaemon: AsyncParsableCommand {
             throw ExitCode(1)
         }
 
+        let retention = try retentionPolicy().map { policy in
+            let interval = (try? MaintenanceText.parseDuration(setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") ?? "1m"))
+                ?? .seconds(60)
+            return Task { await Self.runRetention(policy, every: interval, log: log, logger: logger) }
+        }
+
         // SIGTERM and SIGINT start a graceful shutdown; the process exits 0 when it is done.
         let signals = [SIGTERM, SIGINT].map { signalNumber -> any DispatchSourceSignal in
             signal(signalNumber, SIG_IGN)
@@ -200,9 +226,49 @@ struct EventLogDaemon: AsyncParsableCommand {
             return source
         }
         await server.waitUntilStopped()
+        retention?.cancel()
+        await retention?.value
         signals.forEach { $0.cancel() }
         await log.close()
         logger.info("log closed", metadata: ["head": "\(log.head)"])
+    }
+
+    /// The retention policy the --retain-* options describe, or nil when none is set.
+    private func retentionPolicy() throws -> RetentionPolicy? {
+        let age = setting(retainMaxAge, "EVENTLOG_RETAIN_MAX_AGE")
+        let events = number(retainMaxEvents, "EVENTLOG_RETAIN_MAX_EVENTS")
+        let bytes = setting(retainMaxBytes, "EVENTLOG_RETAIN_MAX_BYTES")
+        guard age != nil || events != nil || bytes != nil else { return nil }
+        do {
+            let policy = RetentionPolicy(
+                maxAge: try age.map { try MaintenanceText.parseDuration($0) },
+                maxEvents: events,
+                maxBytes: try bytes.map { try MaintenanceText.parseSize($0) }
+            )
+            try policy.validate()
+            return policy
+        } catch {
+            throw ValidationError("retention: \(error)")
+        }
+    }
+
+    /// Runs retention through the log's own writer (the same code as `eventlog-maint retain`) on a schedule.
+    private static func runRetention(_ policy: RetentionPolicy, every interval: Duration, log: EventLog, logger: Logger)
+        async
+    {
+        while !Task.isCancelled {
+            do {
+                let report = try await log.retain(policy)
+                if report.removedEvents > 0 {
+                    logger.info(
+                        "retention",
+                        metadata: ["removed": "\(report.removedEvents)", "earliest": "\(report.earliestAfter)"])
+                }
+            } catch {
+                logger.error("retention failed", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: interval)
+        }
     }
 
     private func setting(_ flag: String?, _ variable: String) -> String? {

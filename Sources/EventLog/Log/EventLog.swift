@@ -84,6 +84,8 @@ public final class EventLog: Sendable {
     struct SharedState {
         var tail: LogTail
         var earliest: Int64
+        /// `meta.removals` as last seen: retention or compaction in any process bumps it.
+        var removals: Int64 = 0
         var closed = false
     }
 
@@ -249,13 +251,22 @@ public final class EventLog: Sendable {
     /// reads return its events and waiters are woken: a read-only log follows a server this way.
     public func refreshBounds() async throws -> (earliest: Int64, head: Int64) {
         let bounds = try await readers.run { connection in
-            try (earliest: Self.readEarliest(connection), head: Self.readHead(connection))
+            try (
+                earliest: Self.readEarliest(connection), head: Self.readHead(connection),
+                removals: Self.readRemovals(connection)
+            )
         }
         // With a writer here, a file head above the tail's is this process's own commit between its
         // COMMIT and its tail update; the writer itself notices other processes' appends.
         let followsOthers = writer == nil
         let (head, moved) = state.withLock { state -> (Int64, Bool) in
             state.earliest = max(state.earliest, bounds.earliest)
+            if bounds.removals != state.removals {
+                // Retention or compaction deleted rows (perhaps in another process): stop serving them
+                // from memory; reads go to the file until the tail fills again.
+                state.removals = bounds.removals
+                state.tail.reset(head: state.tail.head)
+            }
             guard followsOthers, bounds.head > state.tail.head else { return (state.tail.head, false) }
             // The tail lacks the other process's events; forget it so reads below the new head go to the file.
             state.tail.reset(head: bounds.head)
@@ -408,6 +419,11 @@ public final class EventLog: Sendable {
 
     static func readHead(_ connection: Connection) throws -> Int64 {
         try connection.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'events'") ?? 0
+    }
+
+    /// `meta.removals`: how many maintenance transactions have deleted events (0 when none ever did).
+    static func readRemovals(_ connection: Connection) throws -> Int64 {
+        Int64(try connection.scalarText("SELECT value FROM meta WHERE name = 'removals'") ?? "0") ?? 0
     }
 
     static func readEarliest(_ connection: Connection) throws -> Int64 {

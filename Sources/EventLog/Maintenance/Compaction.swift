@@ -228,6 +228,7 @@ struct CompactionRun: Sendable {
                         [.int(run.lowerBound), .int(run.upperBound)] + filter.arguments
                     )
                 }
+                if !runs.isEmpty { try connection.countRemoval() }
                 report.transactions += 1
             }
             report.removedEvents += removed

@@ -198,6 +198,7 @@ struct RetentionRun: Sendable {
                     throw EventLogError(.corrupt, "retention deleted \(connection.changes) events, expected \(count)")
                 }
                 report.earliestAfter = try connection.advanceEarliest(to: last + 1)
+                try connection.countRemoval()
                 report.transactions += 1
             } else {
                 report.earliestAfter = max(report.earliestAfter, last + 1)

@@ -35,6 +35,17 @@ extension Connection {
         try scalarText("SELECT value FROM meta WHERE name = ?", [.text(name)])
     }
 
+    /// Counts a transaction that deleted events, in `meta.removals`. A server on the same file compares it
+    /// with what it saw last and stops serving deleted events from its in-memory tail.
+    func countRemoval() throws {
+        try run(
+            """
+            INSERT INTO meta (name, value) VALUES ('removals', '1')
+            ON CONFLICT (name) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)
+            """
+        )
+    }
+
     /// Sets `meta.earliest` to `candidate` when that is larger than the stored value; returns the result.
     /// It never moves back: readers compare positions with it to detect gaps.
     func advanceEarliest(to candidate: Int64) throws -> Int64 {
