@@ -481,7 +481,7 @@ struct SubscriptionTests {
 }
 
 /// Polls `condition` until it holds, for at most `timeout`.
-func waitUntil(timeout: Duration = .seconds(5), _ condition: () -> Bool) async throws {
+func waitUntil(timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         guard ContinuousClock.now < deadline else {

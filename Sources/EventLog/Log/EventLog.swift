@@ -256,9 +256,13 @@ public final class EventLog: Sendable {
                 removals: Self.readRemovals(connection)
             )
         }
-        // With a writer here, a file head above the tail's is this process's own commit between its
-        // COMMIT and its tail update; the writer itself notices other processes' appends.
-        let followsOthers = writer == nil
+        if writer != nil, bounds.head > head {
+            // This may be this process's own commit between its COMMIT and its tail update; only the
+            // writer can tell that from another process's append. A task on it syncs the tail with the
+            // file after the pending commits (WriterContext.syncAfterTask).
+            try await withWriter { _ in }
+        }
+        let readOnly = writer == nil
         let (head, moved) = state.withLock { state -> (Int64, Bool) in
             state.earliest = max(state.earliest, bounds.earliest)
             if bounds.removals != state.removals {
@@ -267,8 +271,9 @@ public final class EventLog: Sendable {
                 state.removals = bounds.removals
                 state.tail.reset(head: state.tail.head)
             }
-            guard followsOthers, bounds.head > state.tail.head else { return (state.tail.head, false) }
-            // The tail lacks the other process's events; forget it so reads below the new head go to the file.
+            guard readOnly, bounds.head > state.tail.head else { return (state.tail.head, false) }
+            // A read-only log follows the writer's appends: forget the tail so reads below the new head go
+            // to the file.
             state.tail.reset(head: bounds.head)
             return (bounds.head, true)
         }
