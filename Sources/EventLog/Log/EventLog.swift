@@ -258,9 +258,15 @@ public final class EventLog: Sendable {
         }
         if writer != nil, bounds.head > head {
             // This may be this process's own commit between its COMMIT and its tail update; only the
-            // writer can tell that from another process's append. A task on it syncs the tail with the
-            // file after the pending commits (WriterContext.syncAfterTask).
-            try await withWriter { _ in }
+            // writer can tell that from another process's append. On the writer thread, after the pending
+            // commits, the tail is synced with the file before this returns.
+            let context = writerContext
+            try await withWriter { [weak self] connection in
+                let fileHead = try Self.readHead(connection)
+                let earliest = try Self.readEarliest(connection)
+                if let context { context.head = max(context.head, fileHead) }
+                self?.didMaintain(earliest: earliest, head: context?.head ?? fileHead)
+            }
         }
         let readOnly = writer == nil
         let (head, moved) = state.withLock { state -> (Int64, Bool) in

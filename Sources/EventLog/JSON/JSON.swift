@@ -1,6 +1,6 @@
 /// A parsed JSON value. Numbers keep their original lexeme, so a payload's digits are never
 /// changed by a round trip through a floating-point type.
-enum JSONValue: Equatable, Sendable {
+package enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(String)
@@ -8,7 +8,7 @@ enum JSONValue: Equatable, Sendable {
     case array([JSONValue])
     case object([(String, JSONValue)])
 
-    static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+    package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
@@ -22,13 +22,13 @@ enum JSONValue: Equatable, Sendable {
     }
 
     /// The value of `key` in an object.
-    subscript(key: String) -> JSONValue? {
+    package subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
         return members.first { $0.0 == key }?.1
     }
 
     /// Canonical text: object keys sorted by their UTF-8 bytes, no whitespace.
-    var canonicalText: String {
+    package var canonicalText: String {
         var writer = JSONWriter()
         writer.writeCanonical(self)
         return writer.text
@@ -36,20 +36,20 @@ enum JSONValue: Equatable, Sendable {
 }
 
 /// Why a JSON text could not be parsed.
-struct JSONParseError: Error, CustomStringConvertible {
-    let offset: Int
-    let reason: String
-    var description: String { "\(reason) at byte \(offset)" }
+package struct JSONParseError: Error, CustomStringConvertible {
+    package let offset: Int
+    package let reason: String
+    package var description: String { "\(reason) at byte \(offset)" }
 }
 
 /// A strict RFC 8259 parser over UTF-8 bytes, with a nesting limit.
-struct JSONParser {
+package struct JSONParser {
     private let bytes: [UInt8]
     private var index = 0
     private let maxDepth: Int
 
     /// Parses one JSON value that fills `bytes` (surrounding whitespace allowed).
-    static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws -> JSONValue {
+    package static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
@@ -76,7 +76,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseValue(depth: Int) throws -> JSONValue {
+    private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
         guard depth <= maxDepth else { throw error("JSON nested deeper than \(maxDepth) levels") }
         guard index < bytes.count else { throw error("unexpected end of JSON") }
         switch bytes[index] {
@@ -99,7 +99,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func expectLiteral(_ literal: StaticString) throws {
+    private mutating func expectLiteral(_ literal: StaticString) throws(JSONParseError) {
         let count = literal.utf8CodeUnitCount
         guard index + count <= bytes.count else { throw error("unexpected end of JSON") }
         let matches = literal.withUTF8Buffer { expected in
@@ -109,7 +109,7 @@ struct JSONParser {
         index += count
     }
 
-    private mutating func parseObject(depth: Int) throws -> JSONValue {
+    private mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
         index += 1
         var members: [(String, JSONValue)] = []
         var seen: Set<String> = []
@@ -141,7 +141,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseArray(depth: Int) throws -> JSONValue {
+    private mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {
         index += 1
         var elements: [JSONValue] = []
         skipWhitespace()
@@ -165,7 +165,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseNumber() throws -> String {
+    private mutating func parseNumber() throws(JSONParseError) -> String {
         let start = index
         if bytes[index] == UInt8(ascii: "-") { index += 1 }
         guard index < bytes.count else { throw error("bad number") }
@@ -194,11 +194,11 @@ struct JSONParser {
 
     private func isDigit(_ byte: UInt8) -> Bool { byte >= 0x30 && byte <= 0x39 }
 
-    private mutating func parseString() throws -> String {
+    private mutating func parseString() throws(JSONParseError) -> String {
         index += 1
         var runStart = index
         var result = ""
-        func flushRun(_ end: Int) throws {
+        func flushRun(_ end: Int) throws(JSONParseError) {
             if end > runStart {
                 guard let run = String(validating: bytes[runStart..<end], as: UTF8.self) else {
                     throw error("invalid UTF-8 in string")
@@ -256,7 +256,7 @@ struct JSONParser {
         }
     }
 
-    private mutating func parseHex4() throws -> UInt32 {
+    private mutating func parseHex4() throws(JSONParseError) -> UInt32 {
         guard index + 4 <= bytes.count else { throw error("bad \\u escape") }
         var value: UInt32 = 0
         for _ in 0..<4 {
@@ -276,16 +276,16 @@ struct JSONParser {
 }
 
 /// Builds JSON text. One escaper for every JSON the server writes.
-struct JSONWriter {
-    private(set) var text = ""
+package struct JSONWriter {
+    package private(set) var text = ""
 
-    init() {}
+    package init() {}
 
-    mutating func raw(_ fragment: String) {
+    package mutating func raw(_ fragment: String) {
         text += fragment
     }
 
-    mutating func string(_ value: String) {
+    package mutating func string(_ value: String) {
         text += "\""
         var needsEscape = false
         for byte in value.utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
@@ -313,11 +313,11 @@ struct JSONWriter {
         text += "\""
     }
 
-    mutating func number<I: BinaryInteger>(_ value: I) {
+    package mutating func number<I: BinaryInteger>(_ value: I) {
         text += String(value)
     }
 
-    mutating func writeCanonical(_ value: JSONValue) {
+    package mutating func writeCanonical(_ value: JSONValue) {
         switch value {
         case .null: text += "null"
         case .bool(let flag): text += flag ? "true" : "false"
@@ -344,7 +344,7 @@ struct JSONWriter {
     }
 
     /// `{"a":1,"b":"x"}` from ordered members whose values are already JSON text.
-    static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
+    package static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
         var writer = JSONWriter()
         writer.text += "{"
         var first = true
@@ -360,7 +360,7 @@ struct JSONWriter {
         return writer.text
     }
 
-    mutating func fragment(_ value: JSONFragment) {
+    package mutating func fragment(_ value: JSONFragment) {
         switch value {
         case .string(let string): self.string(string)
         case .int(let number): text += String(number)
@@ -372,7 +372,7 @@ struct JSONWriter {
 }
 
 /// A value for ``JSONWriter/object(_:)``.
-enum JSONFragment {
+package enum JSONFragment {
     case string(String)
     case int(Int64)
     case bool(Bool)
@@ -382,7 +382,7 @@ enum JSONFragment {
     /// Leave the member out.
     case omitted
 
-    static func optionalString(_ value: String?) -> JSONFragment {
+    package static func optionalString(_ value: String?) -> JSONFragment {
         value.map { .string($0) } ?? .omitted
     }
 }
