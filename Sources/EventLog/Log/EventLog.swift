@@ -116,6 +116,7 @@ public final class EventLog: Sendable {
             let limits = options.limits
             let logger = options.logger
             let writerContext = WriterContext()
+            let checkpointerBox = Locked<Checkpointer?>(nil)
             writer = try SQLiteThreads<WriterJob>(
                 name: "eventlog-writer",
                 count: 1,
@@ -130,6 +131,9 @@ public final class EventLog: Sendable {
                     try connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
                     if let maxPageCount { _ = try connection.scalarInt("PRAGMA max_page_count=\(maxPageCount)") }
                     try Migrator.migrate(connection)
+                    let checkpointer = try Checkpointer(path: path, busyTimeoutMilliseconds: busyTimeout)
+                    try checkpointer.attach(to: connection)
+                    checkpointerBox.withLock { $0 = checkpointer }
                     let loaded = try OpenInfo.load(connection)
                     info.withLock { $0 = loaded }
                     writerContext.head = loaded.head
@@ -140,9 +144,11 @@ public final class EventLog: Sendable {
                 }
             )
             self.writerContext = writerContext
+            checkpointer = checkpointerBox.withLock { $0 }
         } else {
             writer = nil
             writerContext = nil
+            checkpointer = nil
         }
         do {
             readers = try SQLiteThreads<ConnectionJob>(name: "eventlog-reader", count: max(options.readers, 1)) {
@@ -159,6 +165,7 @@ public final class EventLog: Sendable {
             }
         } catch {
             writer?.shutdown()
+            checkpointer?.stop()
             throw error
         }
         guard let loaded = info.withLock({ $0 }) else {
@@ -177,6 +184,7 @@ public final class EventLog: Sendable {
     }
 
     private let writerContext: WriterContext?
+    private let checkpointer: Checkpointer?
 
     // MARK: Appending
 
@@ -397,9 +405,12 @@ public final class EventLog: Sendable {
         notifier.close()
         let writer = self.writer
         let readers = self.readers
+        let checkpointer = self.checkpointer
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread {
                 writer?.shutdown()
+                // After the writer: its WAL hook points at the checkpointer.
+                checkpointer?.stop()
                 readers.shutdown()
                 continuation.resume()
             }.start()
