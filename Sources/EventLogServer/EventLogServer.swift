@@ -181,7 +181,7 @@ public final class EventLogServer: Sendable {
             },
             upgradePipelineHandler: { channel, _ in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(MaskedFrameRequirement())
+                    try channel.pipeline.syncOperations.addHandler(ClientFrameRequirements())
                     // Reassemble fragmented messages, bounded in size and count (1009 beyond).
                     try channel.pipeline.syncOperations.addHandler(
                         NIOWebSocketFrameAggregator(
@@ -224,6 +224,9 @@ public final class EventLogServer: Sendable {
         let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000)
         let scheduled = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
         result.whenComplete { _ in scheduled.cancel() }
+        // A first request that cannot be parsed fails the negotiation: NIO's error handler has answered
+        // 400 (or 431); nobody else owns the connection, so close it here.
+        result.whenFailure { _ in channel.close(promise: nil) }
         return result
     }
 

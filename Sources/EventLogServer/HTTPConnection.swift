@@ -170,6 +170,13 @@ struct HTTPConnection {
                 timer?.cancel()
                 guard complete else { return }
                 let request = Request(head: head, body: body)
+                if head.method == .CONNECT {
+                    // NIO encodes CONNECT answers without a body, whatever we send: answer 405 with none,
+                    // and close, since the client may be expecting a tunnel.
+                    let refusal = Response(status: .methodNotAllowed, headers: [("Allow", "GET, POST")], body: "")
+                    try await write(refusal, for: head, keepAlive: false, outbound: outbound)
+                    return
+                }
                 let keepAlive = try await respond(to: request, outbound: outbound)
                 guard keepAlive, !server.isShuttingDown else { return }
                 server.connections.setIdle(underlying, true)

@@ -9,6 +9,9 @@ struct HistoryEndpoint {
     static let maxLimit = 1000
 
     func history(_ request: Request) async throws -> Response {
+        // Picks up what other processes did to the file (eventlog-maint retention or compaction): the
+        // current earliest, and no deleted events served from memory.
+        _ = try await server.log.refreshBounds()
         let texts = request.queryValues("topic")
         let selectors = try HistoryEndpoint.selectors(texts.isEmpty ? ["*"] : texts)
         let after = try HistoryEndpoint.integer(
@@ -39,6 +42,7 @@ struct HistoryEndpoint {
     }
 
     func topics() async throws -> Response {
+        _ = try await server.log.refreshBounds()
         let topics = try await server.log.topics()
         var body = JSONWriter()
         body.raw("{\"topics\":[")
@@ -57,6 +61,7 @@ struct HistoryEndpoint {
     func health() async -> Response {
         do {
             try await server.log.checkWritable()
+            _ = try await server.log.refreshBounds()
             return .json(
                 .ok,
                 JSONWriter.object([

@@ -29,6 +29,16 @@ final class UpgradeRequestFilter: ChannelInboundHandler, RemovableChannelHandler
         context.fireChannelRead(data)
     }
 
+    /// A first request that cannot be parsed has been answered 400 by NIO's error handler, but nothing
+    /// closes the connection while the upgrade negotiation owns it: close it once the answer is out.
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if error is HTTPParserError {
+            let channel = context.channel
+            context.eventLoop.scheduleTask(in: .milliseconds(50)) { channel.close(promise: nil) }
+        }
+        context.fireErrorCaught(error)
+    }
+
     /// A GET on `/v1/ws` asking for `websocket` with a key and version 13 (RFC 6455, section 4.2.1).
     static func isWebSocketUpgrade(_ head: HTTPRequestHead) -> Bool {
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri

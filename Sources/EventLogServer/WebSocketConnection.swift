@@ -102,7 +102,11 @@ final class WebSocketSession: Sendable {
                     case .pong:
                         state.withLock { $0.lastPong = .now }
                     case .connectionClose:
-                        await close(.normal, nil)
+                        // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error.
+                        switch Self.closeFrameProblem(frame.unmaskedData) {
+                        case nil: await close(.normal, nil)
+                        case .some(let problem): await close(.protocolError, problem)
+                        }
                         return
                     default:
                         await close(.protocolError, "unexpected frame")
@@ -121,6 +125,20 @@ final class WebSocketSession: Sendable {
                 return
             }
         }
+    }
+
+    /// What is wrong with a client's close frame payload, if anything: a lone byte, a code that must not
+    /// be sent (below 1000, 1004-1006, 1012-2999 reserved here, 1015, 5000+) or a reason that is not UTF-8.
+    static func closeFrameProblem(_ payload: ByteBuffer) -> String? {
+        var payload = payload
+        guard payload.readableBytes != 0 else { return nil }
+        guard let code = payload.readInteger(as: UInt16.self) else { return "a close frame needs a 2-byte code" }
+        let valid = (1000...1003).contains(code) || (1007...1011).contains(code) || (3000...4999).contains(code)
+        guard valid else { return "close code \(code) may not be sent" }
+        guard String(validating: payload.readableBytesView, as: UTF8.self) != nil else {
+            return "the close reason is not UTF-8"
+        }
+        return nil
     }
 
     /// Handles one text message. Returns false when the connection should end.

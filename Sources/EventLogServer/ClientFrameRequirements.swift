@@ -1,11 +1,12 @@
 import NIOCore
 import NIOWebSocket
 
-/// Closes the connection with 1002 on a client frame without a mask (RFC 6455, section 5.1).
+/// Closes the connection with 1002 on a client frame that breaks RFC 6455's framing rules: no mask
+/// (section 5.1) or a reserved bit set without a negotiated extension (section 5.2).
 ///
 /// It sits before `NIOWebSocketFrameAggregator`, which rebuilds fragmented messages as new,
 /// unmasked frames, so the check must see each frame as it came off the wire.
-final class MaskedFrameRequirement: ChannelInboundHandler, RemovableChannelHandler {
+final class ClientFrameRequirements: ChannelInboundHandler, RemovableChannelHandler {
     typealias InboundIn = WebSocketFrame
     typealias InboundOut = WebSocketFrame
     typealias OutboundOut = WebSocketFrame
@@ -15,14 +16,19 @@ final class MaskedFrameRequirement: ChannelInboundHandler, RemovableChannelHandl
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard !closing else { return }
         let frame = unwrapInboundIn(data)
-        guard frame.maskKey == nil else {
+        let problem: String
+        if frame.maskKey == nil {
+            problem = "client frames must be masked"
+        } else if frame.rsv1 || frame.rsv2 || frame.rsv3 {
+            problem = "reserved bits set without an extension"
+        } else {
             context.fireChannelRead(data)
             return
         }
         closing = true
-        var payload = context.channel.allocator.buffer(capacity: 32)
+        var payload = context.channel.allocator.buffer(capacity: 48)
         payload.writeInteger(UInt16(1002))
-        payload.writeString("client frames must be masked")
+        payload.writeString(problem)
         let close = WebSocketFrame(fin: true, opcode: .connectionClose, data: payload)
         let loopBound = context.loopBound
         context.writeAndFlush(wrapOutboundOut(close)).whenComplete { _ in
@@ -32,4 +38,4 @@ final class MaskedFrameRequirement: ChannelInboundHandler, RemovableChannelHandl
 }
 
 @available(*, unavailable)
-extension MaskedFrameRequirement: Sendable {}
+extension ClientFrameRequirements: Sendable {}
