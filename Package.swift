@@ -76,6 +76,8 @@ let package = Package(
                 "EventLog",
                 "EventLogClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "tools/eventlog-bench"
         ),

@@ -433,7 +433,7 @@ def main(argv: list) -> int:
     started = time.monotonic()
     try:
         BINARY = eventlogd_path(argv[1] if len(argv) > 1 else None)
-        MAINT = eventlog_maint_path()
+        MAINT = eventlog_maint_path(near=BINARY)
         print(f"# eventlogd: {BINARY}", flush=True)
         print(f"# eventlog-maint: {MAINT}", flush=True)
         checks.run_scenario(f"1) SIGKILL under load: {PUBLISHERS} publishers, at least {MIN_ROUNDS} rounds",

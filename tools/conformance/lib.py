@@ -857,10 +857,17 @@ def install_deadline(seconds: int) -> None:
 # eventlog-maint, process memory, whole-log reads and a raw HTTP client (crash.py, hostile.py).
 
 
-def eventlog_maint_path(explicit: Optional[str] = None) -> str:
-    """The eventlog-maint binary: the argument, else $EVENTLOG_MAINT, else next to eventlogd
-    ($EVENTLOGD's directory), else <repo>/.build/debug/eventlog-maint."""
-    candidates = [explicit, os.environ.get("EVENTLOG_MAINT")]
+def eventlog_maint_path(explicit: Optional[str] = None, near: Optional[str] = None) -> str:
+    """The eventlog-maint binary: the argument, else $EVENTLOG_MAINT, else next to the eventlogd
+    binary `near` or $EVENTLOGD, else <repo>/.build/debug/eventlog-maint."""
+    chosen = explicit or os.environ.get("EVENTLOG_MAINT")
+    if chosen:
+        if not (Path(chosen).is_file() and os.access(chosen, os.X_OK)):
+            raise FileNotFoundError(f"eventlog-maint binary not found or not executable: {chosen}")
+        return str(Path(chosen).resolve())
+    candidates = []
+    if near:
+        candidates.append(str(Path(near).resolve().parent / "eventlog-maint"))
     if os.environ.get("EVENTLOGD"):
         candidates.append(str(Path(os.environ["EVENTLOGD"]).resolve().parent / "eventlog-maint"))
     candidates.append(str(REPO_ROOT / ".build" / "debug" / "eventlog-maint"))

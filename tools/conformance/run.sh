@@ -7,6 +7,8 @@
 #
 # Environment:
 #   EVENTLOGD                  the eventlogd binary; when unset it is built with `swift build`
+#   EVENTLOG_MAINT             the eventlog-maint binary (crash.py); when unset it is built along with
+#                              eventlogd, or taken from beside $EVENTLOGD
 #   CONFORMANCE_SWIFT_FLAGS    extra flags for that build, e.g. "--scratch-path .build-conf"
 #   CONFORMANCE_TIMEOUT        hard limit per script in seconds (default 600)
 #   PYTHON                     the interpreter (default python3)
@@ -25,6 +27,8 @@ SCRIPTS=(
     sse_clients.py
     ws_clients.py
     browser.py
+    crash.py
+    hostile.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
@@ -92,6 +96,11 @@ if [ -z "${EVENTLOGD:-}" ]; then
     swift build ${SWIFT_FLAGS[@]+"${SWIFT_FLAGS[@]}"} --product eventlogd </dev/null
     bin_path="$(swift build ${SWIFT_FLAGS[@]+"${SWIFT_FLAGS[@]}"} --show-bin-path </dev/null)"
     EVENTLOGD="$bin_path/eventlogd"
+    if [ -z "${EVENTLOG_MAINT:-}" ]; then
+        echo "conformance: building eventlog-maint" >&2
+        swift build ${SWIFT_FLAGS[@]+"${SWIFT_FLAGS[@]}"} --product eventlog-maint </dev/null
+        EVENTLOG_MAINT="$bin_path/eventlog-maint"
+    fi
 fi
 if [ ! -f "$EVENTLOGD" ] || [ ! -x "$EVENTLOGD" ]; then
     echo "conformance: eventlogd not found or not executable: $EVENTLOGD" >&2
@@ -101,6 +110,13 @@ fi
 EVENTLOGD="$(cd "$(dirname "$EVENTLOGD")" && pwd)/$(basename "$EVENTLOGD")"
 export EVENTLOGD
 echo "conformance: eventlogd = $EVENTLOGD"
+# eventlog-maint: scripts that need it fail loudly when it is missing.
+EVENTLOG_MAINT="${EVENTLOG_MAINT:-$(dirname "$EVENTLOGD")/eventlog-maint}"
+if [ -f "$EVENTLOG_MAINT" ] && [ -x "$EVENTLOG_MAINT" ]; then
+    EVENTLOG_MAINT="$(cd "$(dirname "$EVENTLOG_MAINT")" && pwd)/$(basename "$EVENTLOG_MAINT")"
+fi
+export EVENTLOG_MAINT
+echo "conformance: eventlog-maint = $EVENTLOG_MAINT"
 
 # 4. Run every script, add up the results.
 total_passed=0

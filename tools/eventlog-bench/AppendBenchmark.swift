@@ -2,22 +2,7 @@ import ArgumentParser
 import EventLog
 import Foundation
 
-/// The benchmark tool. Each mode is a subcommand: `append` measures the storage core alone; server
-/// publish, fan-out and the Redis comparison come later as siblings.
-///
-/// This file is the whole target while it has one mode. A target with several files cannot keep
-/// `@main` in `main.swift`, so give this file another name when the next mode arrives.
-@main
-struct EventLogBench: AsyncParsableCommand {
-    /// The command tree.
-    static let configuration = CommandConfiguration(
-        commandName: "eventlog-bench",
-        abstract: "Measure eventlog's throughput.",
-        subcommands: [AppendBenchmark.self]
-    )
-}
-
-/// Options every benchmark mode takes.
+/// Options of the `append` benchmark.
 struct RunOptions: ParsableArguments {
     /// Seconds each scenario runs.
     @Option(help: "Seconds each scenario runs (after a short warm-up).")
