@@ -133,7 +133,8 @@ public enum WireFormat {
     /// way `POST /v1/events` does. Throws ``WireFormatError`` with the same code the server answers.
     public static func decodeEvent(_ json: String, idempotencyKey: String? = nil) throws(WireFormatError) -> NewEvent {
         do {
-            return try PublishDecoder.event(from: PublishDecoder.parse(Array(json.utf8)), idempotencyKey: idempotencyKey)
+            return try PublishDecoder.event(
+                from: PublishDecoder.parse(Array(json.utf8)), idempotencyKey: idempotencyKey)
         } catch {
             throw WireFormatError(code: error.code, message: error.message)
         }

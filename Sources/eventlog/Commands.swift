@@ -56,7 +56,8 @@ struct EventPrinter {
             let typeWidth = min(24, max(4, events.map(\.type.count).max() ?? 4))
             for event in events {
                 let shown = event.data?.text ?? "null"
-                text += pad(String(event.id), idWidth, right: true) + "  " + event.timeText + "  "
+                text +=
+                    pad(String(event.id), idWidth, right: true) + "  " + event.timeText + "  "
                     + pad(event.topic, topicWidth) + "  " + pad(event.type, typeWidth) + "  "
                     + oneLine(shown, 80) + "\n"
             }
@@ -113,7 +114,8 @@ extension EventLogCommand {
         @Option(help: "Only events committed at or after this time: RFC 3339 or an age like 2h.")
         var since: String?
 
-        @Option(name: .customLong("until-time"), help: "Only events committed at or before this time (RFC 3339 or an age).")
+        @Option(
+            name: .customLong("until-time"), help: "Only events committed at or before this time (RFC 3339 or an age).")
         var untilTime: String?
 
         @Option(help: "Print at most this many events.")
@@ -329,7 +331,8 @@ extension EventLogCommand {
 
     /// `eventlog topics`.
     struct Topics: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "List the topics with their event counts and last ids.")
+        static let configuration = CommandConfiguration(
+            abstract: "List the topics with their event counts and last ids.")
 
         @OptionGroup var source: SourceOptions
 

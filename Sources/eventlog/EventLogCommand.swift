@@ -109,7 +109,8 @@ enum LogSource {
             let page = try await log.read(after: position, selectors: try SelectorSet(parsing: topics), limit: limit)
             return (page.events, page.next)
         case .server(let client):
-            let query = topics.map { "topic=\(percentEncode($0))" } + ["after=\(position)", "limit=\(min(limit, 1000))"]
+            let query =
+                topics.map { "topic=\(percentEncode($0))" } + ["after=\(position)", "limit=\(min(limit, 1000))"]
             let page = try await client.historyPage(query)
             return (page.events, page.next)
         }

@@ -68,17 +68,20 @@ struct EventLogDaemon: AsyncParsableCommand {
     var wsPing: Double?
 
     @Option(
-        help: "The largest WebSocket message in bytes; larger closes with 1009 (EVENTLOG_MAX_WS_FRAME_BYTES). Default 1048576."
+        help:
+            "The largest WebSocket message in bytes; larger closes with 1009 (EVENTLOG_MAX_WS_FRAME_BYTES). Default 1048576."
     )
     var maxWsFrameBytes: Int?
 
     @Option(
-        help: "Memory for the newest events, in bytes; subscribers further behind read from disk (EVENTLOG_TAIL_BYTES). Default 67108864."
+        help:
+            "Memory for the newest events, in bytes; subscribers further behind read from disk (EVENTLOG_TAIL_BYTES). Default 67108864."
     )
     var tailBytes: Int?
 
     @Option(
-        help: "Cap the database at this many pages (PRAGMA max_page_count), like a disk quota: publishes past it get 503 until retention frees space (EVENTLOG_MAX_DB_PAGES). Default none."
+        help:
+            "Cap the database at this many pages (PRAGMA max_page_count), like a disk quota: publishes past it get 503 until retention frees space (EVENTLOG_MAX_DB_PAGES). Default none."
     )
     var maxDbPages: Int?
 
@@ -91,7 +94,9 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "Retention: keep at most this much event data, e.g. 10GB (EVENTLOG_RETAIN_MAX_BYTES). Default: keep.")
     var retainMaxBytes: String?
 
-    @Option(help: "How often retention runs when a --retain-* limit is set, e.g. 5m (EVENTLOG_RETAIN_INTERVAL). Default 1m.")
+    @Option(
+        help: "How often retention runs when a --retain-* limit is set, e.g. 5m (EVENTLOG_RETAIN_INTERVAL). Default 1m."
+    )
     var retainInterval: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
@@ -209,7 +214,8 @@ struct EventLogDaemon: AsyncParsableCommand {
         }
 
         let retention = try retentionPolicy().map { policy in
-            let interval = (try? MaintenanceText.parseDuration(setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") ?? "1m"))
+            let interval =
+                (try? MaintenanceText.parseDuration(setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") ?? "1m"))
                 ?? .seconds(60)
             return Task { await Self.runRetention(policy, every: interval, log: log, logger: logger) }
         }
@@ -253,7 +259,9 @@ struct EventLogDaemon: AsyncParsableCommand {
     }
 
     /// Runs retention through the log's own writer (the same code as `eventlog-maint retain`) on a schedule.
-    private static func runRetention(_ policy: RetentionPolicy, every interval: Duration, log: EventLog, logger: Logger)
+    private static func runRetention(
+        _ policy: RetentionPolicy, every interval: Duration, log: EventLog, logger: Logger
+    )
         async
     {
         while !Task.isCancelled {

@@ -21,7 +21,9 @@ struct Run {
     }
 
     /// Runs `name` with `arguments`, feeding `stdin`, and waits (at most `timeout` seconds).
-    static func command(_ name: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 60)
+    static func command(
+        _ name: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 60
+    )
         throws -> Run
     {
         let process = Process()
@@ -79,7 +81,8 @@ struct Fixture {
     var path: String { directory.appendingPathComponent("fixture.db").path }
 
     static func make() async throws -> Fixture {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("eventlog-cli-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "eventlog-cli-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let fixture = Fixture(directory: directory)
         let log = try await EventLog.open(path: fixture.path)
@@ -91,7 +94,8 @@ struct Fixture {
             "(3, 'orders/2', 'created', 'o2', 'two\nlines', 0, 1767225720000)",
             "(4, 'orders/1', 'paid', NULL, NULL, 0, 1767225780000)",
         ]
-        let sql = "INSERT INTO events (id, topic, type, key, data, data_format, time) VALUES "
+        let sql =
+            "INSERT INTO events (id, topic, type, key, data, data_format, time) VALUES "
             + rows.joined(separator: ", ") + ";"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
@@ -127,7 +131,8 @@ struct CLITests {
     func replaySSEAndTable() async throws {
         let fixture = try await Fixture.make()
         defer { fixture.remove() }
-        let sse = try Run.command("eventlog", ["replay", "--db", fixture.path, "--format", "sse", "--from", "2", "--until", "3"])
+        let sse = try Run.command(
+            "eventlog", ["replay", "--db", fixture.path, "--format", "sse", "--from", "2", "--until", "3"])
         #expect(sse.status == 0)
         #expect(sse.stdout == "id: 2\nevent: joined\ndata: ann\n\nid: 3\nevent: created\ndata: two\ndata: lines\n\n")
         let table = try Run.command("eventlog", ["replay", "--db", fixture.path, "--format", "table", "--after", "2"])
@@ -163,7 +168,10 @@ struct CLITests {
         defer { fixture.remove() }
         let publish = try Run.command(
             "eventlog",
-            ["publish", "--db", fixture.path, "--topic", "orders/9", "--type", "created", "--data", "{\"b\":2,\"a\":1}"])
+            [
+                "publish", "--db", fixture.path, "--topic", "orders/9", "--type", "created", "--data",
+                "{\"b\":2,\"a\":1}",
+            ])
         #expect(publish.status == 0)
         #expect(publish.stdout == "5\n")
         let batch = try Run.command(
@@ -171,7 +179,10 @@ struct CLITests {
             stdin: "{\"topic\":\"b/1\",\"data\":\"x\"}\n{\"topic\":\"b/2\"}\n")
         #expect(batch.stdout == "6\n7\n")
         let replay = try Run.command("eventlog", ["replay", "--db", fixture.path, "--after", "4", "--format", "sse"])
-        #expect(replay.stdout == "id: 5\nevent: created\ndata: {\"a\":1,\"b\":2}\n\nid: 6\nevent: message\ndata: x\n\nid: 7\nevent: message\ndata: \n\n")
+        #expect(
+            replay.stdout
+                == "id: 5\nevent: created\ndata: {\"a\":1,\"b\":2}\n\nid: 6\nevent: message\ndata: x\n\nid: 7\nevent: message\ndata: \n\n"
+        )
         let topics = try Run.command("eventlog", ["topics", "--db", fixture.path])
         #expect(topics.stdout.split(separator: "\n").first == "{\"topic\":\"b/1\",\"count\":1,\"lastId\":6}")
         let stats = try Run.command("eventlog", ["stats", "--db", fixture.path])
@@ -192,7 +203,8 @@ struct CLITests {
         try process.run()
         defer { if process.isRunning { process.terminate() } }
         try await Task.sleep(for: .milliseconds(700))
-        let publish = try Run.command("eventlog", ["publish", "--db", fixture.path, "--topic", "live/1", "--data", "42"])
+        let publish = try Run.command(
+            "eventlog", ["publish", "--db", fixture.path, "--topic", "live/1", "--data", "42"])
         #expect(publish.stdout == "5\n")
         var received = ""
         let deadline = Date().addingTimeInterval(15)
@@ -209,7 +221,8 @@ struct CLITests {
     func errors() async throws {
         let fixture = try await Fixture.make()
         defer { fixture.remove() }
-        let missing = try Run.command("eventlog", ["replay", "--db", fixture.directory.appendingPathComponent("none.db").path])
+        let missing = try Run.command(
+            "eventlog", ["replay", "--db", fixture.directory.appendingPathComponent("none.db").path])
         #expect(missing.status == 1)
         #expect(missing.stderr.hasPrefix("eventlog: no database at "))
         #expect(missing.stderr.split(separator: "\n").count == 1)

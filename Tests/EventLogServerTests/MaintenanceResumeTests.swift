@@ -7,7 +7,8 @@ import Testing
 /// Runs the built `eventlog-maint` with `arguments` and returns its exit status and output.
 func runMaint(_ arguments: [String]) throws -> (status: Int32, output: String) {
     let process = Process()
-    process.executableURL = ServerProcess.executableURL.deletingLastPathComponent().appendingPathComponent("eventlog-maint")
+    process.executableURL = ServerProcess.executableURL.deletingLastPathComponent().appendingPathComponent(
+        "eventlog-maint")
     process.arguments = arguments
     let pipe = Pipe()
     process.standardOutput = pipe
@@ -20,7 +21,9 @@ func runMaint(_ arguments: [String]) throws -> (status: Int32, output: String) {
 
 @Suite("Resuming across maintenance, against a running server", .serialized, .timeLimit(.minutes(3)))
 struct MaintenanceResumeTests {
-    @Test("after eventlog-maint retention beside the server, a resuming SSE or WebSocket client gets gap, then the replay from earliest")
+    @Test(
+        "after eventlog-maint retention beside the server, a resuming SSE or WebSocket client gets gap, then the replay from earliest"
+    )
     func gapAfterRetention() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
@@ -55,7 +58,10 @@ struct MaintenanceResumeTests {
                 return try await ws.read(until: "caughtup")
             }
         }
-        #expect(ws.map { $0["type"] as? String } == ["subscribed", "gap"] + Array(repeating: "event", count: 10) + ["caughtup"])
+        #expect(
+            ws.map { $0["type"] as? String } == ["subscribed", "gap"] + Array(repeating: "event", count: 10) + [
+                "caughtup"
+            ])
         #expect(ws[1]["earliest"] as? Int == 21)
         #expect(ws.compactMap { $0["id"] as? Int } == Array(21...30))
         // Publishing still works and continues the ids.
@@ -75,7 +81,8 @@ struct MaintenanceResumeTests {
             let key = "k\(index % 3)"
             let data = key == "k2" && index > 27 ? "null" : "\(index)"
             let body = "{\"topic\":\"c/1\",\"key\":\"\(key)\",\"data\":\(data)}"
-            _ = try await client.request(.POST, "/v1/events", headers: [("Content-Type", "application/json")], body: body)
+            _ = try await client.request(
+                .POST, "/v1/events", headers: [("Content-Type", "application/json")], body: body)
         }
         // Warm the server's memory with a full replay first, so a stale tail would show.
         _ = try await withTimeout(.seconds(20)) {
@@ -88,8 +95,10 @@ struct MaintenanceResumeTests {
             "forever", "--quiet",
         ])
         #expect(compact.status == 0, "\(compact.output)")
-        let surviving = try runSQLite(directory.databasePath, "SELECT group_concat(id) FROM (SELECT id FROM events ORDER BY id);")
-            .split(separator: ",").compactMap { Int64($0) }
+        let surviving = try runSQLite(
+            directory.databasePath, "SELECT group_concat(id) FROM (SELECT id FROM events ORDER BY id);"
+        )
+        .split(separator: ",").compactMap { Int64($0) }
         #expect(surviving == [28, 29, 30])
         let replayed = try await withTimeout(.seconds(20)) {
             try await client.sse("/v1/events?topic=c/1&lastEventId=earliest&envelope=1") { reader in

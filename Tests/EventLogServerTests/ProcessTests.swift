@@ -16,7 +16,8 @@ struct ProcessTests {
     func stalledSubscriber() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let server = try ServerProcess(databasePath: directory.databasePath, arguments: ["--keepalive", "600", "--tail-bytes", "4000000"])
+        let server = try ServerProcess(
+            databasePath: directory.databasePath, arguments: ["--keepalive", "600", "--tail-bytes", "4000000"])
         defer { server.kill9() }
         let client = TestHTTPClient(port: server.port)
         let payload = String(repeating: "p", count: 1000)

@@ -16,30 +16,33 @@ struct TestWebSocket {
         port: Int,
         _ body: (inout TestWebSocket.Connection) async throws -> T
     ) async throws -> T {
-        let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connect(host: "127.0.0.1", port: port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
-                        maxFrameSize: 1 << 24,
-                        upgradePipelineHandler: { channel, _ in
-                            channel.eventLoop.makeCompletedFuture {
-                                .webSocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
-                            }
+        let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(
+            group: MultiThreadedEventLoopGroup.singleton
+        )
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                let upgrader = NIOTypedWebSocketClientUpgrader<UpgradeResult>(
+                    maxFrameSize: 1 << 24,
+                    upgradePipelineHandler: { channel, _ in
+                        channel.eventLoop.makeCompletedFuture {
+                            .webSocket(try NIOAsyncChannel(wrappingChannelSynchronously: channel))
                         }
-                    )
-                    var headers = HTTPHeaders()
-                    headers.add(name: "Host", value: "127.0.0.1:\(port)")
-                    headers.add(name: "Content-Length", value: "0")
-                    let configuration = NIOTypedHTTPClientUpgradeConfiguration(
-                        upgradeRequestHead: HTTPRequestHead(version: .http1_1, method: .GET, uri: "/v1/ws", headers: headers),
-                        upgraders: [upgrader],
-                        notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused) }
-                    )
-                    return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
-                        configuration: .init(upgradeConfiguration: configuration)
-                    )
-                }
+                    }
+                )
+                var headers = HTTPHeaders()
+                headers.add(name: "Host", value: "127.0.0.1:\(port)")
+                headers.add(name: "Content-Length", value: "0")
+                let configuration = NIOTypedHTTPClientUpgradeConfiguration(
+                    upgradeRequestHead: HTTPRequestHead(
+                        version: .http1_1, method: .GET, uri: "/v1/ws", headers: headers),
+                    upgraders: [upgrader],
+                    notUpgradingCompletionHandler: { channel in channel.eventLoop.makeSucceededFuture(.refused) }
+                )
+                return try channel.pipeline.syncOperations.configureUpgradableHTTPClientPipeline(
+                    configuration: .init(upgradeConfiguration: configuration)
+                )
             }
+        }
         guard case .webSocket(let channel) = try await upgrade.get() else { throw TestWebSocketError.refused }
         return try await channel.executeThenClose { inbound, outbound in
             var connection = Connection(iterator: inbound.makeAsyncIterator(), outbound: outbound)

@@ -155,7 +155,11 @@ struct WebSocketTests {
         "hundreds of resumes at random tokens while publishes continue: exactly the events after each token, in order"
     )
     func randomizedTokenResumes() async throws {
-        let server = try await TestServer.start { $0.pageSize = 5 } options: { $0.tailEvents = 150 }
+        let server = try await TestServer.start {
+            $0.pageSize = 5
+        } options: {
+            $0.tailEvents = 150
+        }
         let client = server.client
         let topics = ["a/1", "a/2/x", "b/1", "c"]
         for index in 0..<200 { _ = try await client.publish(topic: topics[index % topics.count], data: "\(index)") }
@@ -250,7 +254,9 @@ struct WebSocketTests {
         configuration.honourServerRetry = false
         configuration.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(300))
         let client = EventLogClient(baseURL: "http://127.0.0.1:\(port)", configuration: configuration)
-        for index in 1...20 { _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)"))) }
+        for index in 1...20 {
+            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+        }
         let received = Shared<[Int64]>([])
         let reconnects = Shared(0)
         let consumer = Task {
@@ -265,13 +271,18 @@ struct WebSocketTests {
                 }
             }
         }
-        for index in 21...40 { _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)"))) }
+        for index in 21...40 {
+            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+        }
         try await waitUntil(timeout: .seconds(20)) { received.withLock { $0.count } >= 30 }
         process.kill9()
-        process = try ServerProcess(databasePath: directory.databasePath, port: port, arguments: ["--sse-retry", "100"])
+        process = try ServerProcess(
+            databasePath: directory.databasePath, port: port, arguments: ["--sse-retry", "100"])
         defer { process.kill9() }
         client.closeIdleConnections()
-        for index in 41...60 { _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)"))) }
+        for index in 41...60 {
+            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+        }
         try await waitUntil(timeout: .seconds(30)) { received.withLock { $0.count } >= 60 }
         consumer.cancel()
         #expect(received.withLock { $0 } == Array(1...60))

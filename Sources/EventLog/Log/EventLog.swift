@@ -355,7 +355,8 @@ public final class EventLog: Sendable {
                     try statement.bind([.text(topic), .int(Int64(count))])
                 case .prefix(let prefix):
                     statement = try connection.cachedStatement(
-                        "SELECT \(Self.eventColumns) FROM events WHERE +topic > ? AND +topic < ? ORDER BY id DESC LIMIT ?")
+                        "SELECT \(Self.eventColumns) FROM events WHERE +topic > ? AND +topic < ? ORDER BY id DESC LIMIT ?"
+                    )
                     try statement.bind([.text(prefix + "/"), .text(prefix + "0"), .int(Int64(count))])
                 }
                 while try statement.step() { found.append(Self.event(from: statement)) }

@@ -28,7 +28,8 @@ final class Checkpointer: @unchecked Sendable {
             // The connection is made and used on this thread only.
             let connection: Connection
             do {
-                connection = try Connection(path: path, mode: .readWrite, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
+                connection = try Connection(
+                    path: path, mode: .readWrite, busyTimeoutMilliseconds: busyTimeoutMilliseconds)
                 opened.withLock { $0 = .success(()) }
                 ready.signal()
             } catch {
