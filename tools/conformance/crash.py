@@ -84,8 +84,10 @@ def post_event(client: httpx.Client, server: Server, topic: str, data: Any) -> h
 class Publisher(threading.Thread):
     """Publishes single events with unique data until `stop` is set (or a bound is reached)."""
 
-    def __init__(self, index: int, round_no: int, base_url: str, stop: threading.Event) -> None:
+    def __init__(self, index: int, round_no: int, base_url: str, stop: threading.Event,
+                 ready: threading.Barrier) -> None:
         super().__init__(name=f"publisher-{index}", daemon=True)
+        self.ready = ready
         self.index = index
         self.round_no = round_no
         self.base_url = base_url
@@ -96,6 +98,10 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         client = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False)
+        try:
+            self.ready.wait(timeout=30)  # all publishers start together
+        except threading.BrokenBarrierError:
+            pass
         started = time.monotonic()
         try:
             for seq in range(MAX_PER_PUBLISHER):
@@ -140,10 +146,15 @@ def scenario_sigkill_rounds() -> None:
         rounds = round_no
         label = f"round {round_no}"
         stop = threading.Event()
-        publishers = [Publisher(i, round_no, server.base_url, stop) for i in range(PUBLISHERS)]
+        ready = threading.Barrier(PUBLISHERS + 1)
+        publishers = [Publisher(i, round_no, server.base_url, stop, ready) for i in range(PUBLISHERS)]
         delay = rng.uniform(0.3, 1.5)
         for publisher in publishers:
             publisher.start()
+        try:
+            ready.wait(timeout=30)  # the load starts when every publisher is ready
+        except threading.BrokenBarrierError:
+            checks.fail(f"{label}: the {PUBLISHERS} publishers did not get ready within 30 s")
         time.sleep(delay)
         stop.set()
         status = server.kill()

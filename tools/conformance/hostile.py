@@ -36,8 +36,9 @@ Server A runs with the default limits, server B with small ones (--max-body-byte
   k) a connection flood over --max-connections -> 503 too_many_connections, and recovery.
 
 After every step: /healthz answers 200 quickly and VmRSS stays under 200 MB. The battery runs
-three times per server; RSS must not grow from the first round to the third. At the end each
-log holds exactly the events this script published legitimately (compared by id, topic, data).
+four times per server (rounds 2-4 must give round 1's results); RSS must level off (bounded growth
+overall and over the last two rounds). At the end each log holds exactly the events this script
+published legitimately (compared by id, topic, data), and the server log shows no crash.
 
 Usage: python3 tools/conformance/hostile.py [path/to/eventlogd]   (or set EVENTLOGD)
 Prints `ok - ...` / `FAIL - ...` per check and ends with `N passed, M failed`; exits 1 on failure.
@@ -55,7 +56,7 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -81,10 +82,12 @@ from lib import (  # noqa: E402
     rss_bytes,
 )
 
-ROUNDS = 3
+ROUNDS = 4
 RSS_LIMIT = 200 * 1024 * 1024
-RSS_GROWTH_LIMIT = 24 * 1024 * 1024  # from the end of round 1 to the end of round 3
-RSS_LAST_ROUND_LIMIT = 10 * 1024 * 1024  # from the end of round 2 to the end of round 3
+# The allocator keeps some of what a round's large buffers (1 MiB frames, 8 MiB bodies) used, and the
+# log's in-memory tail keeps the events published, so RSS rises a little at first and then levels:
+RSS_GROWTH_LIMIT = 32 * 1024 * 1024  # from the end of round 1 to the end of the last round
+RSS_LATE_GROWTH_LIMIT = 16 * 1024 * 1024  # over the last two rounds
 CLOSE_WITHIN = 5.0  # seconds: "400 and close" means closed within this
 REQUEST_TIMEOUT = 30.0  # the server's request timeout (no flag)
 SLOWLORIS_BOUND = 40.0  # every slowloris connection must be closed within this many seconds
@@ -1027,7 +1030,7 @@ def step_connection_flood(target: Target, sink: Sink) -> None:
     socks = []
     refused = []
     try:
-        for index in range(SMALL_CONNECTIONS + extra):
+        for _ in range(SMALL_CONNECTIONS + extra):
             try:
                 socks.append(socket.create_connection((HOST, target.port), timeout=5.0))
             except OSError as error:
@@ -1117,11 +1120,12 @@ def rss_report(target: Target, ends: list) -> None:
                  f"{target.label}: peak RSS {peak / 1048576 if peak else 0:.1f} MB < {RSS_LIMIT // 1048576} MB")
     if len(ends) >= 3 and all(ends):
         growth = ends[-1] - ends[0]
-        checks.check(growth < RSS_GROWTH_LIMIT and ends[-1] - ends[-2] < RSS_LAST_ROUND_LIMIT,
+        late = ends[-1] - ends[-3]
+        checks.check(growth < RSS_GROWTH_LIMIT and late < RSS_LATE_GROWTH_LIMIT,
                      f"{target.label}: RSS after rounds 1..{len(ends)}: "
                      f"{', '.join(f'{r / 1048576:.1f}' for r in ends)} MB (growth {growth / 1048576:.1f} MB "
-                     f"< {RSS_GROWTH_LIMIT // 1048576} MB; last round {(ends[-1] - ends[-2]) / 1048576:.1f} MB "
-                     f"< {RSS_LAST_ROUND_LIMIT // 1048576} MB)")
+                     f"< {RSS_GROWTH_LIMIT // 1048576} MB; last two rounds {late / 1048576:.1f} MB "
+                     f"< {RSS_LATE_GROWTH_LIMIT // 1048576} MB)")
     else:
         checks.fail(f"{target.label}: RSS measured at the end of each round", ends)
 
