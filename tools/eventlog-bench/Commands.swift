@@ -1,0 +1,168 @@
+import ArgumentParser
+import Foundation
+
+/// Runs server benchmark phases with a fresh environment, prints the comparison table, and stops every
+/// server even when a phase fails.
+enum ServerBenchmark {
+    static func run(
+        _ options: ServerOptions, title: String, output: String? = nil,
+        _ phases: [(name: String, run: (BenchEnvironment) async throws -> [ResultRow])]
+    ) async throws {
+        let env = try await BenchEnvironment.make(options)
+        let started = Date()
+        env.say("# eventlog-bench \(title)\(options.quick ? " --quick" : "")")
+        env.say(
+            "date: \(ISO8601DateFormatter().string(from: started)); \(ProcessInfo.processInfo.activeProcessorCount) "
+                + "cores; load average \(Processes.loadAverage()); eventlogd: \(env.eventlogdPath); Redis: "
+                + (env.redisScript ?? "skipped"))
+        var rows: [ResultRow] = []
+        var failures: [String] = []
+        for phase in phases {
+            do {
+                rows += try await phase.run(env)
+            } catch {
+                failures.append("\(phase.name): \(error)")
+                env.say("  \(phase.name) FAILED: \(error)")
+            }
+        }
+        await env.shutdown()
+        let elapsed = Date().timeIntervalSince(started)
+        var report = "\n## Results (\(String(format: "%.0f", elapsed)) s; load average at the end "
+        report += "\(Processes.loadAverage()))\n\n" + Report.markdown(rows) + "\n"
+        if !failures.isEmpty { report += "\nFailed phases:\n" + failures.map { "- \($0)" }.joined(separator: "\n") }
+        env.say(report)
+        if let output { try report.write(toFile: output, atomically: true, encoding: .utf8) }
+        if !failures.isEmpty { throw ExitCode(1) }
+    }
+}
+
+/// `publish`: durable publish throughput and latency.
+struct PublishCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "publish",
+        abstract: "Durable publish throughput and latency (single events and batches) vs Redis XADD.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: PublishOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "publish", [("publish", { try await PublishPhase.run($0, options) })])
+    }
+}
+
+/// `latency`: publish-to-delivery latency at a fixed rate.
+struct LatencyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "latency",
+        abstract: "Publish-to-delivery latency at a fixed rate, one SSE subscriber vs XREAD BLOCK.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: LatencyOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "latency", [("latency", { try await LatencyPhase.run($0, options) })])
+    }
+}
+
+/// `fanout`: thousands of subscribers on one topic.
+struct FanoutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout",
+        abstract: "Deliveries per second and delivery latency with 1,000 and 10,000 subscribers on one topic.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: FanoutOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "fanout", [("fanout", { try await FanoutPhase.run($0, options) })])
+    }
+}
+
+/// `idle`: server memory per idle connection.
+struct IdleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "idle",
+        abstract: "Server memory (RSS) per idle subscriber with 10,000 idle connections.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: IdleOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "idle", [("idle", { try await IdlePhase.run($0, options) })])
+    }
+}
+
+/// `replay`: catching up from far behind.
+struct ReplayCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "replay",
+        abstract: "Replay throughput for a client resuming 100,000 events behind vs XRANGE paging.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: ReplayOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "replay", [("replay", { try await ReplayPhase.run($0, options) })])
+    }
+}
+
+/// `storm`: a reconnect storm, checked event by event.
+struct StormCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "storm",
+        abstract: "1,000 clients resume at once from random positions; time until all caught up, and a check "
+            + "that none missed an event.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: StormOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "storm", [("storm", { try await StormPhase.run($0, options) })])
+    }
+}
+
+/// `all`: every server benchmark with its default options, and one table at the end.
+struct AllCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "all",
+        abstract: "Run publish, latency, fanout, idle, replay and storm, and print one markdown table.",
+        discussion: """
+            Each phase starts a fresh eventlogd (release build, --durability full, a new database in a temporary \
+            directory) on 127.0.0.1, measures it, stops it, then does the same against Redis 7 Streams started by \
+            the peer script (AOF, appendfsync always). --quick shortens every phase so that the whole run takes a \
+            few minutes.
+            """)
+
+    @OptionGroup var server: ServerOptions
+
+    /// Also write the final table to this file.
+    @Option(help: "Also write the results table to this file.")
+    var output: String?
+
+    func run() async throws {
+        let publish = try PublishOptions.parse([])
+        let latency = try LatencyOptions.parse([])
+        let fanout = try FanoutOptions.parse([])
+        let idle = try IdleOptions.parse([])
+        let replay = try ReplayOptions.parse([])
+        let storm = try StormOptions.parse([])
+        try await ServerBenchmark.run(
+            server, title: "all", output: output,
+            [
+                ("publish", { try await PublishPhase.run($0, publish) }),
+                ("latency", { try await LatencyPhase.run($0, latency) }),
+                ("fanout", { try await FanoutPhase.run($0, fanout) }),
+                ("idle", { try await IdlePhase.run($0, idle) }),
+                ("replay", { try await ReplayPhase.run($0, replay) }),
+                ("storm", { try await StormPhase.run($0, storm) }),
+            ])
+    }
+}
