@@ -274,7 +274,9 @@ enum FanoutPhase {
                     benchmark: name, metric: "\(people) subscribers, \(Report.number(rate)) events/s: deliveries",
                     unit: "/s", eventlog: eventlog.deliveriesPerSecond, redis: redis?.deliveriesPerSecond,
                     better: .higher,
-                    note: note.isEmpty ? "delivered \(eventlog.delivered)/\(eventlog.expected)" : note))
+                    note: note.isEmpty
+                        ? "delivered \(Report.number(Double(eventlog.delivered)))/"
+                            + Report.number(Double(eventlog.expected)) : note))
             rows.append(
                 ResultRow(
                     benchmark: name, metric: "\(people) subscribers: delivery p99", unit: "ms",

@@ -26,6 +26,8 @@ struct ResultRow: Sendable {
     let better: Better
     var target: Target?
     var note = ""
+    /// A count: shown without decimals.
+    var isCount = false
 
     /// eventlog / Redis.
     var ratio: Double? {
@@ -43,13 +45,18 @@ struct ResultRow: Sendable {
         }
     }
 
+    /// A value with its unit.
+    func format(_ value: Double) -> String {
+        (isCount && value.magnitude < 1000 ? String(Int(value.rounded())) : Report.number(value)) + " " + unit
+    }
+
     var targetText: String {
         guard let target else { return "" }
         let text: String
         switch target {
         case .timesRedis(let factor): text = "≥ \(Report.number(factor))× Redis"
-        case .atMost(let limit): text = "≤ \(Report.number(limit)) \(unit)"
-        case .atLeast(let limit): text = "≥ \(Report.number(limit)) \(unit)"
+        case .atMost(let limit): text = "≤ \(format(limit))"
+        case .atLeast(let limit): text = "≥ \(format(limit))"
         }
         switch targetMet {
         case true?: return text + ": met"
@@ -83,8 +90,8 @@ enum Report {
             "|---|---|---:|---:|---:|---|---|---|",
         ]
         for row in rows {
-            let eventlog = row.eventlog.map { "\(number($0)) \(row.unit)" } ?? "–"
-            let redis = row.redis.map { "\(number($0)) \(row.unit)" } ?? "–"
+            let eventlog = row.eventlog.map(row.format) ?? "–"
+            let redis = row.redis.map(row.format) ?? "–"
             let ratio = row.ratio.map { String(format: "%.2f×", $0) } ?? "–"
             lines.append(
                 "| \(row.benchmark) | \(row.metric) | \(eventlog) | \(redis) | \(ratio) | \(row.better.rawValue) "

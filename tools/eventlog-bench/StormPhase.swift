@@ -139,12 +139,12 @@ enum StormPhase {
             ResultRow(
                 benchmark: "storm", metric: "\(clients) clients resume at once: all caught up after", unit: "s",
                 eventlog: eventlog.seconds, redis: redis?.seconds, better: .lower,
-                note: "\(eventlog.delivered) events delivered (eventlog)"),
+                note: "\(Report.number(Double(eventlog.delivered))) events delivered (eventlog)"),
             ResultRow(
-                benchmark: "storm", metric: "clients with a missing, extra or misordered event", unit: "",
+                benchmark: "storm", metric: "clients with a missing, extra or misordered event", unit: "clients",
                 eventlog: Double(eventlog.check.clientsWrong), redis: redis.map { Double($0.check.clientsWrong) },
                 better: .lower, target: .atMost(0),
-                note: "\(eventlog.check.clientsRight)/\(options.clients) exact (eventlog)"),
+                note: "\(eventlog.check.clientsRight)/\(options.clients) exact (eventlog)", isCount: true),
         ]
     }
 
