@@ -232,6 +232,11 @@ func writeWithStallTimeout(
     _ write: @escaping @Sendable () async throws -> Void
 ) async throws {
     let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
+    // A writable channel takes the write at once; only a backed-up one needs the watchdog.
+    guard !channel.isWritable else {
+        try await write()
+        return
+    }
     let watchdog = channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
         if !channel.isWritable { channel.close(promise: nil) }
     }
