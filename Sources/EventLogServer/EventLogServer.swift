@@ -18,6 +18,8 @@ public final class EventLogServer: Sendable {
     public let configuration: ServerConfiguration
     let logger: Logger
     let metrics = Metrics()
+    /// SSE frames of recent events, encoded once for all subscribers.
+    let frames = FrameCache()
     let tokens: ResumeTokenCodec
     private let group: any EventLoopGroup
     private let state = Mutex(RunState())

@@ -69,6 +69,7 @@ struct SSEStream {
             outbound: outbound,
             channel: channel,
             envelope: subscription.envelope,
+            frames: server.frames,
             retryMilliseconds: server.configuration.sseRetryMilliseconds,
             stallTimeout: server.configuration.stallTimeout
         )
@@ -162,6 +163,7 @@ struct SSESink: SubscriptionSink {
     let outbound: Outbound
     let channel: any Channel
     let envelope: Bool
+    let frames: FrameCache
     let retryMilliseconds: Int
     let stallTimeout: Duration
 
@@ -196,7 +198,7 @@ struct SSESink: SubscriptionSink {
 
     func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
         var buffer = channel.allocator.buffer(capacity: events.count * 128)
-        for event in events { SSEFrame.writeEvent(event, envelope: envelope, into: &buffer) }
+        frames.write(events, envelope: envelope, into: &buffer)
         try await send(buffer)
     }
 
