@@ -84,8 +84,7 @@ final class CommitNotifier: Sendable {
                 switch outcome {
                 case .wait:
                     if let timeout {
-                        let nanoseconds =
-                            timeout.components.seconds * 1_000_000_000
+                        let nanoseconds = timeout.components.seconds * 1_000_000_000
                             + timeout.components.attoseconds / 1_000_000_000
                         DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
                             self.expire(id)

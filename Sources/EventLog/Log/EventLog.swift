@@ -324,9 +324,7 @@ public final class EventLog: Sendable {
     /// (true otherwise). Throws `CancellationError` on cancellation and ``EventLogError/Code/closed``
     /// when the log closes.
     @discardableResult
-    public func waitForCommit(
-        after position: Int64, selectors: SelectorSet, timeout: Duration? = nil
-    ) async throws
+    public func waitForCommit(after position: Int64, selectors: SelectorSet, timeout: Duration? = nil) async throws
         -> Bool
     {
         do {
