@@ -86,10 +86,29 @@ struct SubscriptionLoop: Sendable {
                 caughtUp = true
                 try await sink.caughtUp(position: position)
             }
-            // One wait per live page: the notifier's own timer ends it for the keepalive.
-            if try await !log.waitForCommit(after: position, selectors: selectors, timeout: keepalive) {
+            if try await waitForCommit(after: position) == .timedOut {
                 try await sink.keepalive()
             }
+        }
+    }
+
+    private enum WaitOutcome: Sendable { case committed, timedOut }
+
+    private func waitForCommit(after position: Int64) async throws -> WaitOutcome {
+        let log = self.log
+        let selectors = self.selectors
+        let keepalive = self.keepalive
+        return try await withThrowingTaskGroup(of: WaitOutcome.self) { group in
+            group.addTask {
+                try await log.waitForCommit(after: position, selectors: selectors)
+                return .committed
+            }
+            group.addTask {
+                try await Task.sleep(for: keepalive)
+                return .timedOut
+            }
+            defer { group.cancelAll() }
+            return try await group.next() ?? .committed
         }
     }
 }

@@ -159,23 +159,6 @@ struct WaitTests {
             #expect(error?.code == .closed)
         }
     }
-
-    @Test("a wait with a timeout returns false when nothing matching is committed in time, true when it is")
-    func waitWithTimeout() async throws {
-        try await withTemporaryLog { log, _ in
-            let selectors = try SelectorSet(parsing: ["t/1"])
-            let quiet = try await log.waitForCommit(after: log.head, selectors: selectors, timeout: .milliseconds(100))
-            #expect(quiet == false)
-            #expect(log.notifier.waiterCount == 0)
-            let position = log.head
-            let waiter = Task {
-                try await log.waitForCommit(after: position, selectors: selectors, timeout: .seconds(30))
-            }
-            #expect(try await eventually { log.notifier.waiterCount == 1 })
-            _ = try await log.append(NewEvent(topic: "t/1", data: .text("x")))
-            #expect(try await waiter.value == true)
-        }
-    }
 }
 
 /// A flag that one task sets and another reads.

@@ -1,4 +1,3 @@
-import Dispatch
 import Synchronization
 
 /// Wakes the subscribers that wait for a commit touching their selectors.
@@ -15,7 +14,7 @@ final class CommitNotifier: Sendable {
     }
 
     private struct Waiter {
-        let continuation: CheckedContinuation<Bool, Error>
+        let continuation: CheckedContinuation<Void, Error>
         let selectors: SelectorSet
     }
 
@@ -55,17 +54,13 @@ final class CommitNotifier: Sendable {
     /// committed. It can return early (after any commit the notifier cannot rule out); callers read
     /// and wait again. Throws `CancellationError` when the task is cancelled and
     /// ``WaitError/closed`` when the log closes.
-    ///
-    /// With a `timeout`, returns false when it passes first (no extra task: a dispatch timer ends the
-    /// wait), true otherwise.
-    @discardableResult
-    func wait(after position: Int64, selectors: SelectorSet, timeout: Duration? = nil) async throws -> Bool {
+    func wait(after position: Int64, selectors: SelectorSet) async throws {
         let id = state.withLock { state -> UInt64 in
             state.nextID += 1
             return state.nextID
         }
-        let committed = try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Bool, Error>) in
+        try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
                 enum Outcome { case wait, ready, cancelled, closed }
                 let outcome = state.withLock { state -> Outcome in
                     if state.cancelledBeforeRegistration.remove(id) != nil { return .cancelled }
@@ -82,15 +77,8 @@ final class CommitNotifier: Sendable {
                     return .wait
                 }
                 switch outcome {
-                case .wait:
-                    if let timeout {
-                        let nanoseconds = timeout.components.seconds * 1_000_000_000
-                            + timeout.components.attoseconds / 1_000_000_000
-                        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) {
-                            self.expire(id)
-                        }
-                    }
-                case .ready: continuation.resume(returning: true)
+                case .wait: break
+                case .ready: continuation.resume()
                 case .cancelled: continuation.resume(throwing: CancellationError())
                 case .closed: continuation.resume(throwing: WaitError.closed)
                 }
@@ -105,13 +93,6 @@ final class CommitNotifier: Sendable {
         }
         // A cancellation that raced with a wake-up leaves a stale mark behind; clear it.
         _ = state.withLock { $0.cancelledBeforeRegistration.remove(id) }
-        return committed
-    }
-
-    /// Ends a wait whose timeout passed, if it is still waiting.
-    private func expire(_ id: UInt64) {
-        let waiter = state.withLock { $0.remove(id) }
-        waiter?.continuation.resume(returning: false)
     }
 
     /// Records a commit of `events` (ids ascending) up to `head` and wakes the waiters they concern.
@@ -137,7 +118,7 @@ final class CommitNotifier: Sendable {
             }
             return ids.compactMap { state.remove($0) }
         }
-        for waiter in woken { waiter.continuation.resume(returning: true) }
+        for waiter in woken { waiter.continuation.resume() }
     }
 
     /// Wakes every waiter, for changes that can concern anyone (another process wrote, retention ran).
@@ -146,7 +127,7 @@ final class CommitNotifier: Sendable {
             state.head = max(state.head, head)
             return Array(state.waiters.keys).compactMap { state.remove($0) }
         }
-        for waiter in woken { waiter.continuation.resume(returning: true) }
+        for waiter in woken { waiter.continuation.resume() }
     }
 
     /// Ends every wait with ``WaitError/closed``, now and from now on.

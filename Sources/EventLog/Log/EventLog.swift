@@ -320,15 +320,11 @@ public final class EventLog: Sendable {
     }
 
     /// Waits until an event above `position` matching `selectors` may have been committed. May
-    /// return early; callers read and wait again. With a `timeout`, returns false when it passed first
-    /// (true otherwise). Throws `CancellationError` on cancellation and ``EventLogError/Code/closed``
-    /// when the log closes.
-    @discardableResult
-    public func waitForCommit(after position: Int64, selectors: SelectorSet, timeout: Duration? = nil) async throws
-        -> Bool
-    {
+    /// return early; callers read and wait again. Throws `CancellationError` on cancellation and
+    /// ``EventLogError/Code/closed`` when the log closes.
+    public func waitForCommit(after position: Int64, selectors: SelectorSet) async throws {
         do {
-            return try await notifier.wait(after: position, selectors: selectors, timeout: timeout)
+            try await notifier.wait(after: position, selectors: selectors)
         } catch is CommitNotifier.WaitError {
             throw EventLogError.closed
         }
