@@ -343,22 +343,10 @@ public final class EventLog: Sendable {
         return try await readers.run { connection in
             var found: [Event] = []
             for selector in selectors.selectors {
-                let statement: Statement
-                switch selector {
-                case .all:
-                    statement = try connection.cachedStatement(
-                        "SELECT \(Self.eventColumns) FROM events ORDER BY id DESC LIMIT ?")
-                    try statement.bind([.int(Int64(count))])
-                case .topic(let topic):
-                    statement = try connection.cachedStatement(
-                        "SELECT \(Self.eventColumns) FROM events WHERE topic = ? ORDER BY id DESC LIMIT ?")
-                    try statement.bind([.text(topic), .int(Int64(count))])
-                case .prefix(let prefix):
-                    statement = try connection.cachedStatement(
-                        "SELECT \(Self.eventColumns) FROM events WHERE +topic > ? AND +topic < ? ORDER BY id DESC LIMIT ?"
-                    )
-                    try statement.bind([.text(prefix + "/"), .text(prefix + "0"), .int(Int64(count))])
-                }
+                let filter = SelectorFilter(selector)
+                let statement = try connection.cachedStatement(
+                    "SELECT \(Self.eventColumns) FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT ?")
+                try statement.bind(filter.arguments + [.int(Int64(count))])
                 while try statement.step() { found.append(Self.event(from: statement)) }
             }
             found.sort { $0.id < $1.id }
@@ -465,29 +453,12 @@ public final class EventLog: Sendable {
         let earliest = try readEarliest(connection)
         var merged: [Event] = []
         for selector in selectors.selectors {
-            let statement: Statement
-            switch selector {
-            case .all:
-                statement = try connection.cachedStatement(
-                    "SELECT \(eventColumns) FROM events WHERE id > ? ORDER BY id LIMIT ?"
-                )
-                try statement.bind([.int(position), .int(Int64(limit))])
-            case .topic(let topic):
-                // Uses events_topic_id: a seek to (topic, position), then in id order.
-                statement = try connection.cachedStatement(
-                    "SELECT \(eventColumns) FROM events WHERE topic = ? AND id > ? ORDER BY id LIMIT ?"
-                )
-                try statement.bind([.text(topic), .int(position), .int(Int64(limit))])
-            case .prefix(let prefix):
-                // A range on the primary key from the position, with the topic range tested on each
-                // row: one pass over the log however many topics the prefix holds, no sort. The
-                // unary + keeps the planner off events_topic_id, which would have to collect and sort
-                // every matching row after the position for each page.
-                statement = try connection.cachedStatement(
-                    "SELECT \(eventColumns) FROM events WHERE id > ? AND +topic > ? AND +topic < ? ORDER BY id LIMIT ?"
-                )
-                try statement.bind([.int(position), .text(prefix + "/"), .text(prefix + "0"), .int(Int64(limit))])
-            }
+            // One query per selector (SelectorFilter says how each uses the indexes), merged by id below.
+            let filter = SelectorFilter(selector)
+            let statement = try connection.cachedStatement(
+                "SELECT \(eventColumns) FROM events WHERE id > ? AND \(filter.sql) ORDER BY id LIMIT ?"
+            )
+            try statement.bind([.int(position)] + filter.arguments + [.int(Int64(limit))])
             while try statement.step() {
                 merged.append(event(from: statement))
             }

@@ -9,19 +9,43 @@ struct SelectorFilter: Sendable {
     /// True when every event is selected.
     let selectsAll: Bool
 
+    /// The condition for one selector, as a query for that selector alone uses it: an exact topic lets the
+    /// planner seek `events_topic_id` at `(topic, position)`; a prefix is a topic range tested on each row
+    /// of a primary-key scan (the unary + keeps the planner off `events_topic_id`, which would have to
+    /// collect and sort every match after the position); `*` is no condition.
+    init(_ selector: Selector) {
+        switch selector {
+        case .all: self.init(sql: "1", arguments: [], selectsAll: true)
+        case .topic(let topic): self.init(sql: "topic = ?", arguments: [.text(topic)], selectsAll: false)
+        case .prefix(let prefix):
+            let (sql, arguments) = Self.prefixRange(prefix)
+            self.init(sql: sql, arguments: arguments, selectsAll: false)
+        }
+    }
+
+    private init(sql: String, arguments: [SQLValue], selectsAll: Bool) {
+        self.sql = sql
+        self.arguments = arguments
+        self.selectsAll = selectsAll
+    }
+
+    /// Every topic below `prefix/`: '0' is the byte after '/', so the range holds exactly them.
+    private static func prefixRange(_ prefix: String) -> (String, [SQLValue]) {
+        ("(+topic > ? AND +topic < ?)", [.text(prefix + "/"), .text(prefix + "0")])
+    }
+
     init(_ selectors: SelectorSet) {
         if selectors.selectors.contains(.all) {
-            (sql, arguments, selectsAll) = ("1", [], true)
+            self.init(Selector.all)
             return
         }
-        selectsAll = false
-        if selectors.selectors.count == 1, case .topic(let topic) = selectors.selectors[0] {
-            // One exact topic: events_topic_id gives (topic, id) order, which is id order for that topic.
-            (sql, arguments) = ("topic = ?", [.text(topic)])
+        if selectors.selectors.count == 1 {
+            // One selector: as a query for it alone (an exact topic keeps events_topic_id, in id order).
+            self.init(selectors.selectors[0])
             return
         }
         guard !selectors.isEmpty else {
-            (sql, arguments) = ("0", [])
+            self.init(sql: "0", arguments: [], selectsAll: false)
             return
         }
         // The unary + keeps the planner on the primary key: one pass in id order with the topic tested on each
@@ -34,15 +58,14 @@ struct SelectorFilter: Sendable {
                 terms.append("+topic = ?")
                 arguments.append(.text(topic))
             case .prefix(let prefix):
-                // Every topic below `prefix/`: '0' is the byte after '/', so the range holds exactly them.
-                terms.append("(+topic > ? AND +topic < ?)")
-                arguments.append(contentsOf: [.text(prefix + "/"), .text(prefix + "0")])
+                let (term, values) = Self.prefixRange(prefix)
+                terms.append(term)
+                arguments.append(contentsOf: values)
             case .all:
                 break
             }
         }
-        sql = "(" + terms.joined(separator: " OR ") + ")"
-        self.arguments = arguments
+        self.init(sql: "(" + terms.joined(separator: " OR ") + ")", arguments: arguments, selectsAll: false)
     }
 }
 
