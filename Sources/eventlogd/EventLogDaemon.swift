@@ -195,11 +195,26 @@ struct EventLogDaemon: AsyncParsableCommand {
         }
 
         let path = setting(databasePath, "EVENTLOG_DB") ?? "./data/eventlog.db"
+        let files = NewFiles(databasePath: path)
+        let lock: ServerLock
+        do {
+            try files.createDirectory()
+            lock = try ServerLock(databasePath: path)
+        } catch let held as ServerLock.Held {
+            FileHandle.standardError.write(Data("eventlogd: \(held)\n".utf8))
+            throw ExitCode(1)
+        } catch {
+            logger.critical("cannot lock the log", metadata: ["db": "\(path)", "error": "\(error)"])
+            files.remove()
+            throw ExitCode(1)
+        }
         let log: EventLog
         do {
             log = try await EventLog.open(path: path, options: options)
         } catch {
             logger.critical("cannot open the log", metadata: ["db": "\(path)", "error": "\(error)"])
+            lock.release()
+            files.remove()
             throw ExitCode(1)
         }
         let server = EventLogServer(log: log, configuration: configuration, logger: logger)
@@ -210,6 +225,8 @@ struct EventLogDaemon: AsyncParsableCommand {
                 "cannot bind",
                 metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"])
             await log.close()
+            lock.release()
+            files.remove()
             throw ExitCode(1)
         }
 
@@ -236,6 +253,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         await retention?.value
         signals.forEach { $0.cancel() }
         await log.close()
+        lock.release()
         logger.info("log closed", metadata: ["head": "\(log.head)"])
     }
 
@@ -289,5 +307,44 @@ struct EventLogDaemon: AsyncParsableCommand {
 
     private func seconds(_ flag: Double?, _ variable: String) -> Double? {
         flag ?? ProcessInfo.processInfo.environment[variable].flatMap { Double($0) }
+    }
+}
+
+/// What a start creates that did not exist before it: the database file and its directory. A start
+/// that fails (the port is taken, another server holds the lock) removes them again, so it leaves
+/// nothing behind.
+private struct NewFiles {
+    let databasePath: String
+    /// The missing directories, innermost first.
+    private let newDirectories: [String]
+    private let newDatabase: Bool
+
+    init(databasePath: String) {
+        self.databasePath = databasePath
+        let manager = FileManager.default
+        var missing: [String] = []
+        var directory = (databasePath as NSString).deletingLastPathComponent
+        while !directory.isEmpty, directory != "/", !manager.fileExists(atPath: directory) {
+            missing.append(directory)
+            directory = (directory as NSString).deletingLastPathComponent
+        }
+        newDirectories = missing
+        newDatabase = !manager.fileExists(atPath: databasePath)
+    }
+
+    /// Creates the database's directory (and its parents) when it is missing.
+    func createDirectory() throws {
+        guard let directory = newDirectories.first else { return }
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    }
+
+    /// Removes the database file (with its -wal and -shm files) and the directory, if this start made them.
+    func remove() {
+        let manager = FileManager.default
+        if newDatabase {
+            for suffix in ["", "-wal", "-shm", "-journal"] { try? manager.removeItem(atPath: databasePath + suffix) }
+        }
+        // rmdir removes only empty directories: anything another process put there meanwhile stays.
+        for directory in newDirectories where rmdir(directory) != 0 { break }
     }
 }

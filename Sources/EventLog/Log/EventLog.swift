@@ -39,6 +39,11 @@ public final class EventLog: Sendable {
         public var maxEventsPerCommit = 8192
         /// A cap on the file size in pages (`PRAGMA max_page_count`); `nil` for none. For tests of a full disk.
         public var maxPageCount: Int?
+        /// How often the writer checks whether another process (`eventlog publish --db`,
+        /// `eventlog-maint`) committed to the file, so live subscribers get those events promptly.
+        /// The check is `PRAGMA data_version` on the writer's connection, which changes only for
+        /// other connections' commits (https://sqlite.org/pragma.html#pragma_data_version).
+        public var foreignWritePollInterval: Duration = .milliseconds(20)
         /// Where to log.
         public var logger = Logger(label: "eventlog")
 
@@ -121,6 +126,9 @@ public final class EventLog: Sendable {
                 name: "eventlog-writer",
                 count: 1,
                 maxBatch: options.maxEventsPerCommit,
+                tick: .init(interval: options.foreignWritePollInterval) { connection in
+                    writerContext.pollForeignWrites(connection)
+                },
                 open: {
                     let connection = try Connection(path: path, mode: .readWrite, busyTimeoutMilliseconds: busyTimeout)
                     // https://sqlite.org/wal.html: readers never block the writer and the writer never blocks readers.
@@ -137,6 +145,7 @@ public final class EventLog: Sendable {
                     let loaded = try OpenInfo.load(connection)
                     info.withLock { $0 = loaded }
                     writerContext.head = loaded.head
+                    writerContext.dataVersion = try connection.scalarInt("PRAGMA data_version")
                     return connection
                 },
                 handle: { connection, jobs in
@@ -176,7 +185,8 @@ public final class EventLog: Sendable {
         state = Mutex(
             SharedState(
                 tail: LogTail(head: loaded.head, maxEvents: options.tailEvents, maxBytes: options.tailBytes),
-                earliest: loaded.earliest
+                earliest: loaded.earliest,
+                removals: loaded.removals
             )
         )
         notifier = CommitNotifier(head: loaded.head)
@@ -269,12 +279,7 @@ public final class EventLog: Sendable {
             // writer can tell that from another process's append. On the writer thread, after the pending
             // commits, the tail is synced with the file before this returns.
             let context = writerContext
-            try await withWriter { [weak self] connection in
-                let fileHead = try Self.readHead(connection)
-                let earliest = try Self.readEarliest(connection)
-                if let context { context.head = max(context.head, fileHead) }
-                self?.didMaintain(earliest: earliest, head: context?.head ?? fileHead)
-            }
+            try await withWriter { connection in try context?.syncWithFile(connection) }
         }
         let readOnly = writer == nil
         let (head, moved) = state.withLock { state -> (Int64, Bool) in
@@ -397,10 +402,14 @@ public final class EventLog: Sendable {
         let checkpointer = self.checkpointer
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             Thread {
+                // Readers first, the checkpointer's read-write connection last: when the last connection to
+                // a WAL database closes, SQLite checkpoints it and deletes the -wal and -shm files, so a
+                // stopped server leaves one file (https://sqlite.org/wal.html#the_wal_file). A read-only
+                // connection cannot do that, so it must not be the last.
+                readers.shutdown()
                 writer?.shutdown()
                 // After the writer: its WAL hook points at the checkpointer.
                 checkpointer?.stop()
-                readers.shutdown()
                 continuation.resume()
             }.start()
         }
@@ -489,6 +498,7 @@ struct OpenInfo: Sendable {
     let tokenKey: [UInt8]
     let earliest: Int64
     let head: Int64
+    let removals: Int64
 
     static func load(_ connection: Connection) throws -> OpenInfo {
         guard let epoch = try connection.scalarText("SELECT value FROM meta WHERE name = 'epoch'"),
@@ -501,7 +511,8 @@ struct OpenInfo: Sendable {
             epoch: epoch,
             tokenKey: tokenKey,
             earliest: try EventLog.readEarliest(connection),
-            head: try EventLog.readHead(connection)
+            head: try EventLog.readHead(connection),
+            removals: try EventLog.readRemovals(connection)
         )
     }
 }
@@ -546,6 +557,8 @@ final class WriterContext: @unchecked Sendable {
     // @unchecked: `head` is used only on the writer thread; `log` is set once during EventLog.init,
     // before any append can be submitted.
     var head: Int64 = 0
+    /// `PRAGMA data_version` at the last look (``pollForeignWrites(_:)``).
+    var dataVersion: Int64?
     weak var log: EventLog?
 
     func process(_ jobs: [WriterJob], on connection: Connection, limits: EventLimits, logger: Logger) {
@@ -561,17 +574,33 @@ final class WriterContext: @unchecked Sendable {
                 }
                 task.body(connection)
                 // A task may have written (retention): pick up the head and earliest it left.
-                syncAfterTask(connection)
+                try? syncWithFile(connection)
             }
         }
         if !group.isEmpty { commit(group, on: connection, logger: logger) }
     }
 
-    private func syncAfterTask(_ connection: Connection) {
-        guard let head = try? EventLog.readHead(connection), let earliest = try? EventLog.readEarliest(connection)
-        else { return }
-        self.head = max(self.head, head)
-        log?.didMaintain(earliest: earliest, head: self.head)
+    /// Brings the log's memory in line with the file: another process, or a maintenance task on this
+    /// writer, may have appended or deleted events since this writer's last commit.
+    func syncWithFile(_ connection: Connection) throws {
+        // One read transaction, so the three values are one snapshot.
+        let ownTransaction = connection.isAutocommit
+        if ownTransaction { try connection.execute("BEGIN") }
+        defer { if ownTransaction { try? connection.execute("COMMIT") } }
+        let fileHead = try EventLog.readHead(connection)
+        let earliest = try EventLog.readEarliest(connection)
+        let removals = try EventLog.readRemovals(connection)
+        head = max(head, fileHead)
+        log?.didMaintain(earliest: earliest, head: head, removals: removals)
+    }
+
+    /// Runs on the writer thread between jobs: when another connection committed since the last
+    /// look, its events are read into the log's view, and waiting subscribers wake.
+    func pollForeignWrites(_ connection: Connection) {
+        guard let version = try? connection.scalarInt("PRAGMA data_version") else { return }
+        guard version != dataVersion else { return }
+        dataVersion = version
+        try? syncWithFile(connection)
     }
 
     /// One group commit: every request in one transaction, each inside its own savepoint so one
@@ -700,12 +729,19 @@ final class WriterContext: @unchecked Sendable {
 }
 
 extension EventLog {
-    /// Called on the writer thread after a maintenance task wrote.
-    fileprivate func didMaintain(earliest: Int64, head: Int64) {
+    /// Called on the writer thread with the file's bounds, after a maintenance task wrote or another
+    /// process committed.
+    fileprivate func didMaintain(earliest: Int64, head: Int64, removals: Int64) {
         let changed = state.withLock { state -> Bool in
-            let changed = earliest > state.earliest || head != state.tail.head
+            var changed = earliest > state.earliest || head != state.tail.head
             state.earliest = max(state.earliest, earliest)
-            if head != state.tail.head {
+            if removals != state.removals {
+                // Rows were deleted (retention or compaction, perhaps in another process): stop serving
+                // them from memory; reads go to the file until the tail fills again.
+                state.removals = removals
+                state.tail.reset(head: head)
+                changed = true
+            } else if head != state.tail.head {
                 state.tail.reset(head: head)
             } else {
                 state.tail.drop(below: state.earliest)

@@ -9,6 +9,9 @@ import Foundation
 ///
 /// `handle` receives every job that is pending when the thread wakes, up to `maxBatch`. The writer
 /// uses this to drain all queued appends into one transaction (group commit).
+///
+/// With a `tick`, each thread also runs `tick.body` about every `tick.interval`, whether or not jobs
+/// arrive: the writer uses it to notice other processes' commits (`PRAGMA data_version`).
 final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
     // @unchecked: `pending`, `stopping` and `running` are only touched under `condition`.
     private let condition = NSCondition()
@@ -19,12 +22,21 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
     private let maxBatch: Int
     private let exited = DispatchGroup()
 
+    /// Work a thread runs on its connection every `interval`, between jobs.
+    struct Tick: Sendable {
+        /// How often.
+        let interval: Duration
+        /// What to run.
+        let body: @Sendable (Connection) -> Void
+    }
+
     /// Starts `count` threads. Each opens its connection with `open` before it takes any job, and
     /// the initializer fails if any of them cannot open.
     init(
         name: String,
         count: Int,
         maxBatch: Int,
+        tick: Tick? = nil,
         open: @escaping @Sendable () throws -> Connection,
         handle: @escaping @Sendable (Connection, [Job]) -> Void
     ) throws {
@@ -42,7 +54,7 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
                     self.exited.leave()
                     return
                 }
-                self.loop(connection: connection, handle: handle)
+                self.loop(connection: connection, tick: tick, handle: handle)
                 connection.close()
                 self.exited.leave()
             }
@@ -75,28 +87,41 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
         exited.wait()
     }
 
-    private func loop(connection: Connection, handle: (Connection, [Job]) -> Void) {
+    private func loop(connection: Connection, tick: Tick?, handle: (Connection, [Job]) -> Void) {
+        let tickSeconds = tick.map { Double($0.interval.wholeMilliseconds) / 1000 }
+        var nextTick = tickSeconds.map { Date(timeIntervalSinceNow: $0) }
         while true {
             condition.lock()
             while pendingStart == pending.count && !stopping {
-                condition.wait()
+                if let deadline = nextTick {
+                    if !condition.wait(until: deadline) { break }
+                } else {
+                    condition.wait()
+                }
             }
             if pendingStart == pending.count && stopping {
                 condition.unlock()
                 return
             }
-            let end = min(pending.count, pendingStart + maxBatch)
-            let jobs = Array(pending[pendingStart..<end])
-            pendingStart = end
-            if pendingStart == pending.count {
-                pending.removeAll(keepingCapacity: pending.count < 4096)
-                pendingStart = 0
-            } else if pendingStart > 4096 {
-                pending.removeFirst(pendingStart)
-                pendingStart = 0
+            var jobs: [Job] = []
+            if pendingStart < pending.count {
+                let end = min(pending.count, pendingStart + maxBatch)
+                jobs = Array(pending[pendingStart..<end])
+                pendingStart = end
+                if pendingStart == pending.count {
+                    pending.removeAll(keepingCapacity: pending.count < 4096)
+                    pendingStart = 0
+                } else if pendingStart > 4096 {
+                    pending.removeFirst(pendingStart)
+                    pendingStart = 0
+                }
             }
             condition.unlock()
-            handle(connection, jobs)
+            if !jobs.isEmpty { handle(connection, jobs) }
+            if let tick, let tickSeconds, let deadline = nextTick, deadline.timeIntervalSinceNow <= 0 {
+                tick.body(connection)
+                nextTick = Date(timeIntervalSinceNow: tickSeconds)
+            }
         }
     }
 }
