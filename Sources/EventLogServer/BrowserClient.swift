@@ -122,78 +122,212 @@ enum BrowserClient {
 }
 
 extension BrowserClient {
-    /// A small live view served at `/`: `/?topic=orders/*&transport=sse|ws&from=earliest&type=created`. It shows the
-    /// events of a subscription as they arrive, and keeps them in `window.eventlog` for scripts
-    /// (`received`: events in arrival order, `controls`: control events, `status`).
+    /// A small live view served at `/`: `/?topic=orders/*&transport=sse|ws&from=earliest|latest|<id>`.
+    ///
+    /// It shows every event of the subscription (id, time, topic, key, type, data) as it arrives, and
+    /// the control messages (connected, caught up, gap, reset, error) as separator lines. All event
+    /// text goes into the page through `textContent`, never as markup.
+    ///
+    /// SSE mode reads the stream with `fetch` and parses it here rather than with `EventSource`:
+    /// `EventSource` only dispatches an event named `created` to a listener registered for
+    /// `created`, so it cannot receive events of types it does not know in advance. The reader
+    /// follows the `EventSource` rules: `envelope=1` for the topic, type and time, reconnect after the
+    /// server's `retry:` with `Last-Event-ID`, give up on a 4xx answer.
+    ///
+    /// Scripts find everything in `window.eventlog`: `received` (events in arrival order, as
+    /// `{id, topic, type, key, time, data}`, plus `lastEventId` in SSE mode), `controls`
+    /// (`{type, data}`: `eventlog.open` / `eventlog.caughtup` / ... in SSE mode, `subscribed` /
+    /// `caughtup` / ... in WebSocket mode), `status` and `opens` (connections so far).
     static let page = #"""
         <!DOCTYPE html>
         <html lang="en">
         <head>
         <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>eventlog</title>
         <style>
-          body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; }
-          #status { color: #666; } li { font-family: ui-monospace, monospace; white-space: pre-wrap; }
-          .control { color: #a60; }
+          :root { color-scheme: light dark; --muted: #6b7280; --line: #8882; --type: #2563eb; --note: #b45309; }
+          * { box-sizing: border-box; }
+          body { font: 14px/1.45 system-ui, sans-serif; margin: 0; }
+          header { position: sticky; top: 0; background: Canvas; padding: .75rem 1.25rem .5rem;
+                   border-bottom: 1px solid var(--line); display: flex; flex-wrap: wrap; gap: .2rem 1.25rem; align-items: baseline; }
+          h1 { font-size: 1.1rem; margin: 0; }
+          header span { color: var(--muted); min-width: 0; max-width: 100%; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+          #status::before { content: "\25CF\00A0"; }
+          #status.open::before { color: #16a34a; } #status.reconnecting::before { color: var(--note); } #status.closed::before { color: #dc2626; }
+          ol { list-style: none; margin: 0; padding: 0 1.25rem 1rem; }
+          li { border-bottom: 1px solid var(--line); padding: .3rem 0; min-width: 0; overflow-wrap: anywhere; }
+          .event { display: grid; grid-template-columns: 4.5em 8em minmax(0, 13em) minmax(0, 8em) minmax(0, 1fr); gap: .75rem;
+                   align-items: start; font: 12.5px/1.45 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; }
+          .event > * { min-width: 0; }
+          .id { text-align: right; color: var(--muted); } .time { color: var(--muted); }
+          .key { display: block; color: var(--muted); }
+          .type { color: var(--type); }
+          .data { white-space: pre-wrap; }
+          /* Long values show three lines and an ellipsis; a click on the row shows them in full. */
+          .topic, .type, .data { display: -webkit-box; -webkit-box-orient: vertical; -webkit-line-clamp: 3; overflow: hidden; }
+          .event.open > * > *, .event.open > * { -webkit-line-clamp: none; }
+          .tombstone { color: var(--muted); font-style: italic; }
+          .control { color: var(--note); font-size: 12.5px; } .control.error { color: #dc2626; }
+          @media (max-width: 640px) {  /* id, time and type on one line; topic and data below */
+            .event { grid-template-columns: auto auto minmax(0, 1fr); grid-template-areas: "id time type" "where where where" "data data data"; gap: .1rem .6rem; }
+            .id { grid-area: id; } .time { grid-area: time; } .where { grid-area: where; } .type { grid-area: type; text-align: right; } .data { grid-area: data; }
+          }
         </style>
         </head>
         <body>
-        <h1>eventlog</h1>
-        <p id="status">connecting</p>
+        <header><h1>eventlog</h1><span id="selection"></span><span id="status" class="connecting">connecting</span>
+        <span id="count">0 events</span><span id="position"></span></header>
         <ol id="events"></ol>
         <script src="/v1/eventlog.js"></script>
         <script>
           "use strict";
           const params = new URLSearchParams(location.search);
           const topics = params.getAll("topic").length ? params.getAll("topic") : ["*"];
-          const transport = params.get("transport") || "sse";
-          const from = params.get("from") || "earliest";
+          const transport = params.get("transport") === "ws" ? "ws" : "sse";
+          const from = params.get("from") || "earliest";  // "earliest", "latest" or an id
           const state = window.eventlog = { received: [], controls: [], status: "connecting", opens: 0 };
-          const list = document.getElementById("events");
-          const show = (text, cls) => {
-            const item = document.createElement("li");
-            item.textContent = text;
-            if (cls) item.className = cls;
-            list.appendChild(item);
+          const $ = (id) => document.getElementById(id);
+          const list = $("events");
+          const node = (tag, cls, text) => {
+            const n = document.createElement(tag);
+            if (cls) n.className = cls;
+            if (text !== undefined) n.textContent = text;
+            return n;
           };
+          $("selection").textContent = topics.join(" ") + " \u00B7 " + (transport === "ws" ? "WebSocket" : "SSE");
+          // Keep the newest row in view while the reader is at the bottom; at most one scroll per frame.
+          let scrollQueued = false;
+          const append = (row) => {
+            if (!scrollQueued) {
+              const root = document.documentElement;
+              const follow = root.scrollHeight - innerHeight - scrollY < 80;
+              scrollQueued = true;
+              requestAnimationFrame(() => { scrollQueued = false; if (follow) scrollTo(0, root.scrollHeight); });
+            }
+            list.appendChild(row);
+            while (list.childElementCount > 5000) list.firstElementChild.remove();
+          };
+          list.addEventListener("click", (click) => {
+            const row = click.target.closest(".event");
+            if (row && !getSelection().toString()) row.classList.toggle("open");
+          });
           const setStatus = (text) => {
             state.status = text;
-            document.getElementById("status").textContent = text;
+            $("status").textContent = text;
+            $("status").className = text;
           };
-          const control = (type, data) => {
+          const setPosition = (text) => { $("position").textContent = text; $("position").title = text; };
+          const showEvent = (e) => {
+            state.received.push(e);
+            const row = node("li", "event");
+            row.dataset.id = String(e.id);
+            const time = node("time", "time", typeof e.time === "string" ? e.time.slice(11, 23) : "");
+            time.dateTime = time.title = String(e.time);
+            const where = node("span", "where");
+            where.appendChild(node("span", "topic", e.topic));
+            if (e.key !== undefined && e.key !== null) where.appendChild(node("span", "key", "key " + e.key));
+            const text = e.data === null ? "tombstone" : typeof e.data === "string" ? e.data : JSON.stringify(e.data);
+            const data = node("span", e.data === null ? "data tombstone" : "data", text.length > 4000 ? text.slice(0, 4000) + "\u2026" : text);
+            if (text.length > 4000) data.title = text.length + " characters, shortened";
+            row.append(node("span", "id", String(e.id)), time, where, node("span", "type", e.type), data);
+            append(row);
+            $("count").textContent = state.received.length + (state.received.length === 1 ? " event" : " events");
+          };
+          // Control messages are separator lines, never event rows.
+          const describe = {
+            open: (d) => "connected \u00B7 from " + d.from + " \u00B7 head " + d.head + " \u00B7 earliest " + d.earliest + " \u00B7 epoch " + d.epoch,
+            caughtup: (d) => "caught up at " + d.head + " \u00B7 live from here",
+            gap: (d) => "gap: events after " + d.requested + " before " + d.earliest + " are gone (" + d.reason + "); continuing from " + d.earliest,
+            reset: (d) => "reset: position " + d.requested + " is not in this log (head " + d.head + ", epoch " + d.epoch + "); continuing live",
+            error: (d) => "error " + d.code + ": " + d.message,
+            restart: () => "starting over from " + from,
+          };
+          const control = (type, data, kind) => {
             state.controls.push({ type, data });
-            show(type + " " + JSON.stringify(data), "control");
+            append(node("li", "control " + kind, describe[kind] ? describe[kind](data || {}) : type + " " + JSON.stringify(data)));
           };
           if (transport === "ws") {
             const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws";
-            state.socket = new EventLogSocket(url, {
-              topics, from,
-              onSubscribed: (m) => { state.opens++; control("subscribed", m); },
-              onEvent: (e) => { state.received.push({ id: e.id, topic: e.topic, type: e.event, data: e.data }); show(e.id + " " + e.topic + " " + JSON.stringify(e.data)); },
-              onCaughtUp: (m) => control("caughtup", m),
-              onGap: (m) => control("gap", m),
-              onReset: (m) => control("reset", m),
-              onError: (m) => control("error", m),
+            const socket = state.socket = new EventLogSocket(url, {
+              topics, from: /^\d+$/.test(from) ? Number(from) : from,
+              onSubscribed: (m) => { state.opens++; control("subscribed", m, "open"); setPosition("resume " + socket.resumeToken); },
+              onEvent: (e) => {
+                showEvent({ id: e.id, topic: e.topic, type: e.event, key: e.key, time: e.time, data: e.data });
+                setPosition("resume " + socket.resumeToken);
+              },
+              onCaughtUp: (m) => { control("caughtup", m, "caughtup"); setPosition("resume " + socket.resumeToken); },
+              onGap: (m) => control("gap", m, "gap"),
+              onReset: (m) => control("reset", m, m.type === "error" ? "restart" : "reset"),
+              onError: (m) => control("error", m, "error"),
               onStatus: setStatus,
             });
           } else {
-            const query = topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
-            const source = state.source = new EventSource("/v1/events?" + query + "&envelope=1&lastEventId=" + encodeURIComponent(from));
-            source.onopen = () => setStatus("open");
-            source.onerror = () => setStatus(source.readyState === EventSource.CLOSED ? "closed" : "reconnecting");
-            // EventSource dispatches by event type: listen to "message" and every ?type= given.
-            const onEvent = (m) => {
-              const e = JSON.parse(m.data);
-              state.received.push({ id: e.id, lastEventId: m.lastEventId, topic: e.topic, type: e.type, data: e.data });
-              show(e.id + " " + e.topic + " " + JSON.stringify(e.data));
+            const url = "/v1/events?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&") +
+              "&envelope=1" + (from === "latest" ? "" : "&lastEventId=" + encodeURIComponent(from));
+            let lastEventId = "", retry = 2000;
+            const connect = async () => {
+              const headers = { Accept: "text/event-stream" };
+              if (lastEventId) headers["Last-Event-ID"] = lastEventId;
+              try {
+                const response = await fetch(url, { headers, cache: "no-store" });
+                if (!response.ok || !/^text\/event-stream/.test(response.headers.get("content-type") || "")) {
+                  const body = await response.json().catch(() => null);
+                  const error = body && body.error ? body.error : { code: "HTTP " + response.status, message: response.statusText };
+                  control("error", error, "error");
+                  if (response.status < 500) { setStatus("closed"); return; }  // a bad request does not get better
+                  throw new Error(error.code);
+                }
+                setStatus("open");
+                const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+                let buffer = "", idBuffer = lastEventId, type = "", data = [];
+                const line = (text) => {
+                  if (text === "") {  // dispatch, as EventSource does
+                    lastEventId = idBuffer;
+                    const name = type || "message", payload = data.join("\n");
+                    const had = data.length > 0;
+                    type = ""; data = [];
+                    if (had) dispatch(name, payload);
+                    return;
+                  }
+                  if (text[0] === ":") return;
+                  const colon = text.indexOf(":");
+                  const field = colon < 0 ? text : text.slice(0, colon);
+                  let value = colon < 0 ? "" : text.slice(colon + 1);
+                  if (value[0] === " ") value = value.slice(1);
+                  if (field === "data") data.push(value);
+                  else if (field === "event") type = value;
+                  else if (field === "id" && !value.includes("\0")) idBuffer = value;
+                  else if (field === "retry" && /^\d+$/.test(value)) retry = Number(value);
+                };
+                for (;;) {
+                  const { value, done } = await reader.read();
+                  if (done) break;
+                  buffer += value;
+                  const cut = buffer.endsWith("\r") ? buffer.length - 1 : buffer.length;  // maybe half a CRLF
+                  const lines = buffer.slice(0, cut).split(/\r\n|\r|\n/);
+                  buffer = lines.pop() + buffer.slice(cut);
+                  lines.forEach(line);
+                }
+              } catch (error) {
+                // The server went away (or is refusing for now): try again after `retry`, like EventSource.
+              }
+              setStatus("reconnecting");
+              setTimeout(connect, retry);
             };
-            for (const type of new Set(["message", ...params.getAll("type")])) source.addEventListener(type, onEvent);
-            for (const name of ["eventlog.open", "eventlog.caughtup", "eventlog.gap", "eventlog.reset"]) {
-              source.addEventListener(name, (m) => {
+            const dispatch = (name, payload) => {
+              let value;
+              try { value = JSON.parse(payload); } catch (error) { value = payload; }
+              if (name.startsWith("eventlog.")) {
                 if (name === "eventlog.open") state.opens++;
-                control(name, JSON.parse(m.data));
-              });
-            }
+                control(name, value, name.slice(9));
+              } else if (value && typeof value === "object" && "id" in value) {
+                showEvent({ id: value.id, lastEventId, topic: value.topic, type: value.type, key: value.key,
+                            time: value.time, data: value.data === undefined ? null : value.data });
+                setPosition("last id " + lastEventId);
+              }
+            };
+            connect();
           }
         </script>
         </body>

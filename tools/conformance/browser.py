@@ -4,7 +4,7 @@
   0) Chromium and chromedriver are found and start headless; the live view at `/` loads and
      /v1/eventlog.js defines EventLogSocket. If Chromium cannot be started at all this FAILS
      (it never skips).
-  1) SSE: the page `/?topic=orders/*&transport=sse&from=earliest` (a real `new EventSource(...)`)
+  1) SSE: the browser's own `new EventSource("/v1/events?topic=orders/*&envelope=1&lastEventId=earliest")`
      replays history and gets live events; eventlogd is killed with SIGKILL right after a burst of
      publishes, nothing is published while it is down, it is restarted on the same database and
      port, and more is published. The browser reconnects by itself (after the server's `retry:`)
@@ -16,13 +16,21 @@
      /v1/eventlog.js) does the same with resume tokens and backoff + jitter (SIGKILL and SIGTERM
      cycles, `subscribed.from` = the last id it had); publish with ack from the browser
      (`await window.eventlog.socket.publish(...)`), checked in HTTP history and in the stream.
+  3) The live view `/?topic=orders/*&transport=sse|ws&from=earliest`, in both modes: events of
+     several types and topics (and one outside the selector, never shown), history and live, each
+     shown once, in order, with its exact id, topic, key, type, time and data; the control lines
+     ("connected", "caught up") are not event rows; markup in data, type and key stays text; no
+     horizontal scrolling at 1024 and 420 px with a 5000-character data value, a long topic and
+     type, and the resume token in the header. SSE mode: its reader reconnects after SIGKILL with
+     Last-Event-ID and nothing is lost or doubled.
 
 Chromium runs with --headless=new --no-sandbox --disable-dev-shm-usage --disable-gpu and a
 private profile; every wait polls `window.eventlog` against a deadline. The browser (chromedriver
 and every Chromium process of its profile) and every eventlogd are killed at exit.
 
 Environment: CHROMIUM (the browser binary) and CHROMEDRIVER override the search for
-/usr/bin/chromium and /usr/bin/chromedriver; CONFORMANCE_DEADLINE bounds the whole script (s).
+/usr/bin/chromium and /usr/bin/chromedriver; CONFORMANCE_DEADLINE bounds the whole script (s);
+CONFORMANCE_SCREENSHOTS (a folder) keeps screenshots of the live view for a person to look at.
 
 Usage: python3 tools/conformance/browser.py [path/to/eventlogd]   (or set EVENTLOGD)
 Prints `ok - ...` / `FAIL - ...` per check and ends with `N passed, M failed`; exits 1 on failure.
@@ -297,11 +305,13 @@ class Published:
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.events: list = []  # {"id", "topic", "data"}
+        self.events: list = []  # {"id", "topic", "data"} and, when known, "type", "key", "time"
 
-    def add(self, topic: str, data: Any) -> int:
-        answer = self.server.publish(topic, data)
-        self.events.append({"id": int(answer["id"]), "topic": topic, "data": data})
+    def add(self, topic: str, data: Any, *, type: Optional[str] = None,  # noqa: A002 - the wire name
+            key: Optional[str] = None) -> int:
+        answer = self.server.publish(topic, data, type=type, key=key)
+        self.events.append({"id": int(answer["id"]), "topic": topic, "type": type or "message", "key": key,
+                            "time": answer["time"], "data": data})
         return int(answer["id"])
 
     def noise(self, data: Any) -> int:
@@ -321,7 +331,8 @@ class Published:
         after = 0
         for _page in range(100):
             page = self.server.history(SELECTOR, after=after)
-            events += [{"id": e["id"], "topic": e["topic"], "data": e["data"]} for e in page["events"]]
+            events += [{"id": e["id"], "topic": e["topic"], "type": e["type"], "key": e.get("key"),
+                        "time": e["time"], "data": e["data"]} for e in page["events"]]
             if not page["events"] or page["next"] >= page["head"]:
                 break
             after = page["next"]
@@ -405,13 +416,10 @@ def check_received(label: str, state: dict, published: Published, what: str, *, 
     checks.equal(ids, published.ids, f"{label}: {what}: every published id exactly once, in order")
     checks.check(len(ids) == len(set(ids)), f"{label}: {what}: no duplicate ids",
                  sorted({i for i in ids if ids.count(i) > 1})[:10])
-    got = [(r.get("id"), r.get("topic"), r.get("data")) for r in state.get("received", [])]
-    want = [(e["id"], e["topic"], e["data"]) for e in published.events]
-    checks.check(got == want, f"{label}: {what}: topic and data of every event as published",
+    got = [(r.get("id"), r.get("topic"), r.get("type"), r.get("data")) for r in state.get("received", [])]
+    want = [(e["id"], e["topic"], e.get("type", "message"), e["data"]) for e in published.events]
+    checks.check(got == want, f"{label}: {what}: topic, type and data of every event as published",
                  next(((g, w) for g, w in zip(got, want) if g != w), (len(got), len(want))))
-    checks.check(all(r.get("type") == "message" for r in state.get("received", [])),
-                 f"{label}: {what}: every event has type 'message'",
-                 [r for r in state.get("received", []) if r.get("type") != "message"][:3])
     if sse:
         bad = [(r.get("id"), r.get("lastEventId")) for r in state.get("received", [])
                if r.get("lastEventId") != str(r.get("id"))]
@@ -439,7 +447,7 @@ def scenario_smoke() -> None:
     checks.equal(browser.js("return typeof EventLogSocket"), "function",
                  "/v1/eventlog.js defines EventLogSocket in the page")
     state = browser.wait(lambda s: s.get("opens", 0) >= 1, "eventlog.open")
-    checks.equal(state.get("status"), "open", "the page's EventSource is open")
+    checks.equal(state.get("status"), "open", "the page's SSE stream is open")
     browser.report_console()
     browser.close()
     server.close()
@@ -447,6 +455,26 @@ def scenario_smoke() -> None:
 
 # --------------------------------------------------------------------------------------------
 # 1) SSE with a real EventSource
+
+# The browser's own EventSource, keeping what it sees in window.eventlog as the live view does. Every
+# event these scenarios publish has type `message` (EventSource only dispatches a named event to a
+# listener for that name; the live view reads the stream itself to see every type).
+NATIVE_EVENTSOURCE_JS = """
+const state = window.eventlog = {received: [], controls: [], status: "connecting", opens: 0};
+const source = state.source = new EventSource(arguments[0]);
+source.onopen = () => { state.status = "open"; };
+source.onerror = () => { state.status = source.readyState === EventSource.CLOSED ? "closed" : "reconnecting"; };
+source.addEventListener("message", (m) => {
+  const e = JSON.parse(m.data);
+  state.received.push({id: e.id, lastEventId: m.lastEventId, topic: e.topic, type: e.type, data: e.data});
+});
+for (const name of ["eventlog.open", "eventlog.caughtup", "eventlog.gap", "eventlog.reset"]) {
+  source.addEventListener(name, (m) => {
+    if (name === "eventlog.open") state.opens++;
+    state.controls.push({type: name, data: JSON.parse(m.data)});
+  });
+}
+"""
 
 
 def restart_cycle(label: str, server: Server, browser: Browser, published: Published, *, how: str,
@@ -514,8 +542,8 @@ def restart_cycle(label: str, server: Server, browser: Browser, published: Publi
     if sse:
         # Chromium's own default reconnection time is 3 s; with `retry: 500` it must be back sooner.
         checks.check(time.monotonic() - up_at < 2.5,
-                     f"{label}: EventSource honours `retry: {SSE_RETRY_MS}` (back within 2.5 s of the restart, "
-                     f"not the browser's default 3 s)", f"{time.monotonic() - up_at:.1f} s")
+                     f"{label}: the client honours `retry: {SSE_RETRY_MS}` (back within 2.5 s of the restart, "
+                     f"not the default 2 or 3 s)", f"{time.monotonic() - up_at:.1f} s")
     published.burst(f"after-{how}", 10)
     published.noise(f"after {how}: not for orders/*")
     state = browser.wait(has_all(published), f"every event after {how} + restart")
@@ -540,7 +568,9 @@ def scenario_sse() -> None:
     published.burst("history", 8)
     published.noise("history: not for orders/*")
     browser = Browser("chromium sse")
-    browser.open(server.url("/?topic=orders/*&transport=sse&from=earliest"))
+    # A same-origin document without a stream of its own; the browser's own EventSource goes in it.
+    browser.open(server.url("/healthz"))
+    browser.js(NATIVE_EVENTSOURCE_JS, "/v1/events?topic=orders/*&envelope=1&lastEventId=earliest")
     state = browser.wait(has_all(published), "replay of the history")
     checks.check(True, f"{label}: new EventSource(...) replays the history ({len(published.ids)} events)")
     state = browser.wait(lambda s: controls_of(s, "eventlog.caughtup"), "eventlog.caughtup")
@@ -644,6 +674,212 @@ def scenario_ws() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 3) The live view at `/`: every type, in both modes, as text, without horizontal scrolling
+
+# The rows of the view as the reader sees them: events (class "event") and control lines.
+ROWS_JS = """
+const text = (row, selector) => { const n = row.querySelector(selector); return n ? n.textContent : null; };
+return [...document.querySelectorAll("#events > li")].map((row) => row.classList.contains("event")
+  ? {kind: "event", dataId: row.dataset.id, id: text(row, ".id"), time: text(row, ".time"),
+     datetime: row.querySelector(".time") ? row.querySelector(".time").getAttribute("datetime") : null,
+     topic: text(row, ".topic"), key: text(row, ".key"), type: text(row, ".type"), data: text(row, ".data")}
+  : {kind: row.className, text: row.textContent, cells: row.querySelectorAll("*").length});
+"""
+
+LAYOUT_JS = """
+const root = document.documentElement;
+return {scrollWidth: root.scrollWidth, clientWidth: root.clientWidth, innerWidth: window.innerWidth,
+        position: document.getElementById("position").textContent,
+        markup: document.querySelectorAll("#events img, #events script, #events i, #events b").length,
+        pwned: window.__pwned === undefined ? null : window.__pwned};
+"""
+
+XSS_DATA = '<img src=x onerror="window.__pwned=1">'
+XSS_TYPE = "<i>typed</i>"
+XSS_KEY = "<script>window.__pwned=2</script>"
+LONG_DATA = "A" * 5000  # no break opportunity in 5000 characters
+LONG_TOPIC = "orders/" + "t" * 240
+LONG_TYPE = "x" * 120
+SHOWN_DATA_LIMIT = 4000  # the view shortens longer data to this many characters and an ellipsis
+
+
+def shown_data(data: Any) -> str:
+    """The text the view shows for an event's data: strings as they are, other JSON compact, null as `tombstone`."""
+    if data is None:
+        return "tombstone"
+    # Non-string data is stored in canonical form (keys sorted, no insignificant whitespace).
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"), sort_keys=True,
+                                                         ensure_ascii=False)
+    return text[:SHOWN_DATA_LIMIT] + "\u2026" if len(text) > SHOWN_DATA_LIMIT else text
+
+
+def view_events(published: Published) -> None:
+    """Events of several types, topics and shapes; one outside the selector that must never show."""
+    published.add("orders/1", {"item": "book", "qty": 2}, type="created")
+    published.add("orders/2", {"total": 1250}, type="paid")
+    published.noise({"outside": "payments/1 is not under orders/*"})
+    published.add("orders/1", {"carrier": "ups"}, type="shipped", key="order-1")
+    published.add("orders/3", "plain text\nsecond line")  # type message, text data with a line break
+    published.add("orders/xss", XSS_DATA, type=XSS_TYPE, key=XSS_KEY)
+    published.add("orders/3", None, type="deleted", key="order-3")  # a tombstone
+    published.add(LONG_TOPIC, LONG_DATA, type=LONG_TYPE)
+
+
+def check_view(label: str, browser: Browser, published: Published, outside: list, *, sse: bool,
+               what: str, connections: int) -> list:
+    """The rows of the page: each published event once, in order, with exactly its id, topic, key, type,
+    time and data; control lines (connected, caught up) between them, never as event rows."""
+    rows = browser.js(ROWS_JS) or []
+    events = [r for r in rows if r["kind"] == "event"]
+    got = [(r["id"], r["dataId"], r["topic"], r["key"], r["type"], r["datetime"], r["time"], r["data"]) for r in events]
+    want = [(str(e["id"]), str(e["id"]), e["topic"], None if e.get("key") is None else f"key {e['key']}",
+             e.get("type", "message"), e["time"], e["time"][11:23], shown_data(e["data"])) for e in published.events]
+    checks.check(got == want, f"{label}: {what}: each event is one row with its exact id, topic, key, type, time and "
+                              f"data, in id order ({len(want)} rows)",
+                 next(((g, w) for g, w in zip(got, want) if g != w), (len(got), len(want))))
+    shown_ids = [int(r["id"]) for r in events if (r["id"] or "").isdigit()]
+    checks.check(not set(outside) & set(shown_ids) and not set(outside) & set(received_ids(browser.state() or {})),
+                 f"{label}: {what}: events outside orders/* ({outside}) are not shown", shown_ids)
+    state = browser.state() or {}
+    got_state = [(r.get("id"), r.get("topic"), r.get("type"), r.get("key"), r.get("time"), r.get("data"))
+                 for r in state.get("received", [])]
+    want_state = [(e["id"], e["topic"], e.get("type", "message"), e.get("key"), e["time"], e["data"])
+                  for e in published.events]
+    checks.check(got_state == want_state, f"{label}: {what}: window.eventlog.received has every event as published",
+                 next(((g, w) for g, w in zip(got_state, want_state) if g != w), (len(got_state), len(want_state))))
+    controls = [r for r in rows if r["kind"] != "event"]
+    kinds = [r["kind"] for r in controls]
+    checks.equal(kinds, ["control open", "control caughtup"] * connections,
+                 f"{label}: {what}: the control lines are 'connected' and 'caught up' once per connection")
+    checks.check(all(r["cells"] == 0 for r in controls),
+                 f"{label}: {what}: control lines are plain text lines, not event rows", controls)
+    open_name, caught_name = ("eventlog.open", "eventlog.caughtup") if sse else ("subscribed", "caughtup")
+    opens, caught = controls_of(state, open_name), controls_of(state, caught_name)
+    want_text = []
+    for o, c in zip(opens, caught):
+        want_text += [f"connected \u00b7 from {o['from']} \u00b7 head {o['head']} \u00b7 earliest {o['earliest']} "
+                      f"\u00b7 epoch {o['epoch']}", f"caught up at {c['head']} \u00b7 live from here"]
+    checks.equal([r["text"] for r in controls], want_text,
+                 f"{label}: {what}: the control lines say where the stream started and where it caught up")
+    return rows
+
+
+def check_layout(label: str, browser: Browser, what: str, *, sse: bool) -> None:
+    layout = browser.js(LAYOUT_JS) or {}
+    checks.check(layout.get("scrollWidth", 10**6) <= layout.get("clientWidth", -1),
+                 f"{label}: {what}: no horizontal scrolling (scrollWidth {layout.get('scrollWidth')} <= "
+                 f"clientWidth {layout.get('clientWidth')})", layout)
+    if sse:
+        last = (browser.state() or {}).get("received", [{}])[-1].get("id")
+        checks.equal(layout.get("position"), f"last id {last}", f"{label}: {what}: the header shows the last id")
+    else:
+        token = browser.js("return window.eventlog.socket.resumeToken")
+        checks.equal(layout.get("position"), f"resume {token}", f"{label}: {what}: the header shows the resume token "
+                                                                f"({len(token or '')} characters)")
+
+
+def check_inert(label: str, browser: Browser, what: str) -> None:
+    layout = browser.js(LAYOUT_JS) or {}
+    checks.equal((layout.get("markup"), layout.get("pwned")), (0, None),
+                 f"{label}: {what}: markup in data, type and key is shown as text (no element made, no handler ran)")
+
+
+def screenshot(browser: Browser, name: str) -> None:
+    """Saves a screenshot into $CONFORMANCE_SCREENSHOTS (when set), for a person to look at."""
+    folder = os.environ.get("CONFORMANCE_SCREENSHOTS")
+    if folder:
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{name}.png")
+        browser.driver.save_screenshot(path)
+        print(f"# screenshot: {path}", flush=True)
+
+
+def check_reset_and_error(label: str, server: Server, browser: Browser, *, sse: bool) -> None:
+    """A start beyond the head is a `reset` line, then live events; a bad selector is an `error` line."""
+    mode = "sse" if sse else "ws"
+    health = server.health()
+    ahead = health["head"] + 50
+    browser.open(server.url(f"/?topic=orders/*&transport={mode}&from={ahead}"))
+    reset_name, caught_name = ("eventlog.reset", "eventlog.caughtup") if sse else ("reset", "caughtup")
+    state = browser.wait(lambda s: controls_of(s, caught_name), f"{caught_name} after from={ahead}")
+    published = Published(server)
+    published.add("orders/5", {"after": "reset"}, type="created")
+    state = browser.wait(has_all(published), "a live event after the reset")
+    rows = browser.js(ROWS_JS) or []
+    checks.equal([(r["kind"], r.get("id")) for r in rows],
+                 [("control open", None), ("control reset", None), ("control caughtup", None),
+                  ("event", str(published.ids[0]))],
+                 f"{label}: from={ahead} (beyond the head): 'connected', 'reset', 'caught up' lines, "
+                 f"then the live event")
+    reset = controls_of(state, reset_name)
+    checks.equal(reset, [{**({"type": "reset"} if not sse else {}), "requested": ahead, "head": health["head"],
+                          "epoch": health["epoch"]}], f"{label}: the reset as the server sent it")
+    checks.equal(rows[1]["text"] if len(rows) > 1 else None,
+                 f"reset: position {ahead} is not in this log (head {health['head']}, epoch {health['epoch']}); "
+                 f"continuing live", f"{label}: the reset line says what happened")
+    screenshot(browser, f"view-{mode}-reset")
+    browser.report_console()
+
+    browser.open(server.url(f"/?topic=orders//x&transport={mode}"))
+    state = browser.wait(lambda s: controls_of(s, "error"), "an error line for a bad selector")
+    rows = browser.js(ROWS_JS) or []
+    checks.check([r["kind"] for r in rows] == ["control error"]
+                 and rows[0]["text"].startswith("error invalid_selector: "),
+                 f"{label}: a bad selector is one 'error invalid_selector: ...' line", rows)
+    if sse:
+        time.sleep(SSE_RETRY_MS / 1000 * 3)  # a reader that retried would have added more lines by now
+        state = browser.state() or {}
+        checks.equal((state.get("status"), len(state.get("controls", []))), ("closed", 1),
+                     f"{label}: the reader gives up on a 400 (status 'closed', no retries)")
+    screenshot(browser, f"view-{mode}-error")
+    browser.console()  # the browser logs the 400 itself; that is the point here
+
+
+def scenario_view(sse: bool) -> None:
+    label = "view sse" if sse else "view ws"
+    mode = "sse" if sse else "ws"
+    server = Server(BINARY, name=f"browser-view-{mode}", args=["--sse-retry", str(SSE_RETRY_MS)]).start()
+    published = Published(server)
+    view_events(published)
+    outside = [e["id"] for e in server.history("payments/*")["events"]]
+    browser = Browser(f"chromium {label}")
+    browser.open(server.url(f"/?topic=orders/*&transport={mode}&from=earliest"))
+    caught_name = "eventlog.caughtup" if sse else "caughtup"
+    state = browser.wait(lambda s: has_all(published)(s) and controls_of(s, caught_name), "replay of the history")
+    checks.check(True, f"{label}: the view replays the history ({len(published.ids)} events of "
+                       f"{len({e['type'] for e in published.events})} types)")
+    check_view(label, browser, published, outside, sse=sse, what="replay", connections=1)
+    check_inert(label, browser, "replay")
+
+    # Live, while the page is open.
+    published.add("orders/2", {"reason": "damaged"}, type="refunded")
+    outside.append(published.noise({"outside": "live"}))
+    published.add("orders/4", ["a", "b"], type="created", key="order-4")
+    browser.wait(has_all(published), "live events")
+    check_view(label, browser, published, outside, sse=sse, what="live", connections=1)
+    check_layout(label, browser, "1024 px wide", sse=sse)
+    screenshot(browser, f"view-{mode}")
+    browser.js("window.scrollTo(0, 0)")
+    screenshot(browser, f"view-{mode}-top")
+    browser.driver.set_window_size(420, 800)
+    browser.wait(lambda s: browser.js("return window.innerWidth") <= 420, "the narrow window", timeout=10)
+    check_layout(label, browser, "420 px wide", sse=sse)
+    screenshot(browser, f"view-{mode}-narrow")
+    browser.driver.set_window_size(1024, 768)
+
+    if sse:
+        # The view's own SSE reader: reconnect after the server's `retry:` with Last-Event-ID, mid-stream.
+        restart_cycle(label, server, browser, published, how="SIGKILL", sse=True)
+        outside = [e["id"] for e in server.history("payments/*")["events"]]
+        check_view(label, browser, published, outside, sse=sse, what="after SIGKILL + restart", connections=2)
+    check_inert(label, browser, "in the end")
+    browser.report_console()
+    check_reset_and_error(label, server, browser, sse=sse)
+    browser.close()
+    server.close()
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list) -> int:
@@ -662,6 +898,10 @@ def main(argv: list) -> int:
                             "Last-Event-ID, every id once", scenario_sse)
         checks.run_scenario("2) WebSocket in the browser: EventLogSocket resumes after SIGKILL and SIGTERM, "
                             "publish with ack", scenario_ws)
+        checks.run_scenario("3) the live view, SSE: every type, text only, no horizontal scrolling, reconnects "
+                            "after SIGKILL", lambda: scenario_view(sse=True))
+        checks.run_scenario("3) the live view, WebSocket: every type, text only, no horizontal scrolling",
+                            lambda: scenario_view(sse=False))
     except BaseException as error:  # noqa: BLE001 - deadline, missing binary, Ctrl-C: still summarize
         checks.fail(f"run aborted by {type(error).__name__}", str(error))
     finally:
