@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, builds, runs `swift test` (unit and real-socket
-# tests against servers on 127.0.0.1), then the real-client conformance checks in tools/conformance.
+# tests against servers on 127.0.0.1), then the real-client conformance checks in tools/conformance
+# (their Python clients go into a virtual environment under .build/, never the system's Python).
 # Usage: tools/test.sh            (from the repository root; CI runs exactly this via .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -11,7 +11,9 @@
 #                              eventlogd, or taken from beside $EVENTLOGD
 #   CONFORMANCE_SWIFT_FLAGS    extra flags for that build, e.g. "--scratch-path .build-conf"
 #   CONFORMANCE_TIMEOUT        hard limit per script in seconds (default 600)
-#   PYTHON                     the interpreter (default python3)
+#   PYTHON                     the interpreter; by default a virtual environment in
+#                              .build/conformance-venv, made here, so nothing is installed into the
+#                              system's Python
 #
 # Each script prints `ok - ...` / `FAIL - ...` lines and ends with `N passed, M failed`; this
 # runner adds them up, prints the total as its last line and exits non-zero if anything failed
@@ -34,7 +36,6 @@ if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
 fi
 
-PYTHON="${PYTHON:-python3}"
 export PYTHONDONTWRITEBYTECODE=1
 TIMEOUT="${CONFORMANCE_TIMEOUT:-600}"
 read -r -a SWIFT_FLAGS <<<"${CONFORMANCE_SWIFT_FLAGS:-}"
@@ -42,6 +43,24 @@ read -r -a SWIFT_FLAGS <<<"${CONFORMANCE_SWIFT_FLAGS:-}"
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null 2>&1; then sudo -n "$@"; else "$@"; fi
 }
+
+# 0. The interpreter: a virtual environment of our own under .build/ (Debian's python3 needs the
+# python3-venv package for that).
+if [ -z "${PYTHON:-}" ]; then
+    venv="$root/.build/conformance-venv"
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "conformance: creating a virtual environment in $venv" >&2
+        mkdir -p "$root/.build"
+        if ! python3 -m venv "$venv" </dev/null; then
+            rm -rf "$venv"
+            echo "conformance: installing python3-venv" >&2
+            as_root apt-get update -qq </dev/null
+            as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv </dev/null
+            python3 -m venv "$venv" </dev/null
+        fi
+    fi
+    PYTHON="$venv/bin/python"
+fi
 
 # 1. Python packages, exactly as pinned (pip only runs when something is missing or differs).
 if ! "$PYTHON" - "$here/requirements.txt" <<'EOF'
