@@ -12,7 +12,7 @@ import NIOPosix
 final class HTTPConnectionPool: @unchecked Sendable {
     private struct IdleConnection {
         var channel: any Channel
-        var since: NIODeadline
+        var since: Duration
     }
 
     private let address: ServerAddress
@@ -67,8 +67,8 @@ final class HTTPConnectionPool: @unchecked Sendable {
     }
 
     private func takeIdleConnection() -> (any Channel)? {
-        let now = NIODeadline.now()
-        let maximumAge = self.configuration.idleConnectionTimeout.timeAmount
+        let now = self.configuration.clock.uptime
+        let maximumAge = self.configuration.idleConnectionTimeout
         var stale: [any Channel] = []
         let channel: (any Channel)? = self.lock.withLock {
             while let connection = self.idle.popLast() {
@@ -90,7 +90,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
             guard self.idle.count < self.configuration.maxIdleConnections else {
                 return false
             }
-            self.idle.append(IdleConnection(channel: channel, since: .now()))
+            self.idle.append(IdleConnection(channel: channel, since: self.configuration.clock.uptime))
             return true
         }
         if !kept {
@@ -100,13 +100,14 @@ final class HTTPConnectionPool: @unchecked Sendable {
 
     private func connect() async throws -> any Channel {
         let maximumBodyBytes = self.configuration.maxResponseBytes
+        let clock = self.configuration.clock
         return try await ClientBootstrap(group: self.group)
             .connectTimeout(self.configuration.connectTimeout.timeAmount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPExchangeHandler(maximumBodyBytes: maximumBodyBytes)
+                        HTTPExchangeHandler(maximumBodyBytes: maximumBodyBytes, clock: clock)
                     )
                 }
             }
@@ -118,7 +119,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         let promise = channel.eventLoop.makePromise(of: HTTPResponse.self)
         let exchange = HTTPExchangeRequest(
             request: request,
-            timeout: self.configuration.requestTimeout.timeAmount,
+            timeout: self.configuration.requestTimeout,
             promise: promise
         )
         // A write that fails never reaches the handler (the channel is closed): nothing was sent.

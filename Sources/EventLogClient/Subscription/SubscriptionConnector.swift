@@ -50,7 +50,7 @@ struct SubscriptionConnector: Sendable {
                 base: base,
                 random: Double.random(in: 0..<1)
             )
-            try await Task.sleep(for: delay)
+            try await self.configuration.clock.sleep(for: delay)
         }
     }
 
@@ -81,13 +81,16 @@ struct SubscriptionConnector: Sendable {
         _ initializer: @escaping @Sendable (any Channel) throws -> Output
     ) async throws -> Output {
         let address = try self.client.resolvedAddress()
-        let idleTimeout = self.configuration.subscriptionIdleTimeout?.timeAmount
+        let idleTimeout = self.configuration.subscriptionIdleTimeout
+        let clock = self.configuration.clock
         return try await ClientBootstrap(group: self.client.eventLoopGroup)
             .connectTimeout(self.configuration.connectTimeout.timeAmount)
             .connect(host: address.host, port: address.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     if let idleTimeout {
-                        try channel.pipeline.syncOperations.addHandler(ReadIdleTimeoutHandler(timeout: idleTimeout))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ReadIdleTimeoutHandler(timeout: idleTimeout, clock: clock)
+                        )
                     }
                     return try initializer(channel)
                 }
