@@ -242,6 +242,29 @@ struct CLITests {
         let unknown = try Run.command("eventlog", ["replay", "--db", fixture.path, "--bogus"])
         #expect(unknown.status == 2)
     }
+
+    @Test("publish to a server that is not listening says which URL it could not reach, and why, in one line")
+    func publishWithoutServer() async throws {
+        // A port nothing listens on: bound on 127.0.0.1 to find a free one, then closed.
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socket >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                Glibc.bind(socket, address, length) == 0 && getsockname(socket, address, &length) == 0
+            }
+        }
+        Glibc.close(socket)
+        try #require(bound)
+        let url = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+        let run = try Run.command("eventlog", ["publish", "--server", url, "--topic", "a", "--data", "1"])
+        #expect(run.status == 1)
+        #expect(run.stderr == "eventlog: cannot connect to \(url): connection refused\n")
+        #expect(run.stdout == "")
+    }
 }
 
 extension FileHandle {

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Testing
 
 @testable import EventLogClient
@@ -27,6 +28,16 @@ private func manualConfiguration(_ clock: ManualClock) -> EventLogClient.Configu
     var configuration = EventLogClient.Configuration()
     configuration.clock = ClockTimers(clock)
     return configuration
+}
+
+/// A port on 127.0.0.1 that nothing listens on: bound to find a free one, then closed.
+private func closedPort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0)
+        .get()
+    let port = try #require(channel.localAddress?.port)
+    try await channel.close()
+    return port
 }
 
 @Suite("Requests against a fake server")
@@ -283,6 +294,33 @@ struct RequestTests {
                 #expect(error.description == "timeout: no complete answer within the request timeout")
             }
         }
+    }
+
+    @Test("a refused connection fails with \"cannot connect to <base URL>: connection refused\"")
+    func connectionRefused() async throws {
+        let baseURL = "http://127.0.0.1:\(try await closedPort())"
+        let client = EventLogClient(baseURL: baseURL)
+        do {
+            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            Issue.record("expected an error")
+        } catch let error as EventLogClientError {
+            #expect(error.code == .connectionFailed)
+            #expect(error.message == "cannot connect to \(baseURL): connection refused")
+            #expect(error.description == "cannot connect to \(baseURL): connection refused")
+        }
+    }
+
+    @Test("connection failures are told in plain words")
+    func connectFailureReasons() {
+        let timedOut = ChannelError.connectTimeout(.seconds(10))
+        let refused = IOError(errnoCode: ECONNREFUSED, reason: "connect")
+        let unreachable = IOError(errnoCode: EHOSTUNREACH, reason: "connect")
+        #expect(EventLogClientError.connectFailureReason(timedOut) == "connection timed out")
+        #expect(EventLogClientError.connectFailureReason(refused) == "connection refused")
+        #expect(EventLogClientError.connectFailureReason(unreachable) == "host unreachable")
+        let timeout = EventLogClientError.cannotConnect(to: "http://10.0.0.1:8080", timedOut)
+        #expect(timeout.code == .timeout)
+        #expect(timeout.description == "cannot connect to http://10.0.0.1:8080: connection timed out")
     }
 
     @Test("an invalid base URL fails every call with invalidURL")

@@ -15,6 +15,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         var since: Duration
     }
 
+    private let baseURL: String
     private let address: ServerAddress
     private let group: any EventLoopGroup
     private let configuration: EventLogClient.Configuration
@@ -22,7 +23,13 @@ final class HTTPConnectionPool: @unchecked Sendable {
     private let lock = NSLock()
     private var idle: [IdleConnection] = []
 
-    init(address: ServerAddress, group: any EventLoopGroup, configuration: EventLogClient.Configuration) {
+    init(
+        baseURL: String,
+        address: ServerAddress,
+        group: any EventLoopGroup,
+        configuration: EventLogClient.Configuration
+    ) {
+        self.baseURL = baseURL
         self.address = address
         self.group = group
         self.configuration = configuration
@@ -47,8 +54,15 @@ final class HTTPConnectionPool: @unchecked Sendable {
                 throw Self.map(error)
             }
         }
+        let channel: any Channel
         do {
-            let channel = try await self.connect()
+            channel = try await self.connect()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw EventLogClientError.cannotConnect(to: self.baseURL, error)
+        }
+        do {
             return try await self.exchange(request, on: channel)
         } catch {
             throw Self.map(error)
@@ -145,7 +159,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         return response
     }
 
-    /// Maps connection and exchange failures to client errors; cancellation stays a `CancellationError`.
+    /// Maps exchange failures to client errors; cancellation stays a `CancellationError`.
     static func map(_ error: any Error) -> any Error {
         switch error {
         case let error as EventLogClientError:
@@ -158,8 +172,6 @@ final class HTTPConnectionPool: @unchecked Sendable {
             return EventLogClientError(.connectionClosed, message: "the server closed the connection while answering")
         case HTTPExchangeError.bodyTooLarge(let limit):
             return EventLogClientError(.responseTooLarge, message: "the answer is over \(limit) bytes")
-        case ChannelError.connectTimeout:
-            return EventLogClientError(.timeout, message: "no connection within the connect timeout")
         case is CancellationError:
             return error
         default:
