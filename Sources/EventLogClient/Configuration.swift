@@ -35,6 +35,8 @@ extension EventLogClient {
         public var additionalHeaders: [(name: String, value: String)] = []
         /// The `User-Agent` header.
         public var userAgent = "eventlog-client/1"
+        /// What the client's own timers run on; tests replace it with a clock they advance themselves.
+        var clock: any ClientClock = EventLoopClock()
 
         /// Creates the default configuration.
         public init() {}

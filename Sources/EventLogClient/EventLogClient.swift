@@ -44,7 +44,12 @@ public struct EventLogClient: Sendable {
         do throws(EventLogClientError) {
             let address = try ServerAddress(parsing: baseURL)
             self.address = .success(address)
-            self.pool = HTTPConnectionPool(address: address, group: eventLoopGroup, configuration: configuration)
+            self.pool = HTTPConnectionPool(
+                baseURL: baseURL,
+                address: address,
+                group: eventLoopGroup,
+                configuration: configuration
+            )
         } catch {
             self.address = .failure(error)
             self.pool = nil

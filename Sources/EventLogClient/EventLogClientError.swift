@@ -1,3 +1,7 @@
+import Foundation
+import NIOCore
+import NIOPosix
+
 /// An error from ``EventLogClient``.
 ///
 /// Match on ``code``; for HTTP errors, ``status`` holds the status code and ``serverCode`` / ``message`` hold the
@@ -59,17 +63,35 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
     public let message: String
     /// The zero-based line of a batch that caused the error, when the server named one.
     public let index: Int?
+    /// Whether ``message`` says everything on its own (`cannot connect to ...`), without the code in front.
+    private let isSelfContained: Bool
 
     init(_ code: Code, status: Int? = nil, serverCode: String? = nil, message: String, index: Int? = nil) {
+        self.init(code, status: status, serverCode: serverCode, message: message, index: index, selfContained: false)
+    }
+
+    private init(
+        _ code: Code,
+        status: Int?,
+        serverCode: String?,
+        message: String,
+        index: Int?,
+        selfContained: Bool
+    ) {
         self.code = code
         self.status = status
         self.serverCode = serverCode
         self.message = message
         self.index = index
+        self.isSelfContained = selfContained
     }
 
-    /// A readable summary, e.g. `http 409 idempotency_conflict: the key names another event`.
+    /// A readable summary, e.g. `http 409 idempotency_conflict: the key names another event`, or
+    /// `cannot connect to http://127.0.0.1:8080: connection refused`.
     public var description: String {
+        if self.isSelfContained {
+            return self.message
+        }
         var text = self.code.description
         if let status = self.status {
             text += " \(status)"
@@ -85,6 +107,71 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
 }
 
 extension EventLogClientError {
+    /// The error for a connection that could not be opened: `cannot connect to <base URL>: <reason>`, where the
+    /// reason is a plain phrase rather than NIO's account of every address it tried.
+    ///
+    /// A connect timeout keeps the ``Code/timeout`` code; every other failure is ``Code/connectionFailed``.
+    static func cannotConnect(to baseURL: String, _ error: any Error) -> EventLogClientError {
+        let code: Code
+        if case ChannelError.connectTimeout = error {
+            code = .timeout
+        } else {
+            code = .connectionFailed
+        }
+        return EventLogClientError(
+            code,
+            status: nil,
+            serverCode: nil,
+            message: "cannot connect to \(baseURL): \(Self.connectFailureReason(error))",
+            index: nil,
+            selfContained: true
+        )
+    }
+
+    /// Why a connection could not be opened, as a plain phrase.
+    static func connectFailureReason(_ error: any Error) -> String {
+        switch error {
+        case ChannelError.connectTimeout:
+            return "connection timed out"
+        case let error as NIOConnectionError:
+            // NIO tries every address of the host: each distinct way they failed, once.
+            var reasons: [String] = []
+            for failure in error.connectionErrors {
+                let reason = Self.connectFailureReason(failure.error)
+                if !reasons.contains(reason) {
+                    reasons.append(reason)
+                }
+            }
+            if !reasons.isEmpty {
+                return reasons.joined(separator: ", ")
+            }
+            if error.dnsAError != nil || error.dnsAAAAError != nil {
+                return "host not found"
+            }
+            return "the host has no address"
+        case is SocketAddressError.UnknownHost:
+            return "host not found"
+        case let error as IOError:
+            return Self.phrase(errno: error.errnoCode)
+        default:
+            return String(describing: error)
+        }
+    }
+
+    /// A short lowercase phrase for a socket `errno`.
+    private static func phrase(errno code: CInt) -> String {
+        switch code {
+        case ECONNREFUSED: return "connection refused"
+        case ETIMEDOUT: return "connection timed out"
+        case EHOSTUNREACH: return "host unreachable"
+        case ENETUNREACH: return "network unreachable"
+        case ECONNRESET: return "connection reset"
+        case EADDRNOTAVAIL: return "address not available"
+        case EACCES, EPERM: return "permission denied"
+        default: return String(cString: strerror(code)).lowercased()
+        }
+    }
+
     /// Server error codes that describe a passing condition: a subscription retries after them.
     static let transientServerCodes: Set<String> = [
         "shutting_down", "too_many_connections", "storage_unavailable", "slow_consumer", "internal_error",

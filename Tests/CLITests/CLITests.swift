@@ -195,25 +195,38 @@ struct CLITests {
         defer { fixture.remove() }
         let tail = try Run.command("eventlog", ["tail", "--db", fixture.path, "-n", "2", "--format", "sse"])
         #expect(tail.stdout == "id: 3\nevent: created\ndata: two\ndata: lines\n\nid: 4\nevent: paid\ndata: \n\n")
+        let earlier = try Run.command(
+            "eventlog", ["publish", "--db", fixture.path, "--topic", "live/0", "--data", "41"])
+        #expect(earlier.stdout == "5\n")
         let process = Process()
         process.executableURL = Run.executable("eventlog")
-        process.arguments = ["tail", "-f", "--db", fixture.path, "-n", "0", "--topic", "live/*"]
+        process.arguments = ["tail", "-f", "--db", fixture.path, "-n", "1", "--topic", "live/*"]
         let out = Pipe()
         process.standardOutput = out
         try process.run()
         defer { if process.isRunning { process.terminate() } }
-        try await Task.sleep(for: .milliseconds(700))
+        // Once tail printed the newest live event it follows from that event's id, so what is published next is
+        // new to it: no guess at how long it takes to start. The bound only keeps a broken test from hanging.
+        var received = ""
+        let deadline = Date().addingTimeInterval(60)
+        while received.filter({ $0 == "\n" }).count < 1, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            received += String(decoding: out.fileHandleForReading.availableDataNonBlocking(), as: UTF8.self)
+        }
+        #expect(received.hasPrefix("{\"id\":5,\"topic\":\"live/0\",\"type\":\"message\",\"time\":\""))
+        #expect(received.hasSuffix("\"data\":41}\n"))
         let publish = try Run.command(
             "eventlog", ["publish", "--db", fixture.path, "--topic", "live/1", "--data", "42"])
-        #expect(publish.stdout == "5\n")
-        var received = ""
-        let deadline = Date().addingTimeInterval(15)
-        while !received.contains("\n"), Date() < deadline {
-            try await Task.sleep(for: .milliseconds(100))
-            let chunk = out.fileHandleForReading.availableDataNonBlocking()
-            received += String(decoding: chunk, as: UTF8.self)
+        #expect(publish.stdout == "6\n")
+        while received.filter({ $0 == "\n" }).count < 2, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            received += String(decoding: out.fileHandleForReading.availableDataNonBlocking(), as: UTF8.self)
         }
-        #expect(received.hasPrefix("{\"id\":5,\"topic\":\"live/1\",\"type\":\"message\",\"time\":\""))
+        let lines = received.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 3)
+        #expect(
+            lines.dropFirst().first?.hasPrefix("{\"id\":6,\"topic\":\"live/1\",\"type\":\"message\",\"time\":\"")
+                == true)
         #expect(received.hasSuffix("\"data\":42}\n"))
     }
 
@@ -241,6 +254,29 @@ struct CLITests {
         #expect(usage.stderr.contains("give exactly one of --db PATH or --server URL"))
         let unknown = try Run.command("eventlog", ["replay", "--db", fixture.path, "--bogus"])
         #expect(unknown.status == 2)
+    }
+
+    @Test("publish to a server that is not listening says which URL it could not reach, and why, in one line")
+    func publishWithoutServer() async throws {
+        // A port nothing listens on: bound on 127.0.0.1 to find a free one, then closed.
+        let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(socket >= 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { address in
+                Glibc.bind(socket, address, length) == 0 && getsockname(socket, address, &length) == 0
+            }
+        }
+        Glibc.close(socket)
+        try #require(bound)
+        let url = "http://127.0.0.1:\(UInt16(bigEndian: address.sin_port))"
+        let run = try Run.command("eventlog", ["publish", "--server", url, "--topic", "a", "--data", "1"])
+        #expect(run.status == 1)
+        #expect(run.stderr == "eventlog: cannot connect to \(url): connection refused\n")
+        #expect(run.stdout == "")
     }
 }
 

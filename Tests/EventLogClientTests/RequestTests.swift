@@ -1,7 +1,9 @@
-import EventLogClient
 import NIOCore
 import NIOHTTP1
+import NIOPosix
 import Testing
+
+@testable import EventLogClient
 
 /// Runs `body` against a fake server and stops the server afterwards.
 func withFakeServer<Result>(
@@ -18,6 +20,24 @@ func withFakeServer<Result>(
         await server.stop()
         throw error
     }
+}
+
+/// A default configuration with every client timer on `clock`: an idle keep-alive connection stays young until the
+/// test advances the clock, however slow the machine is.
+private func manualConfiguration(_ clock: ManualClock) -> EventLogClient.Configuration {
+    var configuration = EventLogClient.Configuration()
+    configuration.clock = ClockTimers(clock)
+    return configuration
+}
+
+/// A port on 127.0.0.1 that nothing listens on: bound to find a free one, then closed.
+private func closedPort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0)
+        .get()
+    let port = try #require(channel.localAddress?.port)
+    try await channel.close()
+    return port
 }
 
 @Suite("Requests against a fake server")
@@ -108,12 +128,33 @@ struct RequestTests {
         try await withFakeServer(http: { exchange in
             try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
         }) { server in
-            let client = EventLogClient(baseURL: server.baseURL)
+            let client = EventLogClient(baseURL: server.baseURL, configuration: manualConfiguration(ManualClock()))
             for _ in 0..<5 {
                 _ = try await client.publish(OutgoingEvent(topic: "a"))
             }
             #expect(server.recordedRequests.count == 5)
             #expect(server.acceptedConnections == 1)
+            client.closeIdleConnections()
+        }
+    }
+
+    @Test("an idle connection is reused until it is idleConnectionTimeout old, then replaced")
+    func idleConnectionAge() async throws {
+        try await withFakeServer(http: { exchange in
+            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+        }) { server in
+            let clock = ManualClock()
+            var configuration = manualConfiguration(clock)
+            configuration.idleConnectionTimeout = .seconds(5)
+            let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
+            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            clock.advance(by: .seconds(5) - .nanoseconds(1))
+            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            #expect(server.acceptedConnections == 1)
+            clock.advance(by: .seconds(5))
+            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            #expect(server.acceptedConnections == 2)
+            #expect(server.recordedRequests.map(\.connection) == [0, 0, 1])
             client.closeIdleConnections()
         }
     }
@@ -147,7 +188,7 @@ struct RequestTests {
             }
             try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
         }) { server in
-            let client = EventLogClient(baseURL: server.baseURL)
+            let client = EventLogClient(baseURL: server.baseURL, configuration: manualConfiguration(ManualClock()))
             _ = try await client.publish(OutgoingEvent(topic: "a", idempotencyKey: "k"))
             _ = try await client.publish(OutgoingEvent(topic: "a", idempotencyKey: "k"))
             #expect(server.recordedRequests.count == 3)
@@ -231,21 +272,55 @@ struct RequestTests {
         }
     }
 
-    @Test("a request that gets no answer in time fails with a timeout")
+    @Test("a request that gets no answer in time fails with a timeout", .timeLimit(.minutes(1)))
     func requestTimeout() async throws {
         try await withFakeServer(http: { exchange in
             try await exchange.waitForClientClose()
         }) { server in
-            var configuration = EventLogClient.Configuration()
+            let clock = ManualClock()
+            var configuration = manualConfiguration(clock)
             configuration.requestTimeout = .milliseconds(200)
             let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
+            let request = Task { try await client.topics() }
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(200)])
+            clock.advance(by: .milliseconds(199))
+            #expect(clock.deadlines == [.milliseconds(200)])
+            clock.advance(by: .milliseconds(1))
             do {
-                _ = try await client.topics()
+                _ = try await request.value
                 Issue.record("expected an error")
             } catch let error as EventLogClientError {
                 #expect(error.code == .timeout)
+                #expect(error.description == "timeout: no complete answer within the request timeout")
             }
         }
+    }
+
+    @Test("a refused connection fails with \"cannot connect to <base URL>: connection refused\"")
+    func connectionRefused() async throws {
+        let baseURL = "http://127.0.0.1:\(try await closedPort())"
+        let client = EventLogClient(baseURL: baseURL)
+        do {
+            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            Issue.record("expected an error")
+        } catch let error as EventLogClientError {
+            #expect(error.code == .connectionFailed)
+            #expect(error.message == "cannot connect to \(baseURL): connection refused")
+            #expect(error.description == "cannot connect to \(baseURL): connection refused")
+        }
+    }
+
+    @Test("connection failures are told in plain words")
+    func connectFailureReasons() {
+        let timedOut = ChannelError.connectTimeout(.seconds(10))
+        let refused = IOError(errnoCode: ECONNREFUSED, reason: "connect")
+        let unreachable = IOError(errnoCode: EHOSTUNREACH, reason: "connect")
+        #expect(EventLogClientError.connectFailureReason(timedOut) == "connection timed out")
+        #expect(EventLogClientError.connectFailureReason(refused) == "connection refused")
+        #expect(EventLogClientError.connectFailureReason(unreachable) == "host unreachable")
+        let timeout = EventLogClientError.cannotConnect(to: "http://10.0.0.1:8080", timedOut)
+        #expect(timeout.code == .timeout)
+        #expect(timeout.description == "cannot connect to http://10.0.0.1:8080: connection timed out")
     }
 
     @Test("an invalid base URL fails every call with invalidURL")

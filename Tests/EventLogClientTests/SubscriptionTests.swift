@@ -1,9 +1,10 @@
-import EventLogClient
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
 import Testing
+
+@testable import EventLogClient
 
 private let sseHeaders = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-store")]
 
@@ -26,6 +27,13 @@ private func fastConfiguration() -> EventLogClient.Configuration {
     var configuration = EventLogClient.Configuration()
     configuration.reconnectBackoff = .init(initial: .milliseconds(5), maximum: .milliseconds(50), jitter: 0)
     configuration.honourServerRetry = false
+    return configuration
+}
+
+/// A configuration that reconnects quickly, with every client timer on `clock`.
+private func manualConfiguration(_ clock: ManualClock) -> EventLogClient.Configuration {
+    var configuration = fastConfiguration()
+    configuration.clock = ClockTimers(clock)
     return configuration
 }
 
@@ -183,44 +191,51 @@ struct SubscriptionTests {
         configuration.maxReconnectAttempts = 2
         let client = EventLogClient(baseURL: url, configuration: configuration)
         var iterator = client.subscribe(topics: ["a"]).makeAsyncIterator()
-        let elements = try await take(2, from: &iterator)
-        #expect(elements == [.reconnecting(attempt: 1, reason: ""), .reconnecting(attempt: 2, reason: "")])
+        let refused = "cannot connect to \(url): connection refused"
+        #expect(try await iterator.next() == .reconnecting(attempt: 1, reason: refused))
+        #expect(try await iterator.next() == .reconnecting(attempt: 2, reason: refused))
         do {
             _ = try await iterator.next()
             Issue.record("expected an error")
         } catch let error as EventLogClientError {
             #expect(error.code == .connectionFailed)
+            #expect(error.description == "connectionFailed: gave up after 2 reconnect attempts; last: \(refused)")
         }
     }
 
-    @Test("a connection that goes silent past the idle timeout reconnects")
+    @Test(
+        "a connection that goes silent past the idle timeout reconnects once, after exactly the idle timeout",
+        .timeLimit(.minutes(1))
+    )
     func idleTimeout() async throws {
         try await withFakeServer(http: { exchange in
             try await exchange.startStream(headers: sseHeaders)
             try await exchange.write(sseOpen(head: 0, from: 0))
             try await exchange.waitForClientClose()
         }) { server in
-            var configuration = fastConfiguration()
+            let clock = ManualClock()
+            var configuration = manualConfiguration(clock)
             configuration.subscriptionIdleTimeout = .milliseconds(500)
             let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
             var iterator = client.subscribe(topics: ["a"]).makeAsyncIterator()
-            // Under heavy load the first connection may itself time out before the server answers; what matters is
-            // that an opened stream that goes silent is dropped and reopened.
-            var elements: [SubscriptionElement] = []
-            while elements.filter({ $0 == .opened(epoch: "ep", earliest: 1, head: 0) }).count < 2,
-                let element = try await iterator.next()
-            {
-                elements.append(element)
-            }
-            let firstOpened = try #require(elements.firstIndex(of: .opened(epoch: "ep", earliest: 1, head: 0)))
+            let opened = SubscriptionElement.opened(epoch: "ep", earliest: 1, head: 0)
+            let first = try await iterator.next()
+            #expect(first == opened)
+            // The stream went quiet: the one timer is the idle timeout, and 1 ms before it nothing fires.
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(500)])
+            clock.advance(by: .milliseconds(499))
+            #expect(clock.deadlines == [.milliseconds(500)])
+            clock.advance(by: .milliseconds(1))
             #expect(
-                Array(elements[firstOpened...]) == [
-                    .opened(epoch: "ep", earliest: 1, head: 0),
-                    .reconnecting(attempt: 1, reason: "nothing received within the idle timeout"),
-                    .opened(epoch: "ep", earliest: 1, head: 0),
-                ]
+                try await iterator.next()
+                    == .reconnecting(attempt: 1, reason: "nothing received within the idle timeout")
             )
-            #expect(server.acceptedConnections >= 2)
+            // The reconnect waits its backoff on the same clock, then the new stream opens with a fresh idle timer.
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(505)])
+            clock.advance(by: .milliseconds(5))
+            #expect(try await iterator.next() == opened)
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(1005)])
+            #expect(server.acceptedConnections == 2)
         }
     }
 
@@ -409,7 +424,7 @@ struct SubscriptionTests {
         }
     }
 
-    @Test("the server's retry: sets the SSE reconnect delay")
+    @Test("the server's retry: sets the SSE reconnect delay", .timeLimit(.minutes(1)))
     func serverRetry() async throws {
         try await withFakeServer(http: { exchange in
             try await exchange.startStream(headers: sseHeaders)
@@ -420,39 +435,54 @@ struct SubscriptionTests {
             }
             try await exchange.waitForClientClose()
         }) { server in
+            let clock = ManualClock()
             var configuration = EventLogClient.Configuration()
+            configuration.clock = ClockTimers(clock)
+            configuration.subscriptionIdleTimeout = nil
             // Without the server's 10 ms, the first reconnect would wait a minute.
             configuration.reconnectBackoff = .init(initial: .seconds(60), maximum: .seconds(60), jitter: 0)
             let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
             var iterator = client.subscribe(topics: ["a"]).makeAsyncIterator()
-            let started = ContinuousClock.now
-            let elements = try await take(3, from: &iterator)
-            #expect(
-                elements == [
-                    .opened(epoch: "ep", earliest: 1, head: 0), .reconnecting(attempt: 1, reason: ""),
-                    .opened(epoch: "ep", earliest: 1, head: 0),
-                ]
-            )
-            #expect(ContinuousClock.now - started < .seconds(30))
+            let elements = try await take(2, from: &iterator)
+            #expect(elements == [.opened(epoch: "ep", earliest: 1, head: 0), .reconnecting(attempt: 1, reason: "")])
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(10)])
+            clock.advance(by: .milliseconds(10))
+            #expect(try await iterator.next() == .opened(epoch: "ep", earliest: 1, head: 0))
         }
     }
 
-    @Test("collect returns the elements up to the requested number of events, or times out")
+    @Test(
+        "collect returns the elements up to the requested number of events, or times out",
+        .timeLimit(.minutes(1))
+    )
     func collect() async throws {
         try await withFakeServer(http: { exchange in
             try await exchange.startStream(headers: sseHeaders)
             try await exchange.write(sseOpen(head: 3, from: 0) + sseEvent(1) + sseEvent(2) + sseEvent(3))
             try await exchange.waitForClientClose()
         }) { server in
-            let client = EventLogClient(baseURL: server.baseURL, configuration: fastConfiguration())
+            let clock = ManualClock()
+            var configuration = manualConfiguration(clock)
+            // The only timer left on the clock is collect's own.
+            configuration.subscriptionIdleTimeout = nil
+            let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
             let subscription = client.subscribe(topics: ["orders/*"], from: .earliest)
+            // The clock never moves, so only the events can end this collect.
             let elements = try await subscription.collect(events: 2, timeout: .seconds(10))
             #expect(elements == [.opened(epoch: "ep", earliest: 1, head: 3), received(1), received(2)])
+            #expect(clock.deadlines == [])
+
+            let short = Task { try await subscription.collect(events: 4, timeout: .milliseconds(300)) }
+            #expect(try await clock.waitForSleepers(1) == [.milliseconds(300)])
+            clock.advance(by: .milliseconds(299))
+            #expect(clock.deadlines == [.milliseconds(300)])
+            clock.advance(by: .milliseconds(1))
             do {
-                _ = try await subscription.collect(events: 4, timeout: .milliseconds(300))
+                _ = try await short.value
                 Issue.record("expected an error")
             } catch let error as EventLogClientError {
                 #expect(error.code == .timeout)
+                #expect(error.description == "timeout: fewer than 4 events within 0.3 seconds")
             }
             try await waitUntil { server.endedConnections == 2 }
         }
@@ -480,8 +510,8 @@ struct SubscriptionTests {
     }
 }
 
-/// Polls `condition` until it holds, for at most `timeout`.
-func waitUntil(timeout: Duration = .seconds(20), _ condition: () -> Bool) async throws {
+/// Polls `condition` until it holds. The bound only keeps a broken test from hanging.
+func waitUntil(timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws {
     let deadline = ContinuousClock.now + timeout
     while !condition() {
         guard ContinuousClock.now < deadline else {

@@ -34,7 +34,7 @@ struct MaintenanceResumeTests {
         let retain = try runMaint(["retain", "--db", directory.databasePath, "--max-events", "10", "--quiet"])
         #expect(retain.status == 0, "\(retain.output)")
         // SSE: a client that saw up to 5 missed 6...20.
-        let sse = try await withTimeout(.seconds(20)) {
+        let sse = try await withTimeout(.seconds(60)) {
             try await client.sse("/v1/events?topic=m/*", headers: [("Last-Event-ID", "5")]) { reader in
                 var seen: [SSEMessage] = []
                 while let message = try await reader.nextMessage() {
@@ -52,7 +52,7 @@ struct MaintenanceResumeTests {
         let log = try await EventLog.open(path: directory.databasePath, options: readOnlyOptions)
         let token = ResumeTokenCodec(key: log.tokenKey, epoch: log.epoch).encode(position: 5)
         await log.close()
-        let ws = try await withTimeout(.seconds(20)) {
+        let ws = try await withTimeout(.seconds(60)) {
             try await TestWebSocket.connect(port: server.port) { ws in
                 try await ws.send(["op": "subscribe", "topics": ["m/*"], "resume": token])
                 return try await ws.read(until: "caughtup")
@@ -85,7 +85,7 @@ struct MaintenanceResumeTests {
                 .POST, "/v1/events", headers: [("Content-Type", "application/json")], body: body)
         }
         // Warm the server's memory with a full replay first, so a stale tail would show.
-        _ = try await withTimeout(.seconds(20)) {
+        _ = try await withTimeout(.seconds(60)) {
             try await client.sse("/v1/events?topic=c/1&lastEventId=earliest") { reader in
                 while let message = try await reader.nextMessage(), message.event != "eventlog.caughtup" {}
             }
@@ -100,7 +100,7 @@ struct MaintenanceResumeTests {
         )
         .split(separator: ",").compactMap { Int64($0) }
         #expect(surviving == [28, 29, 30])
-        let replayed = try await withTimeout(.seconds(20)) {
+        let replayed = try await withTimeout(.seconds(60)) {
             try await client.sse("/v1/events?topic=c/1&lastEventId=earliest&envelope=1") { reader in
                 var events: [(Int64, String)] = []
                 while let message = try await reader.nextMessage(), message.event != "eventlog.caughtup" {
@@ -123,8 +123,10 @@ struct MaintenanceResumeTests {
         defer { server.kill9() }
         let client = TestHTTPClient(port: server.port)
         for index in 1...20 { _ = try await client.publish(topic: "s/1", data: "\(index)") }
+        // Waits for the scheduled run; the bound only keeps a broken test from hanging.
         var earliest = 0
-        for _ in 0..<100 {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
             earliest = try await client.request(.GET, "/healthz").json["earliest"] as? Int ?? 0
             if earliest == 16 { break }
             try await Task.sleep(for: .milliseconds(50))

@@ -228,11 +228,11 @@ struct PublishTests {
     func foreignUpgradeHeaders() async throws {
         let server = try await TestServer.start()
         let client = server.client
-        let h2c = try await withTimeout(.seconds(10)) {
+        let h2c = try await withTimeout(.seconds(60)) {
             try await client.request(.GET, "/healthz", headers: [("Connection", "Upgrade"), ("Upgrade", "h2c")])
         }
         #expect(h2c.status == 200)
-        let otherPath = try await withTimeout(.seconds(10)) {
+        let otherPath = try await withTimeout(.seconds(60)) {
             try await client.request(
                 .GET, "/healthz",
                 headers: [
@@ -241,7 +241,7 @@ struct PublishTests {
                 ])
         }
         #expect(otherPath.status == 200)
-        let noKey = try await withTimeout(.seconds(10)) {
+        let noKey = try await withTimeout(.seconds(60)) {
             try await client.request(.GET, "/v1/ws", headers: [("Connection", "Upgrade"), ("Upgrade", "websocket")])
         }
         #expect(noKey.status == 426)

@@ -15,7 +15,7 @@ struct WebSocketTests {
         _ = try await client.publish(topic: "orders/1", data: "{\"n\":1}")
         _ = try await client.publish(topic: "users/1", data: "\"skip\"")
         _ = try await client.publish(topic: "orders/2", type: "paid", data: "\"two\"")
-        let messages = try await withTimeout(.seconds(20)) {
+        let messages = try await withTimeout(.seconds(60)) {
             try await TestWebSocket.connect(port: server.port) { ws in
                 try await ws.send(["op": "subscribe", "topics": ["orders/*"], "from": "earliest"])
                 var messages = try await ws.read(until: "caughtup")
@@ -46,7 +46,7 @@ struct WebSocketTests {
     @Test("publish over WebSocket is acknowledged after the commit; an idempotent retry gets the same id")
     func publishWithAck() async throws {
         let server = try await TestServer.start()
-        let acks = try await withTimeout(.seconds(20)) {
+        let acks = try await withTimeout(.seconds(60)) {
             try await TestWebSocket.connect(port: server.port) { ws in
                 var answers: [WSMessage] = []
                 try await ws.send(["op": "publish", "ref": "a", "topic": "orders/1", "data": ["n": 1]])
@@ -102,7 +102,7 @@ struct WebSocketTests {
         let middle = tampered.count / 2
         tampered[middle] = tampered[middle] == "A" ? "B" : "A"
         for token in [String(tampered), foreign, "garbage", "v1..", String(good.dropLast(3))] {
-            let answers = try await withTimeout(.seconds(10)) {
+            let answers = try await withTimeout(.seconds(60)) {
                 try await TestWebSocket.connect(port: server.port) { ws in
                     try await ws.send(["op": "subscribe", "topics": ["t/*"], "resume": token])
                     let first = try await ws.next() ?? WSMessage(text: "{}")
@@ -128,7 +128,7 @@ struct WebSocketTests {
         var client = TestHTTPClient(port: process.port)
         for index in 1...5 { _ = try await client.publish(topic: "r/\(index % 2)", data: "\(index)") }
         let port = process.port
-        let token = try await withTimeout(.seconds(20)) {
+        let token = try await withTimeout(.seconds(60)) {
             try await TestWebSocket.connect(port: port) { ws in
                 try await ws.send(["op": "subscribe", "topics": ["r/*"], "from": "earliest"])
                 let messages = try await ws.read(until: "caughtup")
@@ -142,7 +142,7 @@ struct WebSocketTests {
         client = TestHTTPClient(port: process.port)
         for index in 6...7 { _ = try await client.publish(topic: "r/\(index % 2)", data: "\(index)") }
         let newPort = process.port
-        let ids = try await withTimeout(.seconds(20)) {
+        let ids = try await withTimeout(.seconds(60)) {
             try await TestWebSocket.connect(port: newPort) { ws in
                 try await ws.send(["op": "subscribe", "topics": ["r/*"], "resume": token])
                 return try await ws.read(until: "caughtup").compactMap { $0["id"] as? Int }
@@ -274,7 +274,7 @@ struct WebSocketTests {
         for index in 21...40 {
             _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
         }
-        try await waitUntil(timeout: .seconds(20)) { received.withLock { $0.count } >= 30 }
+        try await waitUntil(timeout: .seconds(60)) { received.withLock { $0.count } >= 30 }
         process.kill9()
         process = try ServerProcess(
             databasePath: directory.databasePath, port: port, arguments: ["--sse-retry", "100"])

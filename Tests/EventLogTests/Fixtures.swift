@@ -117,8 +117,9 @@ func withTimeout<T: Sendable>(
     }
 }
 
-/// Polls `condition` until it holds or `timeout` passes; returns whether it held.
-func eventually(_ timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws -> Bool {
+/// Polls `condition` until it holds or `timeout` passes; returns whether it held. The bound only keeps a broken
+/// test from hanging.
+func eventually(_ timeout: Duration = .seconds(60), _ condition: () -> Bool) async throws -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }

@@ -183,7 +183,7 @@ struct ReadTests {
             let bounds = try await follower.refreshBounds()
             #expect(bounds.earliest == 1)
             #expect(bounds.head == 2)
-            #expect(try await withTimeout(.seconds(10)) { try await waiter.value } != nil)
+            #expect(try await withTimeout(.seconds(60)) { try await waiter.value } != nil)
             #expect(follower.head == 2)
             #expect(try await follower.readAll(after: 1) == [late.event])
             #expect(try await follower.readAll() == [try #require(try await log.readAll().first), late.event])

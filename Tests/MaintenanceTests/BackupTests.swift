@@ -24,9 +24,10 @@ struct BackupTests {
                 }
                 return count
             }
-            try await Task.sleep(for: .milliseconds(100))
+            // Live appends land before the copy starts and after its snapshot, whatever the machine's speed.
+            try await waitUntil { log.head > 50_000 }
             let report = try await maintain(path, readOnly: true) { try $0.backup(to: backupPath) }
-            try await Task.sleep(for: .milliseconds(100))
+            try await waitUntil { log.head > report.head }
             stop.withLock { $0 = true }
             let liveCount = try await appender.value
             let epoch = log.epoch

@@ -34,6 +34,24 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     }
 }
 
+/// Polls `condition` until it holds. The bound only keeps a broken test from hanging.
+func waitUntil(
+    _ condition: () -> Bool,
+    sourceLocation: SourceLocation = #_sourceLocation
+) async throws {
+    let deadline = ContinuousClock.now + .seconds(60)
+    while !condition() {
+        guard ContinuousClock.now < deadline else {
+            Issue.record("condition not met within 60 seconds", sourceLocation: sourceLocation)
+            throw ConditionNotMet()
+        }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+}
+
+/// Thrown by ``waitUntil(_:sourceLocation:)`` when its bound passes.
+struct ConditionNotMet: Error {}
+
 /// Opens `path` with ``LogMaintenance`` on a thread of its own and runs `body` with it.
 func maintain<T: Sendable>(
     _ path: String,

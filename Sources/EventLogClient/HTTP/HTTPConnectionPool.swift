@@ -12,9 +12,10 @@ import NIOPosix
 final class HTTPConnectionPool: @unchecked Sendable {
     private struct IdleConnection {
         var channel: any Channel
-        var since: NIODeadline
+        var since: Duration
     }
 
+    private let baseURL: String
     private let address: ServerAddress
     private let group: any EventLoopGroup
     private let configuration: EventLogClient.Configuration
@@ -22,7 +23,13 @@ final class HTTPConnectionPool: @unchecked Sendable {
     private let lock = NSLock()
     private var idle: [IdleConnection] = []
 
-    init(address: ServerAddress, group: any EventLoopGroup, configuration: EventLogClient.Configuration) {
+    init(
+        baseURL: String,
+        address: ServerAddress,
+        group: any EventLoopGroup,
+        configuration: EventLogClient.Configuration
+    ) {
+        self.baseURL = baseURL
         self.address = address
         self.group = group
         self.configuration = configuration
@@ -47,8 +54,15 @@ final class HTTPConnectionPool: @unchecked Sendable {
                 throw Self.map(error)
             }
         }
+        let channel: any Channel
         do {
-            let channel = try await self.connect()
+            channel = try await self.connect()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw EventLogClientError.cannotConnect(to: self.baseURL, error)
+        }
+        do {
             return try await self.exchange(request, on: channel)
         } catch {
             throw Self.map(error)
@@ -67,8 +81,8 @@ final class HTTPConnectionPool: @unchecked Sendable {
     }
 
     private func takeIdleConnection() -> (any Channel)? {
-        let now = NIODeadline.now()
-        let maximumAge = self.configuration.idleConnectionTimeout.timeAmount
+        let now = self.configuration.clock.uptime
+        let maximumAge = self.configuration.idleConnectionTimeout
         var stale: [any Channel] = []
         let channel: (any Channel)? = self.lock.withLock {
             while let connection = self.idle.popLast() {
@@ -90,7 +104,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
             guard self.idle.count < self.configuration.maxIdleConnections else {
                 return false
             }
-            self.idle.append(IdleConnection(channel: channel, since: .now()))
+            self.idle.append(IdleConnection(channel: channel, since: self.configuration.clock.uptime))
             return true
         }
         if !kept {
@@ -100,13 +114,14 @@ final class HTTPConnectionPool: @unchecked Sendable {
 
     private func connect() async throws -> any Channel {
         let maximumBodyBytes = self.configuration.maxResponseBytes
+        let clock = self.configuration.clock
         return try await ClientBootstrap(group: self.group)
             .connectTimeout(self.configuration.connectTimeout.timeAmount)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()
                     try channel.pipeline.syncOperations.addHandler(
-                        HTTPExchangeHandler(maximumBodyBytes: maximumBodyBytes)
+                        HTTPExchangeHandler(maximumBodyBytes: maximumBodyBytes, clock: clock)
                     )
                 }
             }
@@ -118,7 +133,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         let promise = channel.eventLoop.makePromise(of: HTTPResponse.self)
         let exchange = HTTPExchangeRequest(
             request: request,
-            timeout: self.configuration.requestTimeout.timeAmount,
+            timeout: self.configuration.requestTimeout,
             promise: promise
         )
         // A write that fails never reaches the handler (the channel is closed): nothing was sent.
@@ -144,7 +159,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         return response
     }
 
-    /// Maps connection and exchange failures to client errors; cancellation stays a `CancellationError`.
+    /// Maps exchange failures to client errors; cancellation stays a `CancellationError`.
     static func map(_ error: any Error) -> any Error {
         switch error {
         case let error as EventLogClientError:
@@ -157,8 +172,6 @@ final class HTTPConnectionPool: @unchecked Sendable {
             return EventLogClientError(.connectionClosed, message: "the server closed the connection while answering")
         case HTTPExchangeError.bodyTooLarge(let limit):
             return EventLogClientError(.responseTooLarge, message: "the answer is over \(limit) bytes")
-        case ChannelError.connectTimeout:
-            return EventLogClientError(.timeout, message: "no connection within the connect timeout")
         case is CancellationError:
             return error
         default:

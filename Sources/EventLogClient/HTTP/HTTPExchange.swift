@@ -39,7 +39,7 @@ enum HTTPExchangeError: Error {
 /// What the exchange handler is asked to write: a request, and the promise its answer completes.
 struct HTTPExchangeRequest: Sendable {
     var request: HTTPRequest
-    var timeout: TimeAmount
+    var timeout: Duration
     var promise: EventLoopPromise<HTTPResponse>
 }
 
@@ -54,16 +54,18 @@ final class HTTPExchangeHandler: ChannelDuplexHandler {
 
     private struct Pending {
         var promise: EventLoopPromise<HTTPResponse>
-        var timer: Scheduled<Void>?
+        var timer: ClientTimer?
         var head: HTTPResponseHead?
         var body: ByteBuffer?
     }
 
     private let maximumBodyBytes: Int
+    private let clock: any ClientClock
     private var pending: Pending?
 
-    init(maximumBodyBytes: Int) {
+    init(maximumBodyBytes: Int, clock: any ClientClock) {
         self.maximumBodyBytes = maximumBodyBytes
+        self.clock = clock
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -73,7 +75,7 @@ final class HTTPExchangeHandler: ChannelDuplexHandler {
             promise?.fail(HTTPExchangeError.busy)
             return
         }
-        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: exchange.timeout) {
+        let timer = self.clock.schedule(in: exchange.timeout, on: context.eventLoop) {
             self.fail(HTTPExchangeError.timedOut)
             context.close(promise: nil)
         }

@@ -16,16 +16,18 @@ final class ReadIdleTimeoutHandler: ChannelDuplexHandler {
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let timeout: TimeAmount
-    private var timer: Scheduled<Void>?
+    private let timeout: Duration
+    private let clock: any ClientClock
+    private var timer: ClientTimer?
 
-    init(timeout: TimeAmount) {
+    init(timeout: Duration, clock: any ClientClock) {
         self.timeout = timeout
+        self.clock = clock
     }
 
     func read(context: ChannelHandlerContext) {
         if self.timer == nil, context.channel.isActive {
-            self.timer = context.eventLoop.assumeIsolated().scheduleTask(in: self.timeout) {
+            self.timer = self.clock.schedule(in: self.timeout, on: context.eventLoop) {
                 self.timer = nil
                 context.fireErrorCaught(ReadIdleTimeoutError())
                 context.close(promise: nil)

@@ -88,8 +88,9 @@ public struct Subscription: AsyncSequence, Sendable {
                 }
                 return elements
             }
+            let clock = self.client.configuration.clock
             group.addTask {
-                try await Task.sleep(for: timeout)
+                try await clock.sleep(for: timeout)
                 return nil
             }
             defer { group.cancelAll() }

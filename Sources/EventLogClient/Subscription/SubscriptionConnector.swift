@@ -50,7 +50,7 @@ struct SubscriptionConnector: Sendable {
                 base: base,
                 random: Double.random(in: 0..<1)
             )
-            try await Task.sleep(for: delay)
+            try await self.configuration.clock.sleep(for: delay)
         }
     }
 
@@ -59,12 +59,8 @@ struct SubscriptionConnector: Sendable {
         switch error {
         case let error as EventLogClientError:
             return (error, error.isRetryableForSubscription ? error.description : nil)
-        case let error as NIOConnectionError:
-            return (error, "could not connect to \(error.host):\(error.port): \(error)")
         case is ReadIdleTimeoutError:
             return (error, "nothing received within the idle timeout")
-        case ChannelError.connectTimeout:
-            return (error, "no connection within the connect timeout")
         case is NIOHTTPClientUpgradeError:
             let violation = EventLogClientError(
                 .protocolViolation,
@@ -81,17 +77,26 @@ struct SubscriptionConnector: Sendable {
         _ initializer: @escaping @Sendable (any Channel) throws -> Output
     ) async throws -> Output {
         let address = try self.client.resolvedAddress()
-        let idleTimeout = self.configuration.subscriptionIdleTimeout?.timeAmount
-        return try await ClientBootstrap(group: self.client.eventLoopGroup)
-            .connectTimeout(self.configuration.connectTimeout.timeAmount)
-            .connect(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    if let idleTimeout {
-                        try channel.pipeline.syncOperations.addHandler(ReadIdleTimeoutHandler(timeout: idleTimeout))
+        let idleTimeout = self.configuration.subscriptionIdleTimeout
+        let clock = self.configuration.clock
+        do {
+            return try await ClientBootstrap(group: self.client.eventLoopGroup)
+                .connectTimeout(self.configuration.connectTimeout.timeAmount)
+                .connect(host: address.host, port: address.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let idleTimeout {
+                            try channel.pipeline.syncOperations.addHandler(
+                                ReadIdleTimeoutHandler(timeout: idleTimeout, clock: clock)
+                            )
+                        }
+                        return try initializer(channel)
                     }
-                    return try initializer(channel)
                 }
-            }
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw EventLogClientError.cannotConnect(to: self.client.baseURL, error)
+        }
     }
 
     /// Yields what one server message means to the consumer.
