@@ -100,7 +100,7 @@ extension EventLogMaint {
             name: .customLong("tombstone-retention"),
             help: """
                 Once a tombstone (an event with no data) that is its key's latest is this old, delete it and its \
-                key's older events; 'forever' keeps tombstones. Default 24h.
+                key's older events; 'forever' keeps tombstones.
                 """
         )
         var tombstoneRetention = "24h"
