@@ -2,8 +2,6 @@ import EventLog
 import Foundation
 import Testing
 
-@testable import EventLogCommandLine
-
 /// Runs a built executable of this package and captures its output.
 struct Run {
     let status: Int32
