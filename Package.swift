@@ -53,10 +53,15 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ]
         ),
+        .target(
+            name: "EventLogCommandLine",
+            dependencies: [.product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         .executableTarget(
             name: "eventlogd",
             dependencies: [
                 "EventLogServer",
+                "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -67,6 +72,7 @@ let package = Package(
                 "EventLog",
                 "EventLogServer",
                 "EventLogClient",
+                "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -85,13 +91,17 @@ let package = Package(
             name: "eventlog-maint",
             dependencies: [
                 "EventLog",
+                "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "tools/eventlog-maint"
         ),
         .testTarget(
             name: "CLITests",
-            dependencies: ["EventLog", "EventLogServer"]
+            dependencies: [
+                "EventLog", "EventLogServer", "EventLogCommandLine",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
         ),
         .testTarget(
             name: "MaintenanceTests",

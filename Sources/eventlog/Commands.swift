@@ -16,12 +16,23 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     static var automatic: OutputFormat { isatty(STDOUT_FILENO) == 1 ? .table : .jsonl }
 }
 
+/// How `topics` prints: the list of topics has no SSE form, so only these two.
+enum TopicsFormat: String, ExpressibleByArgument, CaseIterable {
+    /// One JSON object per line.
+    case jsonl
+    /// Aligned columns.
+    case table
+
+    /// The list's form of an event output format.
+    init(_ format: OutputFormat) { self = format == .table ? .table : .jsonl }
+}
+
 /// Which events: selectors and bounds shared by replay and tail.
 struct SelectionOptions: ParsableArguments {
     @Option(name: .customLong("topic"), help: "A topic selector (orders/1, orders/*, *); repeatable. Default *.")
     var topics: [String] = []
 
-    @Option(help: "Output format: jsonl, table or sse. Default: table on a terminal, jsonl otherwise.")
+    @Option(help: "Output format. Default: table on a terminal, jsonl otherwise.")
     var format: OutputFormat?
 
     var selectors: [String] { topics.isEmpty ? ["*"] : topics }
@@ -336,8 +347,8 @@ extension EventLogCommand {
 
         @OptionGroup var source: SourceOptions
 
-        @Option(help: "Output format: jsonl or table. Default: table on a terminal, jsonl otherwise.")
-        var format: OutputFormat?
+        @Option(help: "Output format. Default: table on a terminal, jsonl otherwise.")
+        var format: TopicsFormat?
 
         func run() async throws {
             let log = try await source.open()
@@ -349,7 +360,7 @@ extension EventLogCommand {
                 topics = try await client.topics().map { ($0.topic, $0.count, $0.lastId) }
             }
             await log.close()
-            if (format ?? .automatic) == .table {
+            if (format ?? TopicsFormat(OutputFormat.automatic)) == .table {
                 let width = max(5, topics.map(\.0.count).max() ?? 5)
                 print("topic".padding(toLength: width, withPad: " ", startingAt: 0) + "  count  last_id")
                 for (topic, count, last) in topics {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EventLog
 import EventLogClient
+import EventLogCommandLine
 import EventLogServer
 import Foundation
 
@@ -12,39 +13,19 @@ struct EventLogCommand: AsyncParsableCommand {
         abstract: "Replay, tail and publish the events of an eventlog, from its database file or a server.",
         discussion: """
             Every command works on a database file (--db PATH: read-only, safe beside a running eventlogd, never \
-            blocks it) or on a server (--server URL). Exit status: 0 on success, 1 for an error (one line on \
-            stderr), 2 for a usage error.
+            blocks it) or on a server (--server URL); when the command line gives neither, their environment \
+            variables can. Exit status: 0 on success, 1 for an error (one line on stderr), 2 for a usage error.
+
+            \(OptionEnvironment.ruleDescription)
             """,
-        version: "1.0.0",
+        version: CommandLineTool.version,
         subcommands: [Replay.self, Tail.self, Publish.self, Topics.self, Stats.self]
     )
 
-    /// Runs the command, mapping usage errors to exit status 2 and other errors to a one-line message and 1.
+    /// Runs with the exit statuses every eventlog tool shares; `--db` and `--server` also read their variables.
     static func main() async {
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch let error as UserError {
-            FileHandle.standardError.write(Data("eventlog: \(error.message)\n".utf8))
-            Foundation.exit(1)
-        } catch {
-            let code = exitCode(for: error)
-            if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
-                Foundation.exit(2)
-            }
-            if code == .success {
-                print(fullMessage(for: error))
-                Foundation.exit(0)
-            }
-            if error is CleanExit || error is ExitCode { exit(withError: error) }
-            FileHandle.standardError.write(Data("eventlog: \(UserError.describe(error))\n".utf8))
-            Foundation.exit(1)
-        }
+        await CommandLineTool.main(
+            Self.self, environment: .options(["db", "server"], alternatives: true), describe: UserError.describe)
     }
 }
 

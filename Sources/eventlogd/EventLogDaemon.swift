@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import EventLog
+import EventLogCommandLine
 import EventLogServer
 import Foundation
 import Logging
@@ -12,151 +13,126 @@ struct EventLogDaemon: AsyncParsableCommand {
         commandName: "eventlogd",
         abstract: "Serve a durable event log over HTTP (publish, history), Server-Sent Events and WebSocket.",
         discussion: """
-            Every option can also be set with an environment variable named after it: --port is \
-            EVENTLOG_PORT, --max-body-bytes is EVENTLOG_MAX_BODY_BYTES, and so on. A flag on the command line \
-            wins over the environment. SIGTERM or SIGINT shuts down gracefully: the listener closes, open \
-            streams end, in-flight publishes commit and are answered, then the log closes and the process exits 0.
+            \(OptionEnvironment.ruleDescription) SIGTERM or SIGINT shuts down gracefully: the listener closes, \
+            open streams end, in-flight publishes commit and are answered, then the log closes and the process \
+            exits 0. Exit status: 0 success, 1 an error, 2 a usage error.
+            """,
+        version: CommandLineTool.version
+    )
+
+    /// Runs with the exit statuses every eventlog tool shares; every option also reads its variable.
+    static func main() async {
+        await CommandLineTool.main(Self.self, environment: .allOptions)
+    }
+
+    // The defaults come from the library's own, so that the help cannot disagree with what runs.
+    private static let serverDefaults = ServerConfiguration()
+    private static let logDefaults = EventLog.Options()
+
+    @Option(help: "The address to bind.")
+    var host = Self.serverDefaults.host
+
+    @Option(help: "The port to bind, 0 for any free port.")
+    var port = Self.serverDefaults.port
+
+    @Option(name: .customLong("db"), help: "The database file, created if missing.")
+    var databasePath = "./data/eventlog.db"
+
+    @Option(
+        help: """
+            full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may \
+            lose the last commits.
             """
     )
+    var durability = Self.logDefaults.durability.rawValue
 
-    @Option(help: "The address to bind (EVENTLOG_HOST). Default 127.0.0.1.")
-    var host: String?
+    @Option(help: "Seconds between keepalive comments on idle SSE streams.")
+    var keepalive = Self.seconds(Self.serverDefaults.keepalive)
 
-    @Option(help: "The port to bind, 0 for any free port (EVENTLOG_PORT). Default 8080.")
-    var port: Int?
+    @Option(help: "The SSE retry hint sent to clients, in milliseconds.")
+    var sseRetry = Self.serverDefaults.sseRetryMilliseconds
 
-    @Option(
-        name: .customLong("db"),
-        help: "The database file, created if missing (EVENTLOG_DB). Default ./data/eventlog.db.")
-    var databasePath: String?
+    @Option(help: "The largest request body in bytes; larger is refused with 413.")
+    var maxBodyBytes = Self.serverDefaults.maxBodyBytes
 
-    @Option(
-        help:
-            "full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may lose the last commits (EVENTLOG_DURABILITY). Default full."
-    )
-    var durability: String?
+    @Option(help: "The largest event data in bytes; larger is refused with 413.")
+    var maxEventBytes = Self.logDefaults.limits.maxDataBytes
 
-    @Option(help: "Seconds between keepalive comments on idle SSE streams (EVENTLOG_KEEPALIVE). Default 15.")
-    var keepalive: Double?
+    @Option(help: "The most open connections; more get 503.")
+    var maxConnections = Self.serverDefaults.maxConnections
 
-    @Option(help: "The SSE retry hint sent to clients, in milliseconds (EVENTLOG_SSE_RETRY). Default 2000.")
-    var sseRetry: Int?
+    @Option(help: "An origin allowed by CORS, repeatable; '*' allows all.")
+    var corsOrigin = Self.serverDefaults.corsOrigins
 
-    @Option(
-        help:
-            "The largest request body in bytes; larger is refused with 413 (EVENTLOG_MAX_BODY_BYTES). Default 8388608.")
-    var maxBodyBytes: Int?
+    @Option(help: "Seconds between WebSocket pings; a connection that misses a pong is closed.")
+    var wsPing = Self.seconds(Self.serverDefaults.webSocketPingInterval)
 
-    @Option(
-        help: "The largest event data in bytes; larger is refused with 413 (EVENTLOG_MAX_EVENT_BYTES). Default 1048576."
-    )
-    var maxEventBytes: Int?
+    @Option(help: "The largest WebSocket message in bytes; larger closes with 1009.")
+    var maxWsFrameBytes = Self.serverDefaults.maxWebSocketFrameBytes
 
-    @Option(help: "The most open connections; more get 503 (EVENTLOG_MAX_CONNECTIONS). Default 10000.")
-    var maxConnections: Int?
+    @Option(help: "How many of the newest events to keep in memory; subscribers further behind read from disk.")
+    var tailEvents = Self.logDefaults.tailEvents
+
+    @Option(help: "Memory for the newest events, in bytes; subscribers further behind read from disk.")
+    var tailBytes = Self.logDefaults.tailBytes
 
     @Option(
-        help:
-            "An origin allowed by CORS, repeatable; '*' allows all (EVENTLOG_CORS_ORIGINS, comma-separated). Default *."
-    )
-    var corsOrigin: [String] = []
-
-    @Option(
-        help:
-            "Seconds between WebSocket pings; a connection that misses a pong is closed (EVENTLOG_WS_PING). Default 30."
-    )
-    var wsPing: Double?
-
-    @Option(
-        help:
-            "The largest WebSocket message in bytes; larger closes with 1009 (EVENTLOG_MAX_WS_FRAME_BYTES). Default 1048576."
-    )
-    var maxWsFrameBytes: Int?
-
-    @Option(
-        help:
-            "Memory for the newest events, in bytes; subscribers further behind read from disk (EVENTLOG_TAIL_BYTES). Default 67108864."
-    )
-    var tailBytes: Int?
-
-    @Option(
-        help:
-            "Cap the database at this many pages (PRAGMA max_page_count), like a disk quota: publishes past it get 503 until retention frees space (EVENTLOG_MAX_DB_PAGES). Default none."
+        help: """
+            Cap the database at this many pages (PRAGMA max_page_count), like a disk quota: publishes past it get \
+            503 until retention frees space. Default: no cap.
+            """
     )
     var maxDbPages: Int?
 
-    @Option(help: "Retention: delete events older than this, e.g. 7d or 12h (EVENTLOG_RETAIN_MAX_AGE). Default: keep.")
-    var retainMaxAge: String?
+    @Option(
+        help: "Retention: delete events older than this, e.g. 7d or 12h. Default: keep.",
+        transform: { try MaintenanceText.parseDuration($0) })
+    var retainMaxAge: Duration?
 
-    @Option(help: "Retention: keep at most this many events (EVENTLOG_RETAIN_MAX_EVENTS). Default: keep.")
+    @Option(help: "Retention: keep at most this many events. Default: keep.")
     var retainMaxEvents: Int?
 
-    @Option(help: "Retention: keep at most this much event data, e.g. 10GB (EVENTLOG_RETAIN_MAX_BYTES). Default: keep.")
-    var retainMaxBytes: String?
-
     @Option(
-        help: "How often retention runs when a --retain-* limit is set, e.g. 5m (EVENTLOG_RETAIN_INTERVAL). Default 1m."
-    )
-    var retainInterval: String?
+        help: "Retention: keep at most this much event data, e.g. 10GB. Default: keep.",
+        transform: { try MaintenanceText.parseSize($0) })
+    var retainMaxBytes: Int64?
 
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (EVENTLOG_LOG_LEVEL). Default info.")
-    var logLevel: String?
+    @Option(help: "How often retention runs when a --retain-* limit is set, e.g. 5m.")
+    var retainInterval = "1m"
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel = Logger.Level.info.rawValue
 
     mutating func validate() throws {
         _ = try retentionPolicy()
-        if let text = setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") {
-            do {
-                _ = try MaintenanceText.parseDuration(text)
-            } catch {
-                throw ValidationError("--retain-interval: \(error)")
-            }
+        do {
+            _ = try MaintenanceText.parseDuration(retainInterval)
+        } catch {
+            throw ValidationError("--retain-interval: \(error)")
         }
-        let environment = ProcessInfo.processInfo.environment
-        for name in [
-            "EVENTLOG_PORT", "EVENTLOG_SSE_RETRY", "EVENTLOG_MAX_BODY_BYTES", "EVENTLOG_MAX_EVENT_BYTES",
-            "EVENTLOG_MAX_CONNECTIONS", "EVENTLOG_MAX_WS_FRAME_BYTES", "EVENTLOG_TAIL_BYTES",
-            "EVENTLOG_MAX_DB_PAGES", "EVENTLOG_RETAIN_MAX_EVENTS",
-        ] {
-            if let value = environment[name], Int(value) == nil {
-                throw ValidationError("\(name) must be an integer, not \(value)")
-            }
-        }
-        for name in ["EVENTLOG_KEEPALIVE", "EVENTLOG_WS_PING"] {
-            if let value = environment[name], Double(value) == nil {
-                throw ValidationError("\(name) must be a number of seconds, not \(value)")
-            }
-        }
-        if let durability = setting(durability, "EVENTLOG_DURABILITY"), EventLog.Durability(rawValue: durability) == nil
-        {
+        if EventLog.Durability(rawValue: durability) == nil {
             throw ValidationError("--durability must be full or normal, not \(durability)")
         }
-        if let level = setting(logLevel, "EVENTLOG_LOG_LEVEL"), Logger.Level(rawValue: level) == nil {
+        if Logger.Level(rawValue: logLevel) == nil {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical")
         }
-        for (name, value) in [
-            ("port", number(port, "EVENTLOG_PORT")), ("sse-retry", number(sseRetry, "EVENTLOG_SSE_RETRY")),
-        ] {
-            if let value, value < 0 { throw ValidationError("--\(name) must not be negative") }
+        for (name, value) in [("port", port), ("sse-retry", sseRetry)] where value < 0 {
+            throw ValidationError("--\(name) must not be negative")
         }
         for (name, value) in [
-            ("max-body-bytes", number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES")),
-            ("max-event-bytes", number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES")),
-            ("max-connections", number(maxConnections, "EVENTLOG_MAX_CONNECTIONS")),
-            ("max-ws-frame-bytes", number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES")),
-            ("tail-bytes", number(tailBytes, "EVENTLOG_TAIL_BYTES")),
-            ("max-db-pages", number(maxDbPages, "EVENTLOG_MAX_DB_PAGES")),
-        ] {
-            if let value, value <= 0 { throw ValidationError("--\(name) must be positive") }
+            ("max-body-bytes", maxBodyBytes), ("max-event-bytes", maxEventBytes), ("max-connections", maxConnections),
+            ("max-ws-frame-bytes", maxWsFrameBytes), ("tail-events", tailEvents), ("tail-bytes", tailBytes),
+            ("max-db-pages", maxDbPages ?? 1),
+        ] where value <= 0 {
+            throw ValidationError("--\(name) must be positive")
         }
-        for (name, value) in [
-            ("keepalive", seconds(keepalive, "EVENTLOG_KEEPALIVE")), ("ws-ping", seconds(wsPing, "EVENTLOG_WS_PING")),
-        ] {
-            if let value, !(value > 0) { throw ValidationError("--\(name) must be a positive number of seconds") }
+        for (name, value) in [("keepalive", keepalive), ("ws-ping", wsPing)] where !(value > 0) {
+            throw ValidationError("--\(name) must be a positive number of seconds")
         }
     }
 
     func run() async throws {
-        let level = setting(logLevel, "EVENTLOG_LOG_LEVEL").flatMap(Logger.Level.init(rawValue:)) ?? .info
+        let level = Logger.Level(rawValue: logLevel) ?? .info
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)
             handler.logLevel = level
@@ -165,36 +141,25 @@ struct EventLogDaemon: AsyncParsableCommand {
         let logger = Logger(label: "eventlogd")
 
         var options = EventLog.Options()
-        options.durability = setting(durability, "EVENTLOG_DURABILITY").flatMap(EventLog.Durability.init) ?? .full
-        if let bytes = number(maxEventBytes, "EVENTLOG_MAX_EVENT_BYTES") { options.limits.maxDataBytes = bytes }
-        if let bytes = number(tailBytes, "EVENTLOG_TAIL_BYTES") { options.tailBytes = bytes }
-        options.maxPageCount = number(maxDbPages, "EVENTLOG_MAX_DB_PAGES")
+        options.durability = EventLog.Durability(rawValue: durability) ?? .full
+        options.limits.maxDataBytes = maxEventBytes
+        options.tailEvents = tailEvents
+        options.tailBytes = tailBytes
+        options.maxPageCount = maxDbPages
         options.logger = Logger(label: "eventlog")
 
         var configuration = ServerConfiguration()
-        configuration.host = setting(host, "EVENTLOG_HOST") ?? configuration.host
-        configuration.port = number(port, "EVENTLOG_PORT") ?? configuration.port
-        if let value = seconds(keepalive, "EVENTLOG_KEEPALIVE") {
-            configuration.keepalive = .milliseconds(Int(value * 1000))
-        }
-        if let value = number(sseRetry, "EVENTLOG_SSE_RETRY") { configuration.sseRetryMilliseconds = value }
-        if let value = number(maxBodyBytes, "EVENTLOG_MAX_BODY_BYTES") { configuration.maxBodyBytes = value }
-        if let value = number(maxConnections, "EVENTLOG_MAX_CONNECTIONS") { configuration.maxConnections = value }
-        if let value = number(maxWsFrameBytes, "EVENTLOG_MAX_WS_FRAME_BYTES") {
-            configuration.maxWebSocketFrameBytes = value
-        }
-        if let value = seconds(wsPing, "EVENTLOG_WS_PING") {
-            configuration.webSocketPingInterval = .milliseconds(Int(value * 1000))
-        }
-        if !corsOrigin.isEmpty {
-            configuration.corsOrigins = corsOrigin
-        } else if let origins = ProcessInfo.processInfo.environment["EVENTLOG_CORS_ORIGINS"] {
-            configuration.corsOrigins = origins.split(separator: ",").map {
-                String($0).trimmingCharacters(in: .whitespaces)
-            }
-        }
+        configuration.host = host
+        configuration.port = port
+        configuration.keepalive = .milliseconds(Int(keepalive * 1000))
+        configuration.sseRetryMilliseconds = sseRetry
+        configuration.maxBodyBytes = maxBodyBytes
+        configuration.maxConnections = maxConnections
+        configuration.maxWebSocketFrameBytes = maxWsFrameBytes
+        configuration.webSocketPingInterval = .milliseconds(Int(wsPing * 1000))
+        configuration.corsOrigins = corsOrigin
 
-        let path = setting(databasePath, "EVENTLOG_DB") ?? "./data/eventlog.db"
+        let path = databasePath
         let files = NewFiles(databasePath: path)
         let lock: ServerLock
         do {
@@ -232,8 +197,7 @@ struct EventLogDaemon: AsyncParsableCommand {
 
         let retention = try retentionPolicy().map { policy in
             let interval =
-                (try? MaintenanceText.parseDuration(setting(retainInterval, "EVENTLOG_RETAIN_INTERVAL") ?? "1m"))
-                ?? .seconds(60)
+                (try? MaintenanceText.parseDuration(retainInterval)) ?? .seconds(60)
             return Task { await Self.runRetention(policy, every: interval, log: log, logger: logger) }
         }
 
@@ -259,21 +223,17 @@ struct EventLogDaemon: AsyncParsableCommand {
 
     /// The retention policy the --retain-* options describe, or nil when none is set.
     private func retentionPolicy() throws -> RetentionPolicy? {
-        let age = setting(retainMaxAge, "EVENTLOG_RETAIN_MAX_AGE")
-        let events = number(retainMaxEvents, "EVENTLOG_RETAIN_MAX_EVENTS")
-        let bytes = setting(retainMaxBytes, "EVENTLOG_RETAIN_MAX_BYTES")
-        guard age != nil || events != nil || bytes != nil else { return nil }
-        do {
-            let policy = RetentionPolicy(
-                maxAge: try age.map { try MaintenanceText.parseDuration($0) },
-                maxEvents: events,
-                maxBytes: try bytes.map { try MaintenanceText.parseSize($0) }
-            )
-            try policy.validate()
-            return policy
-        } catch {
-            throw ValidationError("retention: \(error)")
+        guard retainMaxAge != nil || retainMaxEvents != nil || retainMaxBytes != nil else { return nil }
+        if let retainMaxEvents, retainMaxEvents < 0 {
+            throw ValidationError("--retain-max-events must not be negative")
         }
+        let policy = RetentionPolicy(maxAge: retainMaxAge, maxEvents: retainMaxEvents, maxBytes: retainMaxBytes)
+        do {
+            try policy.validate()
+        } catch {
+            throw ValidationError("retention: \(error.message)")
+        }
+        return policy
     }
 
     /// Runs retention through the log's own writer (the same code as `eventlog-maint retain`) on a schedule.
@@ -297,16 +257,9 @@ struct EventLogDaemon: AsyncParsableCommand {
         }
     }
 
-    private func setting(_ flag: String?, _ variable: String) -> String? {
-        flag ?? ProcessInfo.processInfo.environment[variable]
-    }
-
-    private func number(_ flag: Int?, _ variable: String) -> Int? {
-        flag ?? ProcessInfo.processInfo.environment[variable].flatMap { Int($0) }
-    }
-
-    private func seconds(_ flag: Double?, _ variable: String) -> Double? {
-        flag ?? ProcessInfo.processInfo.environment[variable].flatMap { Double($0) }
+    /// A duration in (fractional) seconds, as the --keepalive and --ws-ping options take it.
+    private static func seconds(_ duration: Duration) -> Double {
+        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
 

@@ -20,15 +20,19 @@ struct Run {
             .deletingLastPathComponent().appendingPathComponent(".build/debug/\(name)")
     }
 
-    /// Runs `name` with `arguments`, feeding `stdin`, and waits (at most `timeout` seconds).
+    /// Runs `name` with `arguments`, feeding `stdin`, and waits (at most `timeout` seconds). The tool sees
+    /// `environment` and no other `EVENTLOG_*` variable, and help is 80 columns wide.
     static func command(
-        _ name: String, _ arguments: [String], stdin: String? = nil, timeout: TimeInterval = 60
+        _ name: String, _ arguments: [String], stdin: String? = nil, environment: [String: String] = [:],
+        timeout: TimeInterval = 60
     )
         throws -> Run
     {
         let process = Process()
         process.executableURL = executable(name)
         process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }
+            .merging(["COLUMNS": "80"].merging(environment) { $1 }) { $1 }
         let out = Pipe()
         let err = Pipe()
         let input = Pipe()

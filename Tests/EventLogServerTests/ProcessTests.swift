@@ -133,6 +133,38 @@ struct ProcessTests {
     }
 }
 
+@Suite("eventlogd reads EVENTLOG_* variables by the rule of its flags")
+struct ProcessEnvironmentTests {
+    /// A port that was free a moment ago on 127.0.0.1.
+    private func freePort() async throws -> Int {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = channel.localAddress?.port ?? 0
+        try await channel.close()
+        return port
+    }
+
+    @Test("EVENTLOG_PORT sets the port; --port on the command line wins over it")
+    func portFromEnvironment() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let chosen = try await freePort()
+        let fromVariable = try ServerProcess(
+            databasePath: directory.databasePath, port: nil,
+            environment: ["EVENTLOG_PORT": String(chosen), "EVENTLOG_TAIL_EVENTS": "8"])
+        #expect(fromVariable.port == chosen)
+        let health = try await TestHTTPClient(port: chosen).request(.GET, "/healthz")
+        #expect(health.status == 200)
+        fromVariable.signal(SIGTERM)
+        #expect(await fromVariable.waitForExit() == 0)
+        let fromFlag = try ServerProcess(
+            databasePath: directory.databasePath, port: 0, environment: ["EVENTLOG_PORT": String(chosen)])
+        defer { fromFlag.kill9() }
+        #expect(fromFlag.port != chosen)
+        #expect(fromFlag.port > 0)
+    }
+}
+
 extension TestHTTPClient {
     /// Connects with extra channel setup (options) before the HTTP handlers.
     func connect(

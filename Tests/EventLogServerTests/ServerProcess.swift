@@ -24,12 +24,18 @@ final class ServerProcess: @unchecked Sendable {
         return root.appendingPathComponent(".build/debug/eventlogd")
     }
 
-    /// Starts eventlogd on `databasePath` and waits until it listens.
-    init(databasePath: String, port: Int = 0, arguments: [String] = []) throws {
+    /// Starts eventlogd on `databasePath` and waits until it listens. With `port` nil, no --port flag is given
+    /// (for `environment` to set). The server sees `environment` and no other `EVENTLOG_*` variable.
+    init(
+        databasePath: String, port: Int? = 0, arguments: [String] = [], environment: [String: String] = [:]
+    ) throws {
         self.databasePath = databasePath
         let process = Process()
         process.executableURL = ServerProcess.executableURL
-        process.arguments = ["--host", "127.0.0.1", "--port", String(port), "--db", databasePath] + arguments
+        process.arguments =
+            ["--host", "127.0.0.1"] + (port.map { ["--port", String($0)] } ?? []) + ["--db", databasePath] + arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }
+            .merging(environment) { $1 }
         let errorPipe = Pipe()
         process.standardError = errorPipe
         process.standardOutput = FileHandle.nullDevice

@@ -53,6 +53,8 @@ struct CompactionTests {
             try setTime(path, ids: 1...3, to: Timestamp.nowMilliseconds() - 7_200_000)
             let report = try await maintain(path) { try $0.compact(CompactionPolicy(minAge: .seconds(3600))) }
             #expect(report.removedEvents == 3)
+            // 4 and 5 are superseded by 6 but younger than an hour: kept, and counted as such.
+            #expect(report.keptYoungSuperseded == 2)
             #expect(try storedIDs(path) == [4, 5, 6])
         }
     }

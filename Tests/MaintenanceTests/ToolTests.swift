@@ -115,7 +115,7 @@ struct ToolTests {
 
                     """
             )
-            #expect(dry.stderr == "scanning: 7/7 ids (100%)\n")
+            #expect(dry.stderr == "examining: 7/7 ids (100%), would remove 7 events\n")
             let real = try await Self.run(["retain", "--db", path, "--max-events", "3", "--quiet"])
             #expect(real.status == 0)
             #expect(
@@ -127,6 +127,57 @@ struct ToolTests {
             )
             #expect(real.stderr == "")
             #expect(try storedIDs(path) == [8, 9, 10])
+        }
+    }
+
+    @Test("compact reports what it examined and what it removed; --min-age sparing everything says so")
+    func compactReport() async throws {
+        try await withTemporaryDirectory { directory in
+            let path = directory.path("events.db")
+            // orders/1: 3 events of one key, orders/2: 2, users/7: 2 (not selected). All a moment old.
+            try await makeLog(
+                path,
+                [
+                    event("orders/1", 1), event("orders/1", 2), event("orders/1", 3), event("orders/2", 4),
+                    event("orders/2", 5), event("users/7", 6), event("users/7", 7),
+                ])
+            let spared = try await Self.run([
+                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--min-age", "1h",
+            ])
+            #expect(spared.status == 0)
+            #expect(
+                spared.stdout == """
+                    compaction: examined 5 events with 2 keys; removed 0 events (0 tombstones), ~0 B in 1 transactions
+                    kept 3 superseded events younger than --min-age 1h
+                    earliest: unchanged at 1 (head 7)
+
+                    """
+            )
+            #expect(spared.stderr == "mapping keys: 7/7 ids (100%)\nexamining: 7/7 ids (100%), removed 0 events\n")
+            #expect(try storedIDs(path) == [1, 2, 3, 4, 5, 6, 7])
+            let dry = try await Self.run([
+                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--dry-run",
+            ])
+            #expect(dry.status == 0)
+            #expect(
+                dry.stdout == """
+                    compaction (dry run): examined 5 events with 2 keys; would remove 3 events (0 tombstones), ~186 B
+                    earliest: unchanged at 1 (head 7)
+
+                    """
+            )
+            #expect(dry.stderr == "mapping keys: 7/7 ids (100%)\nexamining: 7/7 ids (100%), would remove 3 events\n")
+            let real = try await Self.run(["compact", "--db", path, "--keep-latest", "--topic", "orders/*"])
+            #expect(real.status == 0)
+            #expect(
+                real.stdout == """
+                    compaction: examined 5 events with 2 keys; removed 3 events (0 tombstones), ~186 B in 1 transactions
+                    earliest: unchanged at 1 (head 7)
+
+                    """
+            )
+            #expect(real.stderr == "mapping keys: 7/7 ids (100%)\nexamining: 7/7 ids (100%), removed 3 events\n")
+            #expect(try storedIDs(path) == [3, 5, 6, 7])
         }
     }
 

@@ -75,7 +75,7 @@ extension EventLogMaint {
 
         @OptionGroup var database: DatabaseOptions
 
-        @Option(help: "The output file; '-' (the default) is standard output.")
+        @Option(help: "The output file; '-' is standard output.")
         var to = "-"
 
         @Flag(help: "Replace the output file if it exists.")
@@ -122,7 +122,7 @@ extension EventLogMaint {
 
         @OptionGroup var database: DatabaseOptions
 
-        @Option(help: "The export file; '-' (the default) is standard input.")
+        @Option(help: "The export file; '-' is standard input.")
         var from = "-"
 
         @Flag(

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EventLog
+import EventLogCommandLine
 import Foundation
 
 /// `eventlog-maint`: maintenance of an event log file, beside a running `eventlogd` or with it stopped.
@@ -16,41 +17,19 @@ struct EventLogMaint: ParsableCommand {
 
             Exit status: 0 success; 1 a runtime problem (one line on stderr), or verify found an error; \
             2 a usage error (bad flag, size or duration).
+
+            \(OptionEnvironment.ruleDescription)
             """,
-        version: "1.0.0",
+        version: CommandLineTool.version,
         subcommands: [
             Retain.self, Compact.self, Checkpoint.self, Vacuum.self, Verify.self, Backup.self, Restore.self,
             Export.self, Import.self, Stats.self,
         ]
     )
 
-    /// Parses and runs, with the exit codes of the discussion above. ArgumentParser exits 64 (EX_USAGE) on a
-    /// usage error; this tool uses 2, as most Unix tools do, and prints runtime errors as one line.
-    static func main() {
-        do {
-            var command = try parseAsRoot()
-            try command.run()
-        } catch let exit as ExitCode {
-            Foundation.exit(exit.rawValue)
-        } catch let error where isRuntimeError(error) {
-            printError("eventlog-maint: \(describe(error))")
-            Foundation.exit(1)
-        } catch {
-            // ArgumentParser's own errors: help and version requests, usage errors, ValidationError.
-            let code = exitCode(for: error)
-            if code == .success {
-                print(fullMessage(for: error))
-                Foundation.exit(0)
-            }
-            printError(fullMessage(for: error))
-            Foundation.exit(code == .validationFailure ? 2 : code.rawValue)
-        }
-    }
-
-    /// Errors from doing the work, as opposed to parsing the command line.
-    static func isRuntimeError(_ error: Error) -> Bool {
-        error is MaintenanceError || error is EventLogError || error is SQLiteError || error is CocoaError
-            || error is POSIXError
+    /// Runs with the exit statuses every eventlog tool shares; `--db` also reads its variable.
+    static func main() async {
+        await CommandLineTool.main(Self.self, environment: .options(["db"]), describe: describe)
     }
 
     /// One line for any error: no stack trace, no Foundation error dictionary.
@@ -81,7 +60,7 @@ extension CocoaError {
 
 /// `--db` and what every subcommand shares.
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .customLong("db"), help: "The database file (the same flag as eventlogd's).")
+    @Option(name: .customLong("db"), help: "The database file (the same option as eventlogd's).")
     var databasePath: String
 
     @Option(
@@ -115,7 +94,7 @@ struct DatabaseOptions: ParsableArguments {
 
 /// How retention and compaction cut their work into transactions.
 struct BatchingOptions: ParsableArguments {
-    @Option(name: .customLong("batch-rows"), help: "Events examined per transaction. Default 1000.")
+    @Option(name: .customLong("batch-rows"), help: "Events examined per transaction.")
     var batchRows: Int = 1000
 
     @Option(

@@ -57,18 +57,25 @@ final class ProgressReporter: Sendable {
             "\(grouped(progress.completed))" + (progress.total.map { "/\(grouped($0))" } ?? "") + " \(progress.unit)"
         guard let fraction = progress.fraction else {
             return "\r\u{1B}[2K\(progress.phase)" + (progress.completed == 0 ? "..." : ": \(counts)")
+                + removed(progress)
         }
         let filled = Int((fraction * Double(width)).rounded(.down))
         let percent = Int((fraction * 100).rounded(.down))
         return "\r\u{1B}[2K\(progress.phase) [\(String(repeating: "#", count: filled))"
-            + "\(String(repeating: ".", count: width - filled))] \(percent)% \(counts)"
+            + "\(String(repeating: ".", count: width - filled))] \(percent)% \(counts)" + removed(progress)
     }
 
     private func plain(_ progress: MaintenanceProgress) -> String {
         if progress.total == nil && progress.completed == 0 { return "\(progress.phase)...\n" }
         let percent = progress.fraction.map { " (\(Int(($0 * 100).rounded(.down)))%)" } ?? ""
         let counts = "\(progress.completed)" + (progress.total.map { "/\($0)" } ?? "")
-        return "\(progress.phase): \(counts) \(progress.unit)\(percent)\n"
+        return "\(progress.phase): \(counts) \(progress.unit)\(percent)\(removed(progress))\n"
+    }
+
+    /// What was removed so far, beside what was examined: the two differ whenever events are kept.
+    private func removed(_ progress: MaintenanceProgress) -> String {
+        guard let events = progress.removedEvents else { return "" }
+        return ", \(progress.dryRun ? "would remove" : "removed") \(grouped(events)) events"
     }
 
     private func write(_ text: String) {

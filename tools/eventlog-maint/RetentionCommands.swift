@@ -100,7 +100,7 @@ extension EventLogMaint {
             name: .customLong("tombstone-retention"),
             help: """
                 Once a tombstone (an event with no data) that is its key's latest is this old, delete it and its \
-                key's older events; 'forever' keeps tombstones. Default 24h.
+                key's older events; 'forever' keeps tombstones.
                 """
         )
         var tombstoneRetention = "24h"
@@ -134,12 +134,19 @@ extension EventLogMaint {
             let report = try maintenance.compact(policy, dryRun: dryRun)
             database.progressReporter?.finish()
             print(
-                "compaction\(dryRun ? " (dry run)" : ""): scanned \(grouped(report.scannedEvents)) events with "
+                "compaction\(dryRun ? " (dry run)" : ""): examined \(grouped(report.scannedEvents)) events with "
                     + "\(grouped(Int64(report.keys))) keys; \(dryRun ? "would remove" : "removed") "
                     + "\(grouped(report.removedEvents)) events (\(grouped(report.removedTombstones)) tombstones), "
                     + "~\(MaintenanceText.formatBytes(report.removedBytes))"
                     + (dryRun ? "" : " in \(report.transactions) transactions")
             )
+            if report.keptYoungSuperseded > 0 {
+                // Say why superseded events are still there, or "removed 0" reads like a failure.
+                print(
+                    "\(dryRun ? "would keep" : "kept") \(grouped(report.keptYoungSuperseded)) superseded events "
+                        + "younger than --min-age \(MaintenanceText.formatDuration(minAge))"
+                )
+            }
             print("earliest: unchanged at \(report.earliest) (head \(report.head))")
         }
     }

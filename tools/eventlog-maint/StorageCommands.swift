@@ -14,7 +14,7 @@ extension EventLogMaint {
 
         @OptionGroup var database: DatabaseOptions
 
-        @Option(help: "passive, full, restart or truncate. Default truncate.")
+        @Option(help: "passive, full, restart or truncate.")
         var mode = "truncate"
 
         func validate() throws {

@@ -48,6 +48,8 @@ public struct CompactionReport: Sendable, Hashable {
     public var removedEvents: Int64 = 0
     /// Tombstones removed (each took its key's older events with it).
     public var removedTombstones: Int64 = 0
+    /// Superseded events kept because they are younger than ``CompactionPolicy/minAge``.
+    public var keptYoungSuperseded: Int64 = 0
     /// Approximate bytes of the removed events (see ``RetentionPolicy/maxBytes``).
     public var removedBytes: Int64 = 0
     /// `meta.earliest`, which compaction leaves as it is.
@@ -185,6 +187,7 @@ struct CompactionRun: Sendable {
             var examined = 0
             var removed: Int64 = 0
             var tombstones: Int64 = 0
+            var young: Int64 = 0
             var bytes: Int64 = 0
             var stoppedEarly = false
             while try select.step() {
@@ -196,8 +199,9 @@ struct CompactionRun: Sendable {
                         // An expired tombstone takes its whole key with it, itself included.
                         remove = id <= newest.id
                         if id == newest.id { tombstones += 1 }
-                    } else {
-                        remove = id < newest.id && select.int64(3) <= supersededBefore
+                    } else if id < newest.id {
+                        remove = select.int64(3) <= supersededBefore
+                        if !remove { young += 1 }
                     }
                 }
                 if remove {
@@ -233,6 +237,7 @@ struct CompactionRun: Sendable {
             }
             report.removedEvents += removed
             report.removedTombstones += tombstones
+            report.keptYoungSuperseded += young
             report.removedBytes += bytes
             cursor = previous
             // A short batch that was not cut by the deadline reached the end of the range.
@@ -240,10 +245,12 @@ struct CompactionRun: Sendable {
         }
         progress?(
             MaintenanceProgress(
-                phase: dryRun ? "scanning" : "removing",
+                phase: "examining",
                 completed: finished ? max(0, report.head - base) : cursor - base,
                 total: max(0, report.head - base),
-                unit: "ids"
+                unit: "ids",
+                removedEvents: report.removedEvents,
+                dryRun: dryRun
             )
         )
         return finished

@@ -1,6 +1,6 @@
 /// Where a long maintenance operation is, for a progress bar or a progress line.
 public struct MaintenanceProgress: Sendable, Hashable {
-    /// What is being done now, e.g. `removing` or `copying`.
+    /// What is being done now, e.g. `examining` or `copying`.
     public let phase: String
     /// Units done in this phase.
     public let completed: Int64
@@ -9,13 +9,23 @@ public struct MaintenanceProgress: Sendable, Hashable {
     public let total: Int64?
     /// What the units are: `ids`, `pages`, `bytes`, `events`.
     public let unit: String
+    /// Events removed so far, for the phases that remove events (retention and compaction); `nil` for the
+    /// others. Separate from `completed`, which counts what was examined: most of it may stay.
+    public let removedEvents: Int64?
+    /// True when nothing is deleted: `removedEvents` is what a real run would have removed.
+    public let dryRun: Bool
 
     /// Creates a progress report.
-    public init(phase: String, completed: Int64, total: Int64?, unit: String) {
+    public init(
+        phase: String, completed: Int64, total: Int64?, unit: String, removedEvents: Int64? = nil,
+        dryRun: Bool = false
+    ) {
         self.phase = phase
         self.completed = completed
         self.total = total
         self.unit = unit
+        self.removedEvents = removedEvents
+        self.dryRun = dryRun
     }
 
     /// `completed / total` in 0...1, when the total is known.

@@ -209,10 +209,12 @@ struct RetentionRun: Sendable {
         }
         progress?(
             MaintenanceProgress(
-                phase: dryRun ? "scanning" : "removing",
+                phase: "examining",
                 completed: cursor - base,
                 total: finished ? cursor - base : max(progressEnd, cursor) - base,
-                unit: "ids"
+                unit: "ids",
+                removedEvents: report.removedEvents,
+                dryRun: dryRun
             )
         )
         return finished
