@@ -67,6 +67,9 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "Seconds between WebSocket pings; a connection that misses a pong is closed.")
     var wsPing = Self.seconds(Self.serverDefaults.webSocketPingInterval)
 
+    @Option(help: "Seconds a subscriber's socket may stay unwritable (the client stopped reading) before it closes.")
+    var stallTimeout = Self.seconds(Self.serverDefaults.stallTimeout)
+
     @Option(help: "The largest WebSocket message in bytes; larger closes with 1009.")
     var maxWsFrameBytes = Self.serverDefaults.maxWebSocketFrameBytes
 
@@ -126,7 +129,8 @@ struct EventLogDaemon: AsyncParsableCommand {
         ] where value <= 0 {
             throw ValidationError("--\(name) must be positive")
         }
-        for (name, value) in [("keepalive", keepalive), ("ws-ping", wsPing)] where !(value > 0) {
+        for (name, value) in [("keepalive", keepalive), ("ws-ping", wsPing), ("stall-timeout", stallTimeout)]
+        where !(value > 0) {
             throw ValidationError("--\(name) must be a positive number of seconds")
         }
     }
@@ -157,6 +161,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         configuration.maxConnections = maxConnections
         configuration.maxWebSocketFrameBytes = maxWsFrameBytes
         configuration.webSocketPingInterval = .milliseconds(Int(wsPing * 1000))
+        configuration.stallTimeout = .milliseconds(Int(stallTimeout * 1000))
         configuration.corsOrigins = corsOrigin
 
         let path = databasePath
@@ -257,7 +262,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         }
     }
 
-    /// A duration in (fractional) seconds, as the --keepalive and --ws-ping options take it.
+    /// A duration in (fractional) seconds, as the --keepalive, --ws-ping and --stall-timeout options take it.
     private static func seconds(_ duration: Duration) -> Double {
         Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }

@@ -16,8 +16,10 @@ struct ProcessTests {
     func stalledSubscriber() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
+        // A stall timeout longer than publishing can take on a loaded machine: the test stalls on purpose.
         let server = try ServerProcess(
-            databasePath: directory.databasePath, arguments: ["--keepalive", "600", "--tail-bytes", "4000000"])
+            databasePath: directory.databasePath,
+            arguments: ["--keepalive", "600", "--tail-bytes", "4000000", "--stall-timeout", "600"])
         defer { server.kill9() }
         let client = TestHTTPClient(port: server.port)
         let payload = String(repeating: "p", count: 1000)
