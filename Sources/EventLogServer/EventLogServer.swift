@@ -223,8 +223,7 @@ public final class EventLogServer: Sendable {
         try channel.pipeline.syncOperations.addHandler(UpgradeRequestFilter(), position: .before(upgradeHandler))
         // Until the first request head arrives the connection is idle; a client that never sends one
         // is closed after the request timeout (slow-loris defence).
-        let timeout = TimeAmount.nanoseconds(Int64(configuration.requestTimeout.components.seconds) * 1_000_000_000)
-        let scheduled = channel.eventLoop.scheduleTask(in: timeout) { channel.close(promise: nil) }
+        let scheduled = connections.scheduleClose(channel, in: configuration.requestTimeout)
         result.whenComplete { _ in scheduled.cancel() }
         // A first request that cannot be parsed fails the negotiation: NIO's error handler has answered
         // 400 (or 431); nobody else owns the connection, so close it here.
@@ -259,6 +258,20 @@ final class ConnectionRegistry: Sendable {
     }
 
     private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    private let pending = Atomic<Int>(0)
+
+    /// Closes scheduled by ``scheduleClose(_:in:)`` that have neither run nor been cancelled.
+    var pendingCloses: Int { pending.load(ordering: .relaxed) }
+
+    /// Closes `channel` after `delay` unless the returned task is cancelled first. Every path that ends
+    /// the connection must cancel it: until it runs, the task holds the channel with its pipeline,
+    /// handlers and buffers, long after the client has gone.
+    func scheduleClose(_ channel: any Channel, in delay: Duration) -> Scheduled<Void> {
+        pending.add(1, ordering: .relaxed)
+        let scheduled = channel.eventLoop.scheduleTask(in: TimeAmount(delay)) { channel.close(promise: nil) }
+        scheduled.futureResult.whenComplete { _ in self.pending.subtract(1, ordering: .relaxed) }
+        return scheduled
+    }
 
     func register(_ channel: any Channel) {
         entries.withLock { $0[ObjectIdentifier(channel)] = Entry(channel: channel, idle: true) }

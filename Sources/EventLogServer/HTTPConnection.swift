@@ -137,13 +137,15 @@ struct HTTPConnection {
         try await channel.executeThenClose { inbound, outbound in
             var iterator = inbound.makeAsyncIterator()
             var timer = scheduleTimeout()
+            // Also when the client hangs up or sends garbage between requests (see scheduleClose).
+            defer { timer.cancel() }
             while let part = try await iterator.next() {
                 guard case .head(let head) = part else { continue }
                 server.connections.setIdle(underlying, false)
                 // The body: refused from Content-Length before reading, or as soon as it passes the limit.
                 let limit = server.configuration.maxBodyBytes
                 if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > limit {
-                    timer?.cancel()
+                    timer.cancel()
                     try await refuseBody(head: head, outbound: outbound, limit: limit)
                     await drain(&iterator, limit: limit)
                     return
@@ -156,7 +158,7 @@ struct HTTPConnection {
                 while let next = try await iterator.next() {
                     if case .body(var chunk) = next {
                         if body.readableBytes + chunk.readableBytes > limit {
-                            timer?.cancel()
+                            timer.cancel()
                             try await refuseBody(head: head, outbound: outbound, limit: limit)
                             await drain(&iterator, limit: limit)
                             return
@@ -167,7 +169,7 @@ struct HTTPConnection {
                         break
                     }
                 }
-                timer?.cancel()
+                timer.cancel()
                 guard complete else { return }
                 let request = Request(head: head, body: body)
                 if head.method == .CONNECT {
@@ -186,11 +188,8 @@ struct HTTPConnection {
     }
 
     /// Closes the connection if the next request is not complete within the request timeout.
-    private func scheduleTimeout() -> Scheduled<Void>? {
-        let channel = self.channel.channel
-        let timeout = server.configuration.requestTimeout
-        let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
-        return channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) { channel.close(promise: nil) }
+    private func scheduleTimeout() -> Scheduled<Void> {
+        server.connections.scheduleClose(channel.channel, in: server.configuration.requestTimeout)
     }
 
     /// Reads and drops what is left of a refused body for a moment, so the client reads the error
@@ -199,8 +198,7 @@ struct HTTPConnection {
         _ iterator: inout NIOAsyncChannelInboundStream<HTTPServerRequestPart>.AsyncIterator,
         limit: Int
     ) async {
-        let channel = self.channel.channel
-        let deadline = channel.eventLoop.scheduleTask(in: .seconds(2)) { channel.close(promise: nil) }
+        let deadline = server.connections.scheduleClose(channel.channel, in: .seconds(2))
         defer { deadline.cancel() }
         var dropped = 0
         while dropped < 4 * limit, let part = try? await iterator.next() {

@@ -81,37 +81,16 @@ final class WebSocketSession: Sendable {
 
     func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async {
         await withDiscardingTaskGroup { publishes in
+            var iterator = inbound.makeAsyncIterator()
             do {
                 // Unmasked frames were refused by MaskedFrameRequirement before reassembly.
-                for try await frame in inbound {
-                    switch frame.opcode {
-                    case .text:
-                        let data = frame.unmaskedData
-                        guard let text = data.getString(at: data.readerIndex, length: data.readableBytes),
-                            String(validating: data.readableBytesView, as: UTF8.self) != nil
-                        else {
-                            await close(.invalidPayload, "text frames must be valid UTF-8")
-                            return
-                        }
-                        if await !handle(text, publishes: &publishes) { return }
-                    case .binary:
-                        await close(.unsupportedData, "binary frames are not supported; send JSON text frames")
-                        return
-                    case .ping:
-                        try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
-                    case .pong:
-                        state.withLock { $0.lastPong = .now }
-                    case .connectionClose:
-                        // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error.
-                        switch Self.closeFrameProblem(frame.unmaskedData) {
-                        case nil: await close(.normal, nil)
-                        case .some(let problem): await close(.protocolError, problem)
-                        }
-                        return
-                    default:
-                        await close(.protocolError, "unexpected frame")
-                        return
+                while let frame = try await iterator.next() {
+                    switch try await receive(frame, publishes: &publishes) {
+                    case .more: continue
+                    case .closedByServer: await linger(&iterator)
+                    case .closedByClient: break
                     }
+                    return
                 }
             } catch let error as NIOWebSocketFrameAggregator.Error {
                 switch error {
@@ -125,6 +104,51 @@ final class WebSocketSession: Sendable {
                 return
             }
         }
+    }
+
+    private enum Received { case more, closedByServer, closedByClient }
+
+    private func receive(_ frame: WebSocketFrame, publishes: inout DiscardingTaskGroup) async throws -> Received {
+        switch frame.opcode {
+        case .text:
+            let data = frame.unmaskedData
+            guard let text = data.getString(at: data.readerIndex, length: data.readableBytes),
+                String(validating: data.readableBytesView, as: UTF8.self) != nil
+            else {
+                await close(.invalidPayload, "text frames must be valid UTF-8")
+                return .closedByServer
+            }
+            return await handle(text, publishes: &publishes) ? .more : .closedByServer
+        case .binary:
+            await close(.unsupportedData, "binary frames are not supported; send JSON text frames")
+            return .closedByServer
+        case .ping:
+            try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+            return .more
+        case .pong:
+            state.withLock { $0.lastPong = .now }
+            return .more
+        case .connectionClose:
+            // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error.
+            switch Self.closeFrameProblem(frame.unmaskedData) {
+            case nil: await close(.normal, nil)
+            case .some(let problem): await close(.protocolError, problem)
+            }
+            return .closedByClient
+        default:
+            await close(.protocolError, "unexpected frame")
+            return .closedByServer
+        }
+    }
+
+    /// Reads and drops what the client sends after our close frame, until its own close frame or end
+    /// of stream, for at most a moment. Closing the socket with its frames unread would make the
+    /// kernel answer them with a reset, and a reset discards whatever the client has not read yet:
+    /// the last error messages and the close frame itself.
+    private func linger(_ iterator: inout NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator) async {
+        let deadline = server.connections.scheduleClose(channel, in: .seconds(2))
+        defer { deadline.cancel() }
+        while let frame = try? await iterator.next(), frame.opcode != .connectionClose {}
     }
 
     /// What is wrong with a client's close frame payload, if anything: a lone byte, a code that must not
@@ -366,7 +390,8 @@ final class WebSocketSession: Sendable {
         data.writeInteger(code.rawValue)
         if let reason { data.writeString(String(reason.utf8.prefix(120)) ?? "") }
         try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
-        try? await channel.close()
+        // Only our side: the reader may still have to drain what the client sent meanwhile (see linger).
+        try? await channel.close(mode: .output)
     }
 }
 

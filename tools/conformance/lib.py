@@ -160,9 +160,11 @@ class Server:
         args: Iterable[str] = (),
         name: str = "eventlogd",
         keep_tmp: Optional[bool] = None,
+        env: Optional[dict] = None,
     ) -> None:
         self.binary = eventlogd_path(binary)
         self.args = list(args)
+        self.env = dict(env or {})  # added to this script's environment for the process
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix=f"eventlog-conformance-{name}-")
         self.db = os.path.join(self.tmp, "eventlog.db")
@@ -204,6 +206,7 @@ class Server:
                 stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent,
                 cwd=self.tmp,
+                env={**os.environ, **self.env} if self.env else None,
             )
         deadline = time.monotonic() + timeout
         found: Optional[int] = None
@@ -290,6 +293,12 @@ class Server:
                 self.proc.wait(timeout=10)
             except Exception:  # noqa: BLE001
                 pass
+
+    def drop_client_connections(self) -> None:
+        """Closes the keep-alive connections `http` holds (a fresh client takes its place), so the
+        server's open connections are only those a check opens itself."""
+        self.http.close()
+        self.http = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False)
 
     def close(self) -> None:
         self._kill_now()

@@ -4,7 +4,10 @@
 /// is at least `coveredAfter` is answered from memory; older positions go to the database. It is
 /// bounded by a count and by approximate bytes; the oldest events are dropped first.
 struct LogTail {
-    private var events: [Event] = []
+    /// The events from `start` on; the slots before it are empty. A dropped event's slot is emptied at
+    /// once, so its payload is released even while the slots ahead of `start` wait for a bulk compaction
+    /// (keeping up to 1024 dropped 1 MB events alive would put the memory far past `maxBytes`).
+    private var events: [Event?] = []
     private var start = 0
     private var bytes = 0
     /// Every committed event after this id (up to ``head``) is in the tail.
@@ -36,15 +39,33 @@ struct LogTail {
         }
         head = max(head, newHead)
         while count > maxEvents || (bytes > maxBytes && count > 1) {
-            let dropped = events[start]
-            bytes -= dropped.approximateSize
-            coveredAfter = dropped.id
-            start += 1
+            dropFirst()
         }
         if start > 1024 && start * 2 > events.count {
             events.removeFirst(start)
             start = 0
         }
+    }
+
+    /// The event in the slot at `index`, at or after `start`.
+    private func event(at index: Int) -> Event {
+        guard let event = events[index] else { preconditionFailure("LogTail: an empty slot at or after start") }
+        return event
+    }
+
+    /// The oldest event in the tail; only for `count > 0`.
+    private var first: Event { event(at: start) }
+
+    /// The approximate bytes of every event the storage still references, counted slot by slot (O(n)),
+    /// so tests can hold the storage itself to the `maxBytes` bound.
+    var storedBytes: Int { events.reduce(0) { $0 + ($1?.approximateSize ?? 0) } }
+
+    private mutating func dropFirst() {
+        let dropped = first
+        bytes -= dropped.approximateSize
+        coveredAfter = dropped.id
+        events[start] = nil
+        start += 1
     }
 
     /// Forgets everything: another process wrote to the log, so the tail no longer has every event.
@@ -58,10 +79,8 @@ struct LogTail {
 
     /// Drops events with ids below `earliest` (retention removed them from the log).
     mutating func drop(below earliest: Int64) {
-        while start < events.count && events[start].id < earliest {
-            bytes -= events[start].approximateSize
-            coveredAfter = events[start].id
-            start += 1
+        while count > 0 && first.id < earliest {
+            dropFirst()
         }
         if coveredAfter < earliest - 1 && earliest - 1 <= head && count == 0 {
             coveredAfter = earliest - 1
@@ -78,12 +97,12 @@ struct LogTail {
         var high = events.count
         while low < high {
             let middle = (low + high) / 2
-            if events[middle].id <= position { low = middle + 1 } else { high = middle }
+            if event(at: middle).id <= position { low = middle + 1 } else { high = middle }
         }
         var found: [Event] = []
         var index = low
         while index < events.count {
-            let event = events[index]
+            let event = event(at: index)
             if selectors.matches(event.topic) {
                 found.append(event)
                 if found.count == limit { return (found, event.id) }

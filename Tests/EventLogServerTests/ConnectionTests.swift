@@ -1,0 +1,69 @@
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import EventLogServer
+
+@Suite("Connections")
+struct ConnectionTests {
+    /// How a client leaves: what it sends, and whether it reads an answer first.
+    struct Departure: Sendable, CustomTestStringConvertible {
+        let testDescription: String
+        let bytes: String
+        let readsAnswer: Bool
+
+        static let all: [Departure] = [
+            Departure(
+                testDescription: "hangs up between keep-alive requests",
+                bytes: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", readsAnswer: true),
+            Departure(
+                testDescription: "hangs up in the middle of a body",
+                bytes: "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: 100\r\n\r\n{\"topic\":", readsAnswer: false),
+            Departure(
+                testDescription: "sends garbage after a keep-alive request",
+                bytes: "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\u{1}\r\n\r\n", readsAnswer: true),
+            Departure(testDescription: "hangs up before a request", bytes: "", readsAnswer: false),
+        ]
+    }
+
+    /// Sends `bytes` on a new connection, reads until the first answer arrives if asked, and closes.
+    static func exchange(port: Int, _ departure: Departure) async throws {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        try await channel.executeThenClose { inbound, outbound in
+            if !departure.bytes.isEmpty { try await outbound.write(ByteBuffer(string: departure.bytes)) }
+            guard departure.readsAnswer else { return }
+            var received = ""
+            for try await chunk in inbound {
+                received += String(buffer: chunk)
+                if received.contains("\r\n\r\n") { break }
+            }
+        }
+    }
+
+    @Test(
+        "a connection the client ends leaves no scheduled close behind to hold it until the request timeout",
+        arguments: Departure.all
+    )
+    func noScheduledCloseOutlivesItsConnection(_ departure: Departure) async throws {
+        // Long enough that no timeout fires during the test: only a cancellation ends a scheduled close.
+        let server = try await TestServer.start { $0.requestTimeout = .seconds(600) }
+        for _ in 0..<20 {
+            try await withTimeout(.seconds(10)) { try await Self.exchange(port: server.port, departure) }
+        }
+        var state = (connections: -1, pendingCloses: -1)
+        for _ in 0..<250 {
+            state = (server.server.metrics.connections, server.server.connections.pendingCloses)
+            if state == (0, 0) { break }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(state.connections == 0)
+        #expect(state.pendingCloses == 0)
+        await server.stop()
+    }
+}
