@@ -5,6 +5,7 @@ let package = Package(
     name: "eventlog",
     platforms: [.macOS(.v15)],
     products: [
+        .library(name: "EventLogWire", targets: ["EventLogWire"]),
         .library(name: "EventLog", targets: ["EventLog"]),
         .library(name: "EventLogServer", targets: ["EventLogServer"]),
         .library(name: "EventLogClient", targets: ["EventLogClient"]),
@@ -25,9 +26,11 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .target(name: "EventLogWire"),
         .target(
             name: "EventLog",
             dependencies: [
+                "EventLogWire",
                 "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ]

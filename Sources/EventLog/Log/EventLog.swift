@@ -51,26 +51,8 @@ public final class EventLog: Sendable {
         public init() {}
     }
 
-    /// A page of events from ``read(after:selectors:limit:)``.
-    public struct Page: Sendable, Equatable {
-        /// Matching events, ascending by id.
-        public let events: [Event]
-        /// The position to read after next time: the last event returned when the page is full,
-        /// otherwise the head at the time of the read.
-        public let next: Int64
-        /// The head when the page was read.
-        public let head: Int64
-        /// The smallest retained id when the page was read.
-        public let earliest: Int64
-
-        /// Creates a page.
-        public init(events: [Event], next: Int64, head: Int64, earliest: Int64) {
-            self.events = events
-            self.next = next
-            self.head = head
-            self.earliest = earliest
-        }
-    }
+    /// A page of events from ``read(after:selectors:limit:)``: the history page of the wire.
+    public typealias Page = HistoryPage
 
     /// The file path.
     public let path: String
@@ -480,16 +462,6 @@ public final class EventLog: Sendable {
         let next = merged.count == limit ? merged[limit - 1].id : max(position, head)
         return Page(events: merged, next: next, head: head, earliest: earliest)
     }
-}
-
-/// A topic's count and last id, from ``EventLog/topics()``.
-public struct TopicSummary: Sendable, Hashable {
-    /// The topic.
-    public let topic: String
-    /// How many retained events it has.
-    public let count: Int64
-    /// Its newest event's id.
-    public let lastID: Int64
 }
 
 /// What is read from the meta table when a log opens.

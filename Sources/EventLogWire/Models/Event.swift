@@ -78,7 +78,7 @@ public struct Event: Hashable, Sendable {
     public var compactionKey: String { key ?? topic }
 
     /// Approximate memory held by the event, for bounding the in-memory tail.
-    var approximateSize: Int {
+    package var approximateSize: Int {
         96 + topic.utf8.count + type.utf8.count + (key?.utf8.count ?? 0) + (data?.byteCount ?? 0)
     }
 }
@@ -89,4 +89,10 @@ public struct AppendResult: Hashable, Sendable {
     public let event: Event
     /// True when the idempotency key already named this event and nothing was appended.
     public let replayed: Bool
+
+    /// Creates an append result.
+    public init(event: Event, replayed: Bool) {
+        self.event = event
+        self.replayed = replayed
+    }
 }

@@ -16,7 +16,7 @@ public enum Topic {
         problem(topic) == nil
     }
 
-    static func problem(_ topic: String) -> String? {
+    package static func problem(_ topic: String) -> String? {
         let bytes = topic.utf8
         if bytes.isEmpty { return "it is empty" }
         if bytes.count > maxLength { return "it is longer than \(maxLength) bytes" }
@@ -34,7 +34,7 @@ public enum Topic {
     }
 
     @inline(__always)
-    static func isTopicByte(_ byte: UInt8) -> Bool {
+    package static func isTopicByte(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
             UInt8(ascii: "0")...UInt8(ascii: "9"):
@@ -48,7 +48,7 @@ public enum Topic {
     }
 
     /// A short, printable rendering of untrusted text for error messages.
-    static func quoted(_ text: String) -> String {
+    package static func quoted(_ text: String) -> String {
         var shown = ""
         for scalar in text.unicodeScalars.prefix(64) {
             shown += scalar.properties.generalCategory == .control ? scalar.escaped(asASCII: true) : String(scalar)

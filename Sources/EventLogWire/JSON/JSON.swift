@@ -1,6 +1,6 @@
 /// A parsed JSON value. Numbers keep their original lexeme, so a payload's digits are never
 /// changed by a round trip through a floating-point type.
-package enum JSONValue: Equatable, Sendable {
+public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
     case number(String)
@@ -8,7 +8,7 @@ package enum JSONValue: Equatable, Sendable {
     case array([JSONValue])
     case object([(String, JSONValue)])
 
-    package static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
+    public static func == (lhs: JSONValue, rhs: JSONValue) -> Bool {
         switch (lhs, rhs) {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
@@ -22,13 +22,13 @@ package enum JSONValue: Equatable, Sendable {
     }
 
     /// The value of `key` in an object.
-    package subscript(key: String) -> JSONValue? {
+    public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
         return members.first { $0.0 == key }?.1
     }
 
     /// Canonical text: object keys sorted by their UTF-8 bytes, no whitespace.
-    package var canonicalText: String {
+    public var canonicalText: String {
         var writer = JSONWriter()
         writer.writeCanonical(self)
         return writer.text
@@ -36,20 +36,20 @@ package enum JSONValue: Equatable, Sendable {
 }
 
 /// Why a JSON text could not be parsed.
-package struct JSONParseError: Error, CustomStringConvertible {
-    package let offset: Int
-    package let reason: String
-    package var description: String { "\(reason) at byte \(offset)" }
+public struct JSONParseError: Error, CustomStringConvertible {
+    public let offset: Int
+    public let reason: String
+    public var description: String { "\(reason) at byte \(offset)" }
 }
 
 /// A strict RFC 8259 parser over UTF-8 bytes, with a nesting limit.
-package struct JSONParser {
+public struct JSONParser {
     private let bytes: [UInt8]
     private var index = 0
     private let maxDepth: Int
 
     /// Parses one JSON value that fills `bytes` (surrounding whitespace allowed).
-    package static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(JSONParseError) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], maxDepth: Int = 64) throws(JSONParseError) -> JSONValue {
         var parser = JSONParser(bytes: bytes, maxDepth: maxDepth)
         parser.skipWhitespace()
         let value = try parser.parseValue(depth: 0)
@@ -276,16 +276,16 @@ package struct JSONParser {
 }
 
 /// Builds JSON text. One escaper for every JSON the server writes.
-package struct JSONWriter {
-    package private(set) var text = ""
+public struct JSONWriter {
+    public private(set) var text = ""
 
-    package init() {}
+    public init() {}
 
-    package mutating func raw(_ fragment: String) {
+    public mutating func raw(_ fragment: String) {
         text += fragment
     }
 
-    package mutating func string(_ value: String) {
+    public mutating func string(_ value: String) {
         text += "\""
         var needsEscape = false
         for byte in value.utf8 where byte < 0x20 || byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
@@ -313,11 +313,7 @@ package struct JSONWriter {
         text += "\""
     }
 
-    package mutating func number<I: BinaryInteger>(_ value: I) {
-        text += String(value)
-    }
-
-    package mutating func writeCanonical(_ value: JSONValue) {
+    public mutating func writeCanonical(_ value: JSONValue) {
         switch value {
         case .null: text += "null"
         case .bool(let flag): text += flag ? "true" : "false"
@@ -344,7 +340,7 @@ package struct JSONWriter {
     }
 
     /// `{"a":1,"b":"x"}` from ordered members whose values are already JSON text.
-    package static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
+    public static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
         var writer = JSONWriter()
         writer.text += "{"
         var first = true
@@ -360,7 +356,7 @@ package struct JSONWriter {
         return writer.text
     }
 
-    package mutating func fragment(_ value: JSONFragment) {
+    public mutating func fragment(_ value: JSONFragment) {
         switch value {
         case .string(let string): self.string(string)
         case .int(let number): text += String(number)
@@ -372,7 +368,7 @@ package struct JSONWriter {
 }
 
 /// A value for ``JSONWriter/object(_:)``.
-package enum JSONFragment {
+public enum JSONFragment {
     case string(String)
     case int(Int64)
     case bool(Bool)
@@ -382,7 +378,7 @@ package enum JSONFragment {
     /// Leave the member out.
     case omitted
 
-    package static func optionalString(_ value: String?) -> JSONFragment {
+    public static func optionalString(_ value: String?) -> JSONFragment {
         value.map { .string($0) } ?? .omitted
     }
 }

@@ -42,7 +42,7 @@ public enum Selector: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Whether every topic this selector matches is also matched by `other`.
-    func isCovered(by other: Selector) -> Bool {
+    public func isCovered(by other: Selector) -> Bool {
         switch (self, other) {
         case (_, .all):
             return true

@@ -1,4 +1,8 @@
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
 
 /// Commit times: milliseconds since the Unix epoch, shown as RFC 3339 in UTC with milliseconds.
 public enum Timestamp {

@@ -1,0 +1,37 @@
+/// A page of events after a position: the answer of `GET /v1/events` (history) and of ``EventLog``'s reads.
+public struct HistoryPage: Sendable, Hashable {
+    /// Matching events, ascending by id.
+    public var events: [Event]
+    /// The position to read after next time: the last event returned when the page is full,
+    /// otherwise the head at the time of the read.
+    public var next: Int64
+    /// The head when the page was read.
+    public var head: Int64
+    /// The smallest retained id when the page was read.
+    public var earliest: Int64
+
+    /// Creates a page.
+    public init(events: [Event], next: Int64, head: Int64, earliest: Int64) {
+        self.events = events
+        self.next = next
+        self.head = head
+        self.earliest = earliest
+    }
+}
+
+/// A topic's count and last id: an entry of `GET /v1/topics`.
+public struct TopicSummary: Sendable, Hashable {
+    /// The topic.
+    public var topic: String
+    /// How many retained events it has.
+    public var count: Int64
+    /// Its newest event's id.
+    public var lastID: Int64
+
+    /// Creates a topic summary.
+    public init(topic: String, count: Int64, lastID: Int64) {
+        self.topic = topic
+        self.count = count
+        self.lastID = lastID
+    }
+}
