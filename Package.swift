@@ -73,7 +73,6 @@ let package = Package(
             name: "eventlog",
             dependencies: [
                 "EventLog",
-                "EventLogServer",
                 "EventLogClient",
                 "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

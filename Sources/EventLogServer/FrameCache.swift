@@ -34,7 +34,7 @@ final class FrameCache: Sendable {
                 continue
             }
             var frame = ByteBuffer()
-            SSEFrame.writeEvent(event, envelope: envelope, into: &frame)
+            frame.writeSSEEvent(event, envelope: envelope)
             buffer.writeImmutableBuffer(frame)
             store(frame, for: key)
         }

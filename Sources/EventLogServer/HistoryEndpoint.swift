@@ -31,14 +31,7 @@ struct HistoryEndpoint {
         } else {
             page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
         }
-        var body = JSONWriter()
-        body.raw("{\"events\":[")
-        for (offset, event) in page.events.enumerated() {
-            if offset > 0 { body.raw(",") }
-            body.raw(Wire.envelope(event))
-        }
-        body.raw("],\"next\":\(page.next),\"head\":\(page.head),\"earliest\":\(page.earliest)}")
-        return .json(.ok, body.text)
+        return .json(.ok, page.json)
     }
 
     func topics() async throws -> Response {

@@ -2,57 +2,15 @@ import EventLog
 import NIOCore
 import NIOHTTP1
 
-/// Turns a publish request (HTTP JSON, NDJSON, or a WebSocket `publish` op) into events.
+/// The wire's publish decoding, with its errors as API errors.
 enum PublishDecoder {
-    /// Fields a publish object may have.
-    static let allowedFields: Set<String> = ["topic", "type", "key", "data", "idempotencyKey"]
-
-    /// The event described by one JSON object. `extraFields` are tolerated (the WebSocket op's `op`, `ref`).
-    static func event(
-        from value: JSONValue,
-        idempotencyKey headerKey: String? = nil,
-        extraFields: Set<String> = []
-    ) throws(APIError) -> NewEvent {
-        guard case .object(let members) = value else {
-            throw .badRequest("malformed_json", "an event must be a JSON object")
-        }
-        for (name, _) in members where !allowedFields.contains(name) && !extraFields.contains(name) {
-            throw .badRequest("invalid_field", "unknown field \"\(name)\"")
-        }
-        guard case .string(let topic) = value["topic"] else {
-            if value["topic"] == nil { throw APIError.badRequest("invalid_topic", "the event has no topic") }
-            throw APIError.badRequest("invalid_field", "\"topic\" must be a string")
-        }
-        let type = try optionalString(value, "type") ?? "message"
-        let key = try optionalString(value, "key")
-        let bodyKey = try optionalString(value, "idempotencyKey")
-        let idempotencyKey = headerKey ?? bodyKey
-        let data: EventData?
-        switch value["data"] {
-        case .none, .some(.null): data = nil
-        case .some(.string(let text)): data = .text(text)
-        case .some(let other): data = .json(other.canonicalText)
-        }
-        return NewEvent(topic: topic, type: type, key: key, data: data, idempotencyKey: idempotencyKey)
-    }
-
-    private static func optionalString(_ value: JSONValue, _ name: String) throws(APIError) -> String? {
-        switch value[name] {
-        case .none, .some(.null): return nil
-        case .some(.string(let text)): return text
-        default: throw .badRequest("invalid_field", "\"\(name)\" must be a string")
-        }
-    }
-
-    /// Parses JSON text, mapping a syntax error to `400 malformed_json`.
-    static func parse(_ bytes: [UInt8], line: Int? = nil) throws(APIError) -> JSONValue {
+    static func event(from bytes: [UInt8], idempotencyKey: String? = nil, line: Int? = nil) throws(APIError) -> NewEvent
+    {
         do {
-            return try JSONParser.parse(bytes)
+            return try PublishRequest.event(
+                from: PublishRequest.parse(bytes, line: line), idempotencyKey: idempotencyKey)
         } catch {
-            let place = line.map { "line \($0 + 1): " } ?? ""
-            var apiError = APIError.badRequest("malformed_json", "\(place)invalid JSON: \(error)")
-            apiError.index = line
-            throw apiError
+            throw APIError(error)
         }
     }
 }
@@ -73,7 +31,7 @@ struct PublishEndpoint {
         let started = ContinuousClock.now
         switch contentType {
         case "application/json":
-            let event = try PublishDecoder.event(from: PublishDecoder.parse(bytes), idempotencyKey: headerKey)
+            let event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
             let result = try await server.log.append(event)
             if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
             return Response.json(
@@ -95,7 +53,7 @@ struct PublishEndpoint {
                 let trimmed = line.last == UInt8(ascii: "\r") ? line.dropLast() : line
                 if trimmed.allSatisfy({ $0 == 0x20 || $0 == 0x09 }) { continue }
                 do {
-                    events.append(try PublishDecoder.event(from: PublishDecoder.parse(Array(trimmed), line: index)))
+                    events.append(try PublishDecoder.event(from: Array(trimmed), line: index))
                 } catch {
                     var indexed = error
                     if indexed.index == nil {

@@ -10,7 +10,7 @@ struct SSEStream {
     /// What the request asks for, validated before the stream opens (a bad request gets a 400).
     struct Subscription: Sendable {
         let selectors: SelectorSet
-        let start: StartPosition
+        let start: CursorStart
         let envelope: Bool
 
         init(_ request: Request, server: EventLogServer) throws {
@@ -20,12 +20,22 @@ struct SSEStream {
             }
             selectors = try HistoryEndpoint.selectors(texts)
             let headerValue = request.head.headers.first(name: "last-event-id")
-            if let headerValue, !headerValue.isEmpty {
-                start = try Subscription.position(headerValue, source: "Last-Event-ID")
-            } else if let queryValue = request.queryValue("lastEventId") {
-                start = try Subscription.position(queryValue, source: "lastEventId")
-            } else {
-                start = .live
+            let requested: StartPosition
+            do {
+                if let headerValue, !headerValue.isEmpty {
+                    requested = try StartPosition(lastEventID: headerValue, source: "Last-Event-ID")
+                } else if let queryValue = request.queryValue("lastEventId") {
+                    requested = try StartPosition(lastEventID: queryValue, source: "lastEventId")
+                } else {
+                    requested = .live
+                }
+            } catch {
+                throw APIError(error)
+            }
+            switch requested {
+            case .earliest: start = .earliest
+            case .after(let id): start = .after(id)
+            case .live, .resumeToken: start = .live  // Last-Event-ID never names a token
             }
             switch request.queryValue("envelope") {
             case nil, "0", "false": envelope = false
@@ -33,19 +43,6 @@ struct SSEStream {
             case let other?:
                 throw APIError.badRequest("invalid_parameter", "envelope must be 1 or 0, not \"\(other.prefix(40))\"")
             }
-        }
-
-        /// `earliest` or `0` is all retained history; another non-negative integer is "after this id".
-        static func position(_ text: String, source: String) throws(APIError) -> StartPosition {
-            let trimmed = text.trimmingSpaces
-            if trimmed == "earliest" { return .earliest }
-            guard let id = Int64(trimmed), id >= 0, trimmed.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
-                throw APIError.badRequest(
-                    "invalid_last_event_id",
-                    "\(source) must be a non-negative integer or \"earliest\", not \"\(text.prefix(40))\""
-                )
-            }
-            return id == 0 ? .earliest : .after(id)
         }
     }
 
@@ -168,15 +165,17 @@ struct SSESink: SubscriptionSink {
     let stallTimeout: Duration
 
     func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
-        var buffer = channel.allocator.buffer(capacity: 256)
-        SSEFrame.writeRetry(milliseconds: retryMilliseconds, into: &buffer)
-        SSEFrame.writeControl(
+        var text = ""
+        SSEEncoder.writeRetry(milliseconds: retryMilliseconds, into: &text)
+        SSEEncoder.writeControl(
             "eventlog.open",
             json: JSONWriter.object([
                 "epoch": .string(epoch), "earliest": .int(earliest), "head": .int(head), "from": .int(from),
             ]),
-            into: &buffer
+            into: &text
         )
+        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
         try await send(buffer)
     }
 
@@ -208,13 +207,13 @@ struct SSESink: SubscriptionSink {
 
     func keepalive() async throws {
         var buffer = channel.allocator.buffer(capacity: 16)
-        SSEFrame.writeKeepalive(into: &buffer)
+        buffer.writeString(SSEEncoder.keepalive)
         try await send(buffer)
     }
 
     private func control(_ name: String, _ json: String) async throws {
         var buffer = channel.allocator.buffer(capacity: json.utf8.count + 32)
-        SSEFrame.writeControl(name, json: json, into: &buffer)
+        buffer.writeSSEControl(name, json: json)
         try await send(buffer)
     }
 
@@ -244,13 +243,4 @@ func writeWithStallTimeout(
     }
     defer { watchdog.cancel() }
     try await write()
-}
-
-extension String {
-    var trimmingSpaces: Substring {
-        var text = Substring(self)
-        while text.first == " " || text.first == "\t" { text.removeFirst() }
-        while text.last == " " || text.last == "\t" { text.removeLast() }
-        return text
-    }
 }

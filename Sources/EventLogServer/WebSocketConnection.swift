@@ -83,7 +83,7 @@ final class WebSocketSession: Sendable {
         await withDiscardingTaskGroup { publishes in
             var iterator = inbound.makeAsyncIterator()
             do {
-                // Unmasked frames were refused by MaskedFrameRequirement before reassembly.
+                // Unmasked frames were refused by ClientFrameRequirements before reassembly.
                 while let frame = try await iterator.next() {
                     switch try await receive(frame, publishes: &publishes) {
                     case .more: continue
@@ -167,43 +167,23 @@ final class WebSocketSession: Sendable {
 
     /// Handles one text message. Returns false when the connection should end.
     private func handle(_ text: String, publishes: inout DiscardingTaskGroup) async -> Bool {
-        let message: JSONValue
-        do {
-            message = try JSONParser.parse(Array(text.utf8))
-        } catch {
-            return await reject(code: "malformed_json", message: "invalid JSON: \(error)", ref: .omitted)
-        }
+        let message = ClientOp.decode(Array(text.utf8))
         // The ref is echoed as it came: a string stays a string, a number a number.
-        let ref: JSONFragment = {
-            switch message["ref"] {
-            case .some(.string(let text)): return .string(text)
-            case .some(.number(let lexeme)): return .raw(lexeme)
-            default: return .omitted
-            }
-        }()
-        guard case .string(let op) = message["op"] else {
-            return await reject(code: "invalid_op", message: "a message needs \"op\": subscribe or publish", ref: ref)
-        }
-        switch op {
-        case "subscribe":
+        let ref: JSONFragment = message.ref.map { .raw($0.canonicalText) } ?? .omitted
+        switch message.op {
+        case .failure(let error):
+            return await reject(code: error.code.description, message: error.message, ref: ref)
+        case .success(.subscribe(let subscription)):
             do {
-                try await subscribe(message)
+                try await subscribe(subscription)
             } catch {
                 return await reject(code: error.code, message: error.message, ref: ref)
             }
             return true
-        case "publish":
-            let event: NewEvent
-            do {
-                event = try PublishDecoder.event(from: message, extraFields: ["op", "ref"])
-            } catch {
-                return await reject(code: error.code, message: error.message, ref: ref)
-            }
+        case .success(.publish(let event)):
             await waitForPublishSlot()
             publishes.addTask { await self.publish(event, ref: ref) }
             return true
-        default:
-            return await reject(code: "invalid_op", message: "unknown op \"\(op.prefix(40))\"", ref: ref)
         }
     }
 
@@ -269,25 +249,15 @@ final class WebSocketSession: Sendable {
 
     // MARK: Subscribing
 
-    private func subscribe(_ message: JSONValue) async throws(APIError) {
-        guard case .array(let topicValues) = message["topics"], !topicValues.isEmpty else {
-            throw APIError.badRequest("invalid_parameter", "subscribe needs \"topics\": a non-empty array of selectors")
-        }
-        var texts: [String] = []
-        for value in topicValues {
-            guard case .string(let text) = value else {
-                throw APIError.badRequest("invalid_selector", "every topic selector must be a string")
-            }
-            texts.append(text)
-        }
-        let selectors = try HistoryEndpoint.selectors(texts)
-        let start: StartPosition
+    private func subscribe(_ subscription: ClientOp.Subscription) async throws(APIError) {
+        let selectors = subscription.selectors
+        let start: CursorStart
         var resetNotice: Int64?
-        switch (message["resume"], message["from"]) {
-        case (.some(.string(let token)), _):
+        switch subscription.start {
+        case .resumeToken(let token):
             switch server.tokens.decode(token) {
             case .success(let position):
-                start = position == 0 ? .earliest : .after(position)
+                start = CursorStart(after: position)
             case .failure(.otherEpoch(let position)):
                 // Signed by this log's key but for another epoch (a restored backup): tell the client to reset.
                 resetNotice = position
@@ -296,19 +266,9 @@ final class WebSocketSession: Sendable {
                 throw APIError.badRequest(
                     "invalid_resume_token", "the resume token is malformed, tampered with, or from another log")
             }
-        case (.some, _):
-            throw APIError.badRequest("invalid_resume_token", "\"resume\" must be a token string")
-        case (nil, .some(.string("earliest"))):
-            start = .earliest
-        case (nil, .some(.string("latest"))), (nil, nil), (nil, .some(.null)):
-            start = .live
-        case (nil, .some(.number(let text))):
-            guard let id = Int64(text), id >= 0 else {
-                throw APIError.badRequest("invalid_parameter", "\"from\" must be a non-negative integer id")
-            }
-            start = id == 0 ? .earliest : .after(id)
-        case (nil, .some):
-            throw APIError.badRequest("invalid_parameter", "\"from\" must be an id, \"earliest\" or \"latest\"")
+        case .earliest: start = .earliest
+        case .live: start = .live
+        case .after(let id): start = .after(id)
         }
         let loop = SubscriptionLoop(
             log: server.log,
@@ -439,7 +399,7 @@ struct WebSocketSink: SubscriptionSink {
                 JSONWriter.object([
                     "type": .string("event"), "id": .int(event.id), "topic": .string(event.topic),
                     "event": .string(event.type), "key": .optionalString(event.key),
-                    "time": .string(event.timeText), "data": Wire.dataJSON(event.data),
+                    "time": .string(event.timeText), "data": .data(event.data),
                     "resume": .string(tokens.encode(position: event.id)),
                 ])
             )

@@ -1,7 +1,6 @@
 import ArgumentParser
 import EventLog
 import EventLogClient
-import EventLogServer
 import Foundation
 
 /// How events are printed.
@@ -58,9 +57,9 @@ struct EventPrinter {
         var text = ""
         switch format {
         case .jsonl:
-            for event in events { text += WireFormat.envelope(event) + "\n" }
+            for event in events { text += event.envelopeJSON + "\n" }
         case .sse:
-            for event in events { text += WireFormat.sseFrame(event) }
+            for event in events { SSEEncoder.writeEvent(event, envelope: false, into: &text) }
         case .table:
             let idWidth = max(2, events.map { String($0.id).count }.max() ?? 2)
             let topicWidth = min(40, max(5, events.map(\.topic.count).max() ?? 5))
@@ -315,7 +314,7 @@ extension EventLogCommand {
             }
             let payload: EventData?
             do {
-                payload = try WireFormat.decodeData(text)
+                payload = try PublishRequest.decodeData(text)
             } catch {
                 throw UserError("--data is not JSON (quote text as a JSON string): \(error.message)")
             }
@@ -330,7 +329,7 @@ extension EventLogCommand {
                 let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
                 if trimmed.isEmpty { continue }
                 do {
-                    events.append(try WireFormat.decodeEvent(trimmed))
+                    events.append(try PublishRequest.decode(trimmed))
                 } catch {
                     throw UserError("stdin line \(index + 1): \(error.message)")
                 }

@@ -2,7 +2,6 @@ import ArgumentParser
 import EventLog
 import EventLogClient
 import EventLogCommandLine
-import EventLogServer
 import Foundation
 
 /// `eventlog`: replay, tail and publish events, on a database file or through a server.
@@ -39,7 +38,6 @@ struct UserError: Error {
     static func describe(_ error: Error) -> String {
         if let error = error as? UserError { return error.message }
         if let error = error as? EventLogError { return error.message }
-        if let error = error as? WireFormatError { return error.message }
         if let error = error as? EventLogClientError { return error.description }
         return "\(error)"
     }
@@ -151,6 +149,6 @@ extension EventLogClient {
             method: "GET", path: "/v1/events?" + query.joined(separator: "&"),
             headers: [(name: "Accept", value: "application/json")])
         guard response.status == 200 else { throw UserError(serverMessage(response)) }
-        return try WireFormat.decodeHistoryPage(response.body)
+        return try HistoryPage(json: response.body)
     }
 }

@@ -69,8 +69,8 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
         case .bodyTooLarge, .eventTooLarge: return 413
         case .unsupportedMediaType: return 415
         case .upgradeRequired: return 426
-        case .storageUnavailable, .shuttingDown, .tooManyConnections, .closed, .slowConsumer: return 503
-        case .internalError, .corrupt: return 500
+        case .storageUnavailable, .shuttingDown, .tooManyConnections, .closed, .slowConsumer, .corrupt: return 503
+        case .internalError: return 500
         }
     }
 
