@@ -107,6 +107,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "EventLogWireTests",
+            dependencies: ["EventLogWire"]
+        ),
+        .testTarget(
             name: "MaintenanceTests",
             dependencies: ["EventLog"]
         ),
