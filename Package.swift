@@ -102,7 +102,7 @@ let package = Package(
         .testTarget(
             name: "CLITests",
             dependencies: [
-                "EventLog", "EventLogCommandLine",
+                "EventLogWire", "EventLog", "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "eventlogd", "eventlog", "eventlog-maint",
             ]
