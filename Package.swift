@@ -82,7 +82,6 @@ let package = Package(
             name: "eventlog-bench",
             dependencies: [
                 "EventLog",
-                "EventLogClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -98,16 +97,22 @@ let package = Package(
             ],
             path: "tools/eventlog-maint"
         ),
+        // A test target that runs a built tool lists the tool, so `swift test` builds it first.
         .testTarget(
             name: "CLITests",
             dependencies: [
-                "EventLog", "EventLogServer", "EventLogCommandLine",
+                "EventLogWire", "EventLog", "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "eventlogd", "eventlog", "eventlog-maint",
             ]
         ),
         .testTarget(
+            name: "EventLogWireTests",
+            dependencies: ["EventLogWire"]
+        ),
+        .testTarget(
             name: "MaintenanceTests",
-            dependencies: ["EventLog"]
+            dependencies: ["EventLog", "eventlog-maint"]
         ),
         .testTarget(
             name: "EventLogTests",
@@ -115,7 +120,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogServerTests",
-            dependencies: ["EventLogServer", "EventLogClient", "EventLog"]
+            dependencies: ["EventLogServer", "EventLogClient", "EventLog", "eventlogd", "eventlog", "eventlog-maint"]
         ),
         .testTarget(
             name: "EventLogClientTests",

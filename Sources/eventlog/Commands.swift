@@ -94,14 +94,9 @@ func parseTime(_ text: String, name: String) throws -> Int64 {
     throw ValidationError("\(name) must be an RFC 3339 time or an age like 2h, not \(text)")
 }
 
-/// `90s`, `15m`, `2h`, `7d`, `500ms` in milliseconds.
+/// `90s`, `15m`, `2h`, `7d`, `500ms`, `1h30m` (``DurationText``) in milliseconds.
 func parseAge(_ text: String) -> Int64? {
-    let units: [(String, Int64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
-    for (suffix, factor) in units where text.hasSuffix(suffix) {
-        let number = text.dropLast(suffix.count)
-        if let value = Int64(number), value >= 0, !(suffix == "s" && text.hasSuffix("ms")) { return value * factor }
-    }
-    return nil
+    (try? DurationText.parse(text))?.wholeMilliseconds
 }
 
 extension EventLogCommand {

@@ -1,4 +1,5 @@
 import EventLog
+import EventLogWire
 import Foundation
 import Testing
 
@@ -64,18 +65,6 @@ struct Run {
             status: process.terminationStatus,
             stdout: String(decoding: outData.withLock { $0 }, as: UTF8.self),
             stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
-    }
-}
-
-/// A value behind a lock, for the pipe handlers.
-final class Locked<Value>: @unchecked Sendable {
-    private var value: Value
-    private let lock = NSLock()
-    init(_ value: Value) { self.value = value }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R {
-        lock.lock()
-        defer { lock.unlock() }
-        return try body(&value)
     }
 }
 

@@ -23,33 +23,14 @@ public enum MaintenanceText {
         return product
     }
 
-    /// Parses a duration: one or more whole numbers each with a unit, `ms`, `s`, `m`, `h`, `d` or `w`, e.g.
-    /// `30d`, `15m`, `1h30m`, `500ms`.
+    /// Parses a duration with ``DurationText/parse(_:)``: one or more whole numbers each with a unit, `ms`,
+    /// `s`, `m`, `h`, `d` or `w`, e.g. `30d`, `15m`, `1h30m`, `500ms`.
     public static func parseDuration(_ text: String) throws(MaintenanceError) -> Duration {
-        let invalid = MaintenanceError(
-            .invalidArgument,
-            "invalid duration \"\(text)\": use whole numbers with units ms, s, m, h, d, w, e.g. 30d, 1h30m or 500ms"
-        )
-        let units: [String: Int64] = [
-            "ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000,
-        ]
-        var rest = Substring(text.trimmingSpaces.lowercased())
-        guard !rest.isEmpty else { throw invalid }
-        var milliseconds: Int64 = 0
-        while !rest.isEmpty {
-            let digits = rest.prefix { $0.isASCII && $0.isNumber }
-            rest = rest.dropFirst(digits.count)
-            let unit = rest.prefix { $0.isASCII && $0.isLetter }
-            rest = rest.dropFirst(unit.count)
-            guard !digits.isEmpty, let number = Int64(digits), let scale = units[String(unit)] else { throw invalid }
-            let (part, overflow) = number.multipliedReportingOverflow(by: scale)
-            let (sum, sumOverflow) = milliseconds.addingReportingOverflow(part)
-            guard !overflow, !sumOverflow else {
-                throw MaintenanceError(.invalidArgument, "invalid duration \"\(text)\": too large")
-            }
-            milliseconds = sum
+        do {
+            return try DurationText.parse(text)
+        } catch {
+            throw MaintenanceError(.invalidArgument, error.message)
         }
-        return .milliseconds(milliseconds)
     }
 
     /// `1.5 MiB`, `512 B`: a byte count for people.
@@ -66,29 +47,9 @@ public enum MaintenanceText {
         return "\(tenths) \(units[index])"
     }
 
-    /// `2d3h`, `15m`, `250ms`: a duration for people, to the largest two units.
+    /// `2d3h`, `15m`, `250ms`: a duration for people, to the largest two units (``DurationText/format(_:)``).
     public static func formatDuration(_ duration: Duration) -> String {
-        var milliseconds = duration.wholeMilliseconds
-        if milliseconds == 0 { return "0s" }
-        if milliseconds < 1000 { return "\(milliseconds)ms" }
-        var parts: [String] = []
-        for (unit, scale) in [("d", Int64(86_400_000)), ("h", 3_600_000), ("m", 60_000), ("s", 1000)] {
-            let count = milliseconds / scale
-            if count > 0 {
-                parts.append("\(count)\(unit)")
-                milliseconds -= count * scale
-            }
-            if parts.count == 2 { break }
-        }
-        return parts.joined()
-    }
-}
-
-extension Duration {
-    /// The duration in whole milliseconds, rounded toward zero.
-    var wholeMilliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+        DurationText.format(duration)
     }
 }
 

@@ -1,5 +1,6 @@
 /// A parsed JSON value. Numbers keep their original lexeme, so a payload's digits are never
-/// changed by a round trip through a floating-point type.
+/// changed by a round trip through a floating-point type. Strings and keys compare by their Unicode
+/// scalars (UTF-8 bytes), not by Swift's canonical equivalence, so equal values have equal canonical text.
 public enum JSONValue: Equatable, Sendable {
     case null
     case bool(Bool)
@@ -13,18 +14,18 @@ public enum JSONValue: Equatable, Sendable {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
         case (.number(let a), .number(let b)): return a == b
-        case (.string(let a), .string(let b)): return a == b
+        case (.string(let a), .string(let b)): return a.utf8.elementsEqual(b.utf8)
         case (.array(let a), .array(let b)): return a == b
         case (.object(let a), .object(let b)):
-            return a.count == b.count && zip(a, b).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            return a.count == b.count && zip(a, b).allSatisfy { $0.0.utf8.elementsEqual($1.0.utf8) && $0.1 == $1.1 }
         default: return false
         }
     }
 
-    /// The value of `key` in an object.
+    /// The value of `key` (the same UTF-8 bytes) in an object.
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
-        return members.first { $0.0 == key }?.1
+        return members.first { $0.0.utf8.elementsEqual(key.utf8) }?.1
     }
 
     /// Canonical text: object keys sorted by their UTF-8 bytes, no whitespace.
@@ -32,6 +33,21 @@ public enum JSONValue: Equatable, Sendable {
         var writer = JSONWriter()
         writer.writeCanonical(self)
         return writer.text
+    }
+}
+
+/// An object key compared and hashed by its UTF-8 bytes: `"\u00e9"` and `"e\u0301"` are two keys, as the
+/// canonical text (sorted by bytes) treats them, though Swift's `==` calls the strings equal.
+private struct ExactKey: Hashable {
+    let text: String
+
+    init(_ text: String) { self.text = text }
+
+    static func == (lhs: ExactKey, rhs: ExactKey) -> Bool { lhs.text.utf8.elementsEqual(rhs.text.utf8) }
+
+    func hash(into hasher: inout Hasher) {
+        var text = text
+        text.withUTF8 { hasher.combine(bytes: UnsafeRawBufferPointer($0)) }
     }
 }
 
@@ -76,8 +92,8 @@ public struct JSONParser {
         }
     }
 
+    /// Parses the value at `index`, inside `depth` arrays and objects.
     private mutating func parseValue(depth: Int) throws(JSONParseError) -> JSONValue {
-        guard depth <= maxDepth else { throw error("JSON nested deeper than \(maxDepth) levels") }
         guard index < bytes.count else { throw error("unexpected end of JSON") }
         switch bytes[index] {
         case UInt8(ascii: "{"): return try parseObject(depth: depth)
@@ -109,10 +125,16 @@ public struct JSONParser {
         index += count
     }
 
+    /// An array or object inside `depth` others is nesting level `depth + 1`: at most `maxDepth` levels.
+    private func checkDepth(_ depth: Int) throws(JSONParseError) {
+        guard depth < maxDepth else { throw error("JSON nested deeper than \(maxDepth) levels") }
+    }
+
     private mutating func parseObject(depth: Int) throws(JSONParseError) -> JSONValue {
+        try checkDepth(depth)
         index += 1
         var members: [(String, JSONValue)] = []
-        var seen: Set<String> = []
+        var seen: Set<ExactKey> = []
         skipWhitespace()
         if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
             index += 1
@@ -122,7 +144,7 @@ public struct JSONParser {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let key = try parseString()
-            guard seen.insert(key).inserted else { throw error("duplicate key \"\(key)\"") }
+            guard seen.insert(ExactKey(key)).inserted else { throw error("duplicate key \"\(key)\"") }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
@@ -142,6 +164,7 @@ public struct JSONParser {
     }
 
     private mutating func parseArray(depth: Int) throws(JSONParseError) -> JSONValue {
+        try checkDepth(depth)
         index += 1
         var elements: [JSONValue] = []
         skipWhitespace()
@@ -328,7 +351,7 @@ public struct JSONWriter {
             text += "]"
         case .object(let members):
             text += "{"
-            let sorted = members.sorted { Array($0.0.utf8).lexicographicallyPrecedes(Array($1.0.utf8)) }
+            let sorted = members.sorted { $0.0.utf8.lexicographicallyPrecedes($1.0.utf8) }
             for (offset, member) in sorted.enumerated() {
                 if offset > 0 { text += "," }
                 string(member.0)
