@@ -50,6 +50,7 @@ let package = Package(
         .target(
             name: "EventLogClient",
             dependencies: [
+                "EventLogWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -82,6 +83,7 @@ let package = Package(
         .executableTarget(
             name: "eventlog-bench",
             dependencies: [
+                "EventLogWire",
                 "EventLog",
                 "EventLogClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -116,11 +118,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogServerTests",
-            dependencies: ["EventLogServer", "EventLogClient", "EventLog"]
+            dependencies: ["EventLogServer", "EventLogClient", "EventLog", "EventLogWire"]
         ),
         .testTarget(
             name: "EventLogClientTests",
-            dependencies: ["EventLogClient"]
+            dependencies: ["EventLogClient", "EventLogWire"]
         ),
     ],
     swiftLanguageModes: [.v6]
