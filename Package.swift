@@ -50,6 +50,7 @@ let package = Package(
         .target(
             name: "EventLogClient",
             dependencies: [
+                "EventLogWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -81,6 +82,7 @@ let package = Package(
         .executableTarget(
             name: "eventlog-bench",
             dependencies: [
+                "EventLogWire",
                 "EventLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -120,11 +122,13 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogServerTests",
-            dependencies: ["EventLogServer", "EventLogClient", "EventLog", "eventlogd", "eventlog", "eventlog-maint"]
+            dependencies: [
+                "EventLogServer", "EventLogClient", "EventLog", "EventLogWire", "eventlogd", "eventlog", "eventlog-maint",
+            ]
         ),
         .testTarget(
             name: "EventLogClientTests",
-            dependencies: ["EventLogClient"]
+            dependencies: ["EventLogClient", "EventLogWire"]
         ),
     ],
     swiftLanguageModes: [.v6]

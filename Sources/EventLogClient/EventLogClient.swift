@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -10,10 +9,17 @@ import NIOPosix
 ///
 /// ```swift
 /// let client = EventLogClient(baseURL: "http://127.0.0.1:8080")
-/// let result = try await client.publish(OutgoingEvent(topic: "orders/1", type: "created", data: .json(#"{"n":1}"#)))
+/// let result = try await client.publish(NewEvent(topic: "orders/1", type: "created", data: .json(#"{"n":1}"#)))
 /// for try await element in client.subscribe(topics: ["orders/*"], from: .earliest) {
-///     if case .event(let event) = element { print(event.id, event.data?.stringValue ?? "") }
+///     if case .event(let event) = element { print(event.id, event.data?.text ?? "") }
 /// }
+/// ```
+///
+/// Events, publish answers, history pages and topics are the wire layer's types (``Event``, ``NewEvent``,
+/// ``PublishAnswer``, ``HistoryPage``, ``TopicSummary``), decoded from the server's JSON without a detour through
+/// floating point: JSON data comes back exactly as the server sent it.
+///
+/// ```swift
 /// ```
 public struct EventLogClient: Sendable {
     /// The base URL the client was created with.
@@ -58,11 +64,11 @@ public struct EventLogClient: Sendable {
 
     /// Publishes one event (`POST /v1/events`, JSON) and returns where it landed, once the server committed it.
     ///
-    /// With an ``OutgoingEvent/idempotencyKey`` the key goes in the `Idempotency-Key` header; a retry with the same
+    /// With an ``NewEvent/idempotencyKey`` the key goes in the `Idempotency-Key` header; a retry with the same
     /// key returns the original event with ``PublishResult/replayed`` set.
     /// - Throws: ``EventLogClientError``; the server's refusals are ``EventLogClientError/Code/http`` errors with
     ///   its status and code (`409 idempotency_conflict`, `400 invalid_topic`, ...).
-    public func publish(_ event: OutgoingEvent) async throws -> PublishResult {
+    public func publish(_ event: NewEvent) async throws -> PublishResult {
         var headers = try self.headers(contentType: "application/json")
         if let idempotencyKey = event.idempotencyKey {
             headers.add(name: "Idempotency-Key", value: idempotencyKey)
@@ -71,28 +77,31 @@ public struct EventLogClient: Sendable {
             method: .POST,
             path: "/v1/events",
             headers: headers,
-            body: JSONText.event(event, includeIdempotencyKey: false),
+            body: PublishRequest.encode(event, includeIdempotencyKey: false),
             isReplayable: event.idempotencyKey != nil
         )
         guard response.status == 200 || response.status == 201 else {
             throw Self.httpError(response)
         }
-        let object = try WireDecoding.object(Data(response.body.readableBytesView), what: "the publish answer")
-        return try WireDecoding.publishResult(object, replayed: Self.isReplayed(response))
+        let body = Array(response.body.readableBytesView)
+        let replayed = Self.isReplayed(response)
+        return try WireDecoding.decode { () throws(WireDecodingError) in
+            try PublishAnswer.decode(body, replayed: replayed)
+        }
     }
 
     /// Publishes events in one all-or-nothing transaction (`POST /v1/events`, NDJSON) and returns their results in
     /// order. An empty batch returns `[]` without a request.
     ///
-    /// Each event's ``OutgoingEvent/idempotencyKey`` travels on its own line.
+    /// Each event's ``NewEvent/idempotencyKey`` travels on its own line.
     /// - Throws: ``EventLogClientError``; ``EventLogClientError/index`` names the line the server refused.
-    public func publish(batch: [OutgoingEvent]) async throws -> [PublishResult] {
+    public func publish(batch: [NewEvent]) async throws -> [PublishResult] {
         guard !batch.isEmpty else {
             return []
         }
         var body = ""
         for event in batch {
-            body += JSONText.event(event, includeIdempotencyKey: true)
+            body += PublishRequest.encode(event, includeIdempotencyKey: true)
             body += "\n"
         }
         let response = try await self.execute(
@@ -105,10 +114,11 @@ public struct EventLogClient: Sendable {
         guard response.status == 200 || response.status == 201 else {
             throw Self.httpError(response)
         }
-        let results = try WireDecoding.batchResults(
-            Data(response.body.readableBytesView),
-            replayed: Self.isReplayed(response)
-        )
+        let answer = Array(response.body.readableBytesView)
+        let replayed = Self.isReplayed(response)
+        let results = try WireDecoding.decode { () throws(WireDecodingError) in
+            try PublishAnswer.decodeBatch(answer, replayed: replayed)
+        }
         guard results.count == batch.count else {
             throw EventLogClientError(
                 .protocolViolation,
@@ -132,18 +142,20 @@ public struct EventLogClient: Sendable {
         guard response.status == 200 else {
             throw Self.httpError(response)
         }
-        return try WireDecoding.historyPage(Data(response.body.readableBytesView))
+        let body = Array(response.body.readableBytesView)
+        return try WireDecoding.decode { () throws(WireDecodingError) in try HistoryPage(decoding: body) }
     }
 
     /// Lists the topics with their event counts and last ids (`GET /v1/topics`).
-    public func topics() async throws -> [TopicInfo] {
+    public func topics() async throws -> [TopicSummary] {
         var headers = try self.headers()
         headers.add(name: "Accept", value: "application/json")
         let response = try await self.execute(method: .GET, path: "/v1/topics", headers: headers)
         guard response.status == 200 else {
             throw Self.httpError(response)
         }
-        return try WireDecoding.topics(Data(response.body.readableBytesView))
+        let body = Array(response.body.readableBytesView)
+        return try WireDecoding.decode { () throws(WireDecodingError) in try TopicSummary.decodeList(body) }
     }
 
     /// Subscribes to `topics`: an asynchronous sequence that replays from `from`, then follows the live tail.
@@ -303,8 +315,8 @@ extension EventLogClient {
 
     /// The error for an unexpected status, with the server's `{"error":{"code","message"}}` when it sent one.
     static func httpError(status: HTTPResponseStatus, body: ByteBuffer) -> EventLogClientError {
-        let bytes = Data(body.readableBytesView)
-        if let error = WireDecoding.errorBody(bytes) {
+        let bytes = Array(body.readableBytesView)
+        if let error = ErrorBody(decoding: bytes) {
             return EventLogClientError(
                 .http,
                 status: Int(status.code),
@@ -314,10 +326,21 @@ extension EventLogClient {
             )
         }
         var message = "HTTP \(status.code) \(status.reasonPhrase)"
-        let text = String(decoding: bytes.prefix(200), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        let text = Self.trimmed(String(decoding: bytes.prefix(200), as: UTF8.self))
         if !text.isEmpty {
             message += ": " + text
         }
         return EventLogClientError(.http, status: Int(status.code), message: message)
+    }
+
+    /// `text` without leading and trailing whitespace and newlines.
+    private static func trimmed(_ text: String) -> String {
+        let scalars = text.unicodeScalars
+        guard let first = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+            let last = scalars.lastIndex(where: { !$0.properties.isWhitespace })
+        else {
+            return ""
+        }
+        return String(scalars[first...last])
     }
 }

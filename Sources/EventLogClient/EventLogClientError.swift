@@ -6,6 +6,10 @@ import NIOPosix
 ///
 /// Match on ``code``; for HTTP errors, ``status`` holds the status code and ``serverCode`` / ``message`` hold the
 /// server's `{"error":{"code","message"}}` body.
+///
+/// The server's code is typed (``ErrorCode``, the catalogue the server answers from). A code this version does not
+/// know (from a newer server) is `nil` in ``serverCode`` and kept as sent in ``serverCodeText``, which
+/// ``description`` shows.
 public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of failure this is.
     public struct Code: Sendable, Hashable, CustomStringConvertible {
@@ -57,8 +61,10 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
     public let code: Code
     /// The HTTP status, for ``Code/http`` errors.
     public let status: Int?
-    /// The server's error code (`invalid_topic`, `idempotency_conflict`, ...), when it sent one.
-    public let serverCode: String?
+    /// The server's error code (`.invalidTopic`, `.idempotencyConflict`, ...), when it sent one this version knows.
+    public var serverCode: ErrorCode? { self.serverCodeText.flatMap(ErrorCode.init(rawValue:)) }
+    /// The server's error code as it sent it (`invalid_topic`), known to this version or not.
+    public let serverCodeText: String?
     /// A one-line explanation: the server's message when it sent one.
     public let message: String
     /// The zero-based line of a batch that caused the error, when the server named one.
@@ -68,6 +74,10 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
 
     init(_ code: Code, status: Int? = nil, serverCode: String? = nil, message: String, index: Int? = nil) {
         self.init(code, status: status, serverCode: serverCode, message: message, index: index, selfContained: false)
+    }
+
+    init(_ code: Code, status: Int? = nil, serverCode: ErrorCode, message: String, index: Int? = nil) {
+        self.init(code, status: status, serverCode: serverCode.rawValue, message: message, index: index)
     }
 
     private init(
@@ -80,7 +90,7 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
     ) {
         self.code = code
         self.status = status
-        self.serverCode = serverCode
+        self.serverCodeText = serverCode
         self.message = message
         self.index = index
         self.isSelfContained = selfContained
@@ -96,7 +106,7 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
         if let status = self.status {
             text += " \(status)"
         }
-        if let serverCode = self.serverCode {
+        if let serverCode = self.serverCodeText {
             text += " \(serverCode)"
         }
         if let index = self.index {
@@ -172,15 +182,11 @@ extension EventLogClientError {
         }
     }
 
-    /// Server error codes that describe a passing condition: a subscription retries after them.
-    static let transientServerCodes: Set<String> = [
-        "shutting_down", "too_many_connections", "storage_unavailable", "slow_consumer", "internal_error",
-    ]
-
     /// Whether a subscription should reconnect after this error rather than end.
     ///
     /// Errors that would repeat on every attempt (a bad request, a rejected token, a server this client does not
-    /// understand) end the subscription; a server that is unavailable for now does not.
+    /// understand) end the subscription; a server that is unavailable for now does not (``ErrorCode/isTransient``;
+    /// a code this version does not know is not transient).
     var isRetryableForSubscription: Bool {
         switch self.code {
         case .connectionFailed, .connectionClosed, .timeout:
@@ -189,7 +195,7 @@ extension EventLogClientError {
             guard let status = self.status else { return true }
             return status >= 500 || status == 408 || status == 429
         case .server:
-            return self.serverCode.map { Self.transientServerCodes.contains($0) } ?? false
+            return self.serverCode?.isTransient ?? false
         default:
             return false
         }

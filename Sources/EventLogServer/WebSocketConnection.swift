@@ -399,7 +399,7 @@ struct WebSocketSink: SubscriptionSink {
                 JSONWriter.object([
                     "type": .string("event"), "id": .int(event.id), "topic": .string(event.topic),
                     "event": .string(event.type), "key": .optionalString(event.key),
-                    "time": .string(event.timeText), "data": .data(event.data),
+                    "time": .string(event.timeText), "data": EventData.jsonFragment(event.data),
                     "resume": .string(tokens.encode(position: event.id)),
                 ])
             )

@@ -2,7 +2,7 @@ import EventLog
 import NIOCore
 
 /// The server's side of the wire formats that need NIO: an SSE frame into a `ByteBuffer`. The texts themselves
-/// are written by EventLogWire (``SSEEncoder``, ``Event/envelopeJSON``, ``ServerMessage``), once for every side.
+/// are written by EventLogWire (``SSEEncoder``, ``EventEnvelope``, ``ServerMessage``), once for every side.
 enum Wire {
     /// The error body of every failed request: `{"error":{"code":..,"message":..}}`.
     static func errorBody(code: String, message: String, index: Int? = nil) -> String {

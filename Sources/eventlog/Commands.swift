@@ -57,7 +57,7 @@ struct EventPrinter {
         var text = ""
         switch format {
         case .jsonl:
-            for event in events { text += event.envelopeJSON + "\n" }
+            for event in events { text += EventEnvelope.encode(event) + "\n" }
         case .sse:
             for event in events { SSEEncoder.writeEvent(event, envelope: false, into: &text) }
         case .table:
@@ -215,7 +215,7 @@ extension EventLogCommand {
                 let start = latest.last?.id ?? head
                 for try await element in client.subscribe(topics: selection.selectors, from: .after(start)) {
                     switch element {
-                    case .event(let event): printer.print([Event(received: event)])
+                    case .event(let event): printer.print([event])
                     case .gap(let requested, let earliest):
                         FileHandle.standardError.write(
                             Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
@@ -281,7 +281,7 @@ extension EventLogCommand {
                 case .database(let database):
                     ids = try await database.append(batch: events).map(\.event.id)
                 case .server(let client):
-                    let outgoing = events.map(OutgoingEvent.init(event:))
+                    let outgoing = events
                     if outgoing.count == 1, !ndjson {
                         ids = [try await client.publish(outgoing[0]).id]
                     } else {
@@ -351,7 +351,7 @@ extension EventLogCommand {
             case .database(let database):
                 topics = try await database.topics().map { ($0.topic, $0.count, $0.lastID) }
             case .server(let client):
-                topics = try await client.topics().map { ($0.topic, $0.count, $0.lastId) }
+                topics = try await client.topics().map { ($0.topic, $0.count, $0.lastID) }
             }
             await log.close()
             if (format ?? TopicsFormat(OutputFormat.automatic)) == .table {
@@ -404,18 +404,5 @@ extension EventLogCommand {
             await log.close()
             for (name, value) in lines { print("\(name) \(value)") }
         }
-    }
-}
-
-extension OutgoingEvent {
-    init(event: NewEvent) {
-        let payload: EventPayload?
-        switch event.data {
-        case .none: payload = nil
-        case .text(let text): payload = .text(text)
-        case .json(let json): payload = .json(json)
-        }
-        self.init(
-            topic: event.topic, type: event.type, key: event.key, data: payload, idempotencyKey: event.idempotencyKey)
     }
 }

@@ -127,21 +127,6 @@ func percentEncode(_ text: String) -> String {
     return text.addingPercentEncoding(withAllowedCharacters: allowed) ?? text
 }
 
-extension Event {
-    /// An event received from a server, in the log's own type.
-    init(received: ReceivedEvent) {
-        let data: EventData?
-        switch received.data {
-        case .none: data = nil
-        case .text(let text): data = .text(text)
-        case .json(let json): data = .json(json)
-        }
-        self.init(
-            id: received.id, topic: received.topic, type: received.type, key: received.key, data: data,
-            time: Timestamp.parseRFC3339(received.time) ?? 0)
-    }
-}
-
 extension EventLogClient {
     /// One history page through the client, decoded exactly as the server sent it.
     func historyPage(_ query: [String]) async throws -> EventLog.Page {
@@ -149,6 +134,6 @@ extension EventLogClient {
             method: "GET", path: "/v1/events?" + query.joined(separator: "&"),
             headers: [(name: "Accept", value: "application/json")])
         guard response.status == 200 else { throw UserError(serverMessage(response)) }
-        return try HistoryPage(json: response.body)
+        return try HistoryPage(decoding: response.body)
     }
 }

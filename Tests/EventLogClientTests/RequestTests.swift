@@ -53,10 +53,10 @@ struct RequestTests {
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL)
             let result = try await client.publish(
-                OutgoingEvent(topic: "orders/1", type: "created", data: .json(#"{"n":1}"#), idempotencyKey: "k-1")
+                NewEvent(topic: "orders/1", type: "created", data: .json(#"{"n":1}"#), idempotencyKey: "k-1")
             )
             #expect(
-                result == PublishResult(id: 41, topic: "orders/1", time: "2026-11-25T01:07:15.123Z", replayed: true))
+                result == PublishResult(id: 41, topic: "orders/1", time: testTime, replayed: true))
 
             let request = try #require(server.recordedRequests.first)
             #expect(request.method == .POST)
@@ -74,19 +74,19 @@ struct RequestTests {
         try await withFakeServer(http: { exchange in
             try await exchange.respond(
                 status: .created,
-                body: #"{"events":[{"id":1,"topic":"a","time":"T1","replayed":false},"#
-                    + #"{"id":2,"topic":"b","time":"T2","replayed":true}],"ids":[1,2]}"#
+                body: #"{"events":[{"id":1,"topic":"a","time":"2026-11-25T01:07:15.001Z","replayed":false},"#
+                    + #"{"id":2,"topic":"b","time":"2026-11-25T01:07:15.002Z","replayed":true}],"ids":[1,2]}"#
             )
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL)
             let results = try await client.publish(batch: [
-                OutgoingEvent(topic: "a", data: .text("x"), idempotencyKey: "i1"),
-                OutgoingEvent(topic: "b", key: "k", data: nil),
+                NewEvent(topic: "a", data: .text("x"), idempotencyKey: "i1"),
+                NewEvent(topic: "b", key: "k", data: nil),
             ])
             #expect(
                 results == [
-                    PublishResult(id: 1, topic: "a", time: "T1", replayed: false),
-                    PublishResult(id: 2, topic: "b", time: "T2", replayed: true),
+                    PublishResult(id: 1, topic: "a", time: testTime - 122, replayed: false),
+                    PublishResult(id: 2, topic: "b", time: testTime - 121, replayed: true),
                 ]
             )
             let request = try #require(server.recordedRequests.first)
@@ -110,12 +110,12 @@ struct RequestTests {
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL)
             do {
-                _ = try await client.publish(OutgoingEvent(topic: "a", idempotencyKey: "k"))
+                _ = try await client.publish(NewEvent(topic: "a", data: nil, idempotencyKey: "k"))
                 Issue.record("expected an error")
             } catch let error as EventLogClientError {
                 #expect(error.code == .http)
                 #expect(error.status == 409)
-                #expect(error.serverCode == "idempotency_conflict")
+                #expect(error.serverCode == .idempotencyConflict)
                 #expect(error.message == "the key names another event")
                 #expect(error.index == 1)
                 #expect(error.description == "http 409 idempotency_conflict (line 1): the key names another event")
@@ -126,11 +126,12 @@ struct RequestTests {
     @Test("sequential requests reuse one keep-alive connection")
     func keepAlive() async throws {
         try await withFakeServer(http: { exchange in
-            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+            try await exchange.respond(
+                status: .created, body: #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL, configuration: manualConfiguration(ManualClock()))
             for _ in 0..<5 {
-                _ = try await client.publish(OutgoingEvent(topic: "a"))
+                _ = try await client.publish(NewEvent(topic: "a", data: nil))
             }
             #expect(server.recordedRequests.count == 5)
             #expect(server.acceptedConnections == 1)
@@ -141,18 +142,19 @@ struct RequestTests {
     @Test("an idle connection is reused until it is idleConnectionTimeout old, then replaced")
     func idleConnectionAge() async throws {
         try await withFakeServer(http: { exchange in
-            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+            try await exchange.respond(
+                status: .created, body: #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
         }) { server in
             let clock = ManualClock()
             var configuration = manualConfiguration(clock)
             configuration.idleConnectionTimeout = .seconds(5)
             let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
-            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil))
             clock.advance(by: .seconds(5) - .nanoseconds(1))
-            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil))
             #expect(server.acceptedConnections == 1)
             clock.advance(by: .seconds(5))
-            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil))
             #expect(server.acceptedConnections == 2)
             #expect(server.recordedRequests.map(\.connection) == [0, 0, 1])
             client.closeIdleConnections()
@@ -162,13 +164,14 @@ struct RequestTests {
     @Test("with no idle connections allowed, each request has its own connection")
     func noKeepAlive() async throws {
         try await withFakeServer(http: { exchange in
-            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+            try await exchange.respond(
+                status: .created, body: #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
         }) { server in
             var configuration = EventLogClient.Configuration()
             configuration.maxIdleConnections = 0
             let client = EventLogClient(baseURL: server.baseURL, configuration: configuration)
             for _ in 0..<3 {
-                _ = try await client.publish(OutgoingEvent(topic: "a"))
+                _ = try await client.publish(NewEvent(topic: "a", data: nil))
             }
             #expect(server.acceptedConnections == 3)
         }
@@ -186,11 +189,12 @@ struct RequestTests {
                 // Close the reused connection without answering, as a server closing an idle connection would.
                 return
             }
-            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+            try await exchange.respond(
+                status: .created, body: #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL, configuration: manualConfiguration(ManualClock()))
-            _ = try await client.publish(OutgoingEvent(topic: "a", idempotencyKey: "k"))
-            _ = try await client.publish(OutgoingEvent(topic: "a", idempotencyKey: "k"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil, idempotencyKey: "k"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil, idempotencyKey: "k"))
             #expect(server.recordedRequests.count == 3)
             #expect(server.acceptedConnections == 2)
         }
@@ -207,12 +211,13 @@ struct RequestTests {
             if call == 1 {
                 return
             }
-            try await exchange.respond(status: .created, body: #"{"id":1,"topic":"a","time":"T"}"#)
+            try await exchange.respond(
+                status: .created, body: #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
         }) { server in
             let client = EventLogClient(baseURL: server.baseURL)
-            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil))
             do {
-                _ = try await client.publish(OutgoingEvent(topic: "a"))
+                _ = try await client.publish(NewEvent(topic: "a", data: nil))
                 Issue.record("expected an error")
             } catch let error as EventLogClientError {
                 #expect(error.code == .connectionClosed)
@@ -232,7 +237,8 @@ struct RequestTests {
             } else {
                 try await exchange.respond(
                     status: .ok,
-                    body: #"{"events":[{"id":8,"topic":"a/1","type":"m","time":"T","data":{"z":1,"a":2},"key":"k"}],"#
+                    body:
+                        #"{"events":[{"id":8,"topic":"a/1","type":"m","time":"2026-11-25T01:07:15.123Z","data":{"z":1,"a":2},"key":"k"}],"#
                         + #""next":8,"head":8,"earliest":1}"#
                 )
             }
@@ -243,15 +249,16 @@ struct RequestTests {
                 page
                     == HistoryPage(
                         events: [
-                            ReceivedEvent(
-                                id: 8, topic: "a/1", type: "m", key: "k", time: "T", data: .json(#"{"a":2,"z":1}"#))
+                            Event(
+                                id: 8, topic: "a/1", type: "m", key: "k", data: .json(#"{"a":2,"z":1}"#), time: testTime
+                            )
                         ],
                         next: 8,
                         head: 8,
                         earliest: 1
                     )
             )
-            #expect(try await client.topics() == [TopicInfo(topic: "a/1", count: 2, lastId: 8)])
+            #expect(try await client.topics() == [TopicSummary(topic: "a/1", count: 2, lastID: 8)])
             let requests = server.recordedRequests
             #expect(requests.map(\.uri) == ["/v1/events?topic=a/*&topic=b%2Bc&after=7&limit=10", "/v1/topics"])
             #expect(requests.first?.header("Accept") == "application/json")
@@ -301,7 +308,7 @@ struct RequestTests {
         let baseURL = "http://127.0.0.1:\(try await closedPort())"
         let client = EventLogClient(baseURL: baseURL)
         do {
-            _ = try await client.publish(OutgoingEvent(topic: "a"))
+            _ = try await client.publish(NewEvent(topic: "a", data: nil))
             Issue.record("expected an error")
         } catch let error as EventLogClientError {
             #expect(error.code == .connectionFailed)

@@ -2,8 +2,8 @@ import Testing
 
 @testable import EventLogClient
 
-private func event(_ id: Int64, token: String? = nil) -> ReceivedEvent {
-    ReceivedEvent(id: id, topic: "t", type: "message", time: "T", data: .text("\(id)"), resumeToken: token)
+private func event(_ id: Int64) -> Event {
+    Event(id: id, topic: "t", type: "message", key: nil, data: .text("\(id)"), time: testTime)
 }
 
 @Suite("Backoff")
@@ -104,7 +104,7 @@ struct SubscriptionStateTests {
         var state = SubscriptionState(start: .earliest)
         #expect(state.nextWebSocketStart() == .earliest)
         _ = try state.receive(.opened(epoch: "e", earliest: 1, head: 3, from: 0))
-        _ = try state.receive(.event(event(1, token: "t1")))
+        _ = try state.receive(.event(event(1), resumeToken: "t1"))
         #expect(state.nextWebSocketStart() == .resume("t1"))
         #expect(try state.receive(.caughtUp(head: 3, resumeToken: "t3")) == [.caughtUp])
         #expect(state.nextWebSocketStart() == .resume("t3"))
@@ -161,7 +161,7 @@ struct SubscriptionStateTests {
             Issue.record("expected an error")
         } catch {
             #expect(error.code == .invalidResumeToken)
-            #expect(error.serverCode == "invalid_resume_token")
+            #expect(error.serverCode == .invalidResumeToken)
             #expect(error.isRetryableForSubscription == false)
         }
         do {

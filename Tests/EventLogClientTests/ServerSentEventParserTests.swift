@@ -1,4 +1,5 @@
 import EventLogClient
+import EventLogWire
 import NIOCore
 import Testing
 
@@ -179,17 +180,51 @@ struct ServerSentEventParserTests {
 
     @Test("a line or an event over the limit is refused")
     func limit() throws {
-        #expect(throws: EventLogClientError.self) {
+        #expect(throws: ServerSentEventLimitError.self) {
             _ = try parse([Array("data: 0123456789\n".utf8)], maximumEventBytes: 8)
         }
-        #expect(throws: EventLogClientError.self) {
+        #expect(throws: ServerSentEventLimitError.self) {
             _ = try parse([Array("data:0123\ndata:4567\n".utf8)], maximumEventBytes: 9)
         }
         do {
             _ = try parse([Array(String(repeating: "x", count: 20).utf8)], maximumEventBytes: 8)
             Issue.record("expected an error")
-        } catch let error as EventLogClientError {
-            #expect(error.code == .responseTooLarge)
+        } catch let error as ServerSentEventLimitError {
+            #expect(error.limit == 8)
+            #expect(error.message == "an SSE line is over 8 bytes")
         }
+        // The client's ByteBuffer entry reports it as its own error.
+        var parser = ServerSentEventParser(maximumEventBytes: 8)
+        do {
+            _ = try parser.parse(ByteBuffer(string: String(repeating: "x", count: 20)))
+            Issue.record("expected an error")
+        } catch {
+            #expect(error.code == .responseTooLarge)
+            #expect(error.message == "an SSE line is over 8 bytes")
+        }
+    }
+
+    @Test("frames keep every block as written: comments, retry-only blocks, ids per block")
+    func frames() throws {
+        var parser = ServerSentEventParser()
+        let stream = Array(
+            "retry: 1500\n\nevent: eventlog.open\ndata: {}\n\n: keepalive\n\nid: 3\nevent: m\ndata: a\ndata: b\n\n"
+                .utf8
+        )
+        var frames: [ServerSentEventFrame] = []
+        for byte in stream {
+            frames += try parser.parseFrames([byte])
+        }
+        #expect(
+            frames == [
+                ServerSentEventFrame(retry: "1500"),
+                ServerSentEventFrame(event: "eventlog.open", data: ["{}"]),
+                ServerSentEventFrame(comments: [" keepalive"]),
+                ServerSentEventFrame(id: "3", event: "m", data: ["a", "b"]),
+            ]
+        )
+        #expect(frames[3].dataText == "a\nb")
+        #expect(parser.lastEventID == "3")
+        #expect(parser.reconnectionTime == 1500)
     }
 }

@@ -10,7 +10,7 @@ private let sseHeaders = [("Content-Type", "text/event-stream; charset=utf-8"), 
 
 private func sseEvent(_ id: Int64, topic: String = "orders/1") -> String {
     "id: \(id)\nevent: created\n"
-        + "data: {\"id\":\(id),\"topic\":\"\(topic)\",\"type\":\"created\",\"time\":\"T\",\"data\":\(id)}\n\n"
+        + "data: {\"id\":\(id),\"topic\":\"\(topic)\",\"type\":\"created\",\"time\":\"2026-11-25T01:07:15.123Z\",\"data\":\(id)}\n\n"
 }
 
 private func sseOpen(epoch: String = "ep", earliest: Int64 = 1, head: Int64, from: Int64) -> String {
@@ -18,8 +18,8 @@ private func sseOpen(epoch: String = "ep", earliest: Int64 = 1, head: Int64, fro
         + "data: {\"epoch\":\"\(epoch)\",\"earliest\":\(earliest),\"head\":\(head),\"from\":\(from)}\n\n"
 }
 
-private func received(_ id: Int64, topic: String = "orders/1", token: String? = nil) -> SubscriptionElement {
-    .event(ReceivedEvent(id: id, topic: topic, type: "created", time: "T", data: .json("\(id)"), resumeToken: token))
+private func received(_ id: Int64, topic: String = "orders/1") -> SubscriptionElement {
+    .event(Event(id: id, topic: topic, type: "created", key: nil, data: .json("\(id)"), time: testTime))
 }
 
 /// A configuration that reconnects quickly.
@@ -131,7 +131,7 @@ struct SubscriptionTests {
             } catch let error as EventLogClientError {
                 #expect(error.code == .http)
                 #expect(error.status == 400)
-                #expect(error.serverCode == "invalid_last_event_id")
+                #expect(error.serverCode == .invalidLastEventID)
             }
             #expect(try await iterator.next() == nil)
             #expect(server.recordedRequests.count == 1)
@@ -291,7 +291,7 @@ struct SubscriptionTests {
                 id += 1
                 let event =
                     "id: \(id)\nevent: m\n"
-                    + "data: {\"id\":\(id),\"topic\":\"a\",\"type\":\"m\",\"time\":\"T\",\"data\":\"\(padding)\"}\n\n"
+                    + "data: {\"id\":\(id),\"topic\":\"a\",\"type\":\"m\",\"time\":\"2026-11-25T01:07:15.123Z\",\"data\":\"\(padding)\"}\n\n"
                 try await exchange.write(event)
                 written.withLock { $0 = Int(id) }
             }
@@ -334,7 +334,7 @@ struct SubscriptionTests {
                 try await socket.send(#"{"type":"subscribed","epoch":"ep","earliest":1,"head":2,"from":0}"#)
                 try await socket.send(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer(string: "p1")))
                 try await socket.send(
-                    #"{"type":"event","id":1,"topic":"orders/1","event":"created","time":"T","data":1,"resume":"t1"}"#
+                    #"{"type":"event","id":1,"topic":"orders/1","event":"created","time":"2026-11-25T01:07:15.123Z","data":1,"resume":"t1"}"#
                 )
                 try await socket.send(#"{"type":"caughtup","head":2,"resume":"t2"}"#)
                 let pong = try await socket.nextFrame()
@@ -349,7 +349,7 @@ struct SubscriptionTests {
             #expect(socket.received.first?.maskKey != nil)
             try await socket.send(#"{"type":"subscribed","epoch":"ep","earliest":1,"head":3,"from":2}"#)
             try await socket.send(
-                #"{"type":"event","id":3,"topic":"orders/1","event":"created","time":"T","data":3,"resume":"t3"}"#
+                #"{"type":"event","id":3,"topic":"orders/1","event":"created","time":"2026-11-25T01:07:15.123Z","data":3,"resume":"t3"}"#
             )
             _ = try await socket.nextFrame()
         }) { server in
@@ -359,9 +359,9 @@ struct SubscriptionTests {
             let elements = try await take(6, from: &iterator)
             #expect(
                 elements == [
-                    .opened(epoch: "ep", earliest: 1, head: 2), received(1, token: "t1"), .caughtUp,
+                    .opened(epoch: "ep", earliest: 1, head: 2), received(1), .caughtUp,
                     .reconnecting(attempt: 1, reason: ""), .opened(epoch: "ep", earliest: 1, head: 3),
-                    received(3, token: "t3"),
+                    received(3),
                 ]
             )
             #expect(server.recordedRequests.map(\.uri) == ["/v1/ws", "/v1/ws"])
@@ -504,7 +504,8 @@ struct SubscriptionTests {
             } catch let error as EventLogClientError {
                 #expect(error.code == .http)
                 #expect(error.status == 403)
-                #expect(error.serverCode == "forbidden")
+                #expect(error.serverCodeText == "forbidden")
+                #expect(error.serverCode == nil)
             }
         }
     }

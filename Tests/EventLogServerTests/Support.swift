@@ -1,4 +1,5 @@
 import EventLog
+import EventLogWire
 import Foundation
 import Logging
 import NIOCore
@@ -170,7 +171,7 @@ struct TestHTTPClient: Sendable {
     }
 }
 
-/// One SSE message as a client sees it.
+/// One SSE message as a client sees it: one frame (a block up to a blank line) with its fields as written.
 struct SSEMessage: Sendable, Equatable {
     var id: String?
     var event: String?
@@ -180,16 +181,26 @@ struct SSEMessage: Sendable, Equatable {
 
     var dataText: String { data.joined(separator: "\n") }
     var idValue: Int64? { id.flatMap { Int64($0) } }
+
+    init(_ frame: ServerSentEventFrame) {
+        id = frame.id
+        event = frame.event
+        data = frame.data
+        retry = frame.retry
+        comment = !frame.comments.isEmpty
+    }
 }
 
-/// Reads SSE messages from a response. The server ends lines with LF only.
+/// Reads SSE messages from a response, with the wire layer's parser (the one the client uses).
 struct SSEReader {
     var iterator: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator
     var status = 0
     var headers = HTTPHeaders()
-    private var pending: [UInt8] = []
-    private var consumed = 0
-    private var searchFrom = 0
+    private var parser = ServerSentEventParser(maximumEventBytes: .max)
+    private var frames: [SSEMessage] = []
+    private var nextFrame = 0
+    /// Body bytes read with the head, not yet parsed.
+    private var unparsed: [UInt8] = []
     private(set) var ended = false
 
     init(iterator: NIOAsyncChannelInboundStream<HTTPClientResponsePart>.AsyncIterator) {
@@ -199,16 +210,19 @@ struct SSEReader {
     /// The next message (blank-line terminated block), or nil when the stream ends.
     mutating func next() async throws -> SSEMessage? {
         while true {
-            if let end = blockEnd() {
-                let block = String(decoding: pending[consumed..<end], as: UTF8.self)
-                consumed = end + 2
-                searchFrom = consumed
-                if consumed > 1 << 20 {
-                    pending.removeFirst(consumed)
-                    consumed = 0
-                    searchFrom = 0
+            if nextFrame < frames.count {
+                let frame = frames[nextFrame]
+                nextFrame += 1
+                if nextFrame == frames.count {
+                    frames.removeAll(keepingCapacity: true)
+                    nextFrame = 0
                 }
-                return SSEReader.parse(block)
+                return frame
+            }
+            if !unparsed.isEmpty {
+                try feed(unparsed)
+                unparsed = []
+                continue
             }
             guard !ended, let part = try await iterator.next() else {
                 ended = true
@@ -219,11 +233,15 @@ struct SSEReader {
                 status = Int(head.status.code)
                 headers = head.headers
             case .body(let buffer):
-                pending.append(contentsOf: buffer.readableBytesView)
+                try feed(buffer.readableBytesView)
             case .end:
                 ended = true
             }
         }
+    }
+
+    private mutating func feed(_ bytes: some Collection<UInt8>) throws {
+        frames += try parser.parseFrames(bytes).map(SSEMessage.init)
     }
 
     /// The next message that is not a keepalive comment.
@@ -243,7 +261,7 @@ struct SSEReader {
                 status = Int(head.status.code)
                 headers = head.headers
             case .body(let buffer):
-                pending.append(contentsOf: buffer.readableBytesView)
+                unparsed.append(contentsOf: buffer.readableBytesView)
             case .end:
                 ended = true
                 return
@@ -258,49 +276,12 @@ struct SSEReader {
             case .head(let head):
                 status = Int(head.status.code)
                 headers = head.headers
-            case .body(let buffer): pending.append(contentsOf: buffer.readableBytesView)
+            case .body(let buffer): unparsed.append(contentsOf: buffer.readableBytesView)
             case .end: ended = true
             }
         }
-        defer {
-            pending = []
-            consumed = 0
-            searchFrom = 0
-        }
-        return String(decoding: pending[consumed...], as: UTF8.self)
-    }
-
-    /// The index of the next "\n\n" after the consumed bytes.
-    private mutating func blockEnd() -> Int? {
-        var index = max(searchFrom, consumed)
-        while index + 1 < pending.count {
-            if pending[index] == 0x0A && pending[index + 1] == 0x0A { return index }
-            index += 1
-        }
-        searchFrom = max(consumed, pending.count - 1)
-        return nil
-    }
-
-    static func parse(_ block: String) -> SSEMessage {
-        var message = SSEMessage()
-        for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix(":") {
-                message.comment = true
-                continue
-            }
-            let parts = line.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            let field = String(parts[0])
-            var value = parts.count > 1 ? String(parts[1]) : ""
-            if value.hasPrefix(" ") { value.removeFirst() }
-            switch field {
-            case "id": message.id = value
-            case "event": message.event = value
-            case "data": message.data.append(value)
-            case "retry": message.retry = value
-            default: break
-            }
-        }
-        return message
+        defer { unparsed = [] }
+        return String(decoding: unparsed, as: UTF8.self)
     }
 }
 

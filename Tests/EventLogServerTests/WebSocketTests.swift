@@ -255,7 +255,7 @@ struct WebSocketTests {
         configuration.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(300))
         let client = EventLogClient(baseURL: "http://127.0.0.1:\(port)", configuration: configuration)
         for index in 1...20 {
-            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+            _ = try await client.publish(NewEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
         }
         let received = Shared<[Int64]>([])
         let reconnects = Shared(0)
@@ -272,7 +272,7 @@ struct WebSocketTests {
             }
         }
         for index in 21...40 {
-            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+            _ = try await client.publish(NewEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
         }
         try await waitUntil(timeout: .seconds(60)) { received.withLock { $0.count } >= 30 }
         process.kill9()
@@ -281,7 +281,7 @@ struct WebSocketTests {
         defer { process.kill9() }
         client.closeIdleConnections()
         for index in 41...60 {
-            _ = try await client.publish(OutgoingEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
+            _ = try await client.publish(NewEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
         }
         try await waitUntil(timeout: .seconds(30)) { received.withLock { $0.count } >= 60 }
         consumer.cancel()

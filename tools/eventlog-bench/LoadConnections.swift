@@ -1,3 +1,4 @@
+import EventLogWire
 import Foundation
 import NIOCore
 import NIOPosix
@@ -104,13 +105,6 @@ enum Bytes {
             start = index + 1
         }
         return nil
-    }
-
-    /// Whether `bytes` start with `prefix` (exactly, byte for byte).
-    static func starts(_ bytes: UnsafeRawBufferPointer, count: Int, with prefix: StaticString) -> Bool {
-        let length = prefix.utf8CodeUnitCount
-        guard count >= length else { return false }
-        return memcmp(bytes.baseAddress!, prefix.utf8Start, length) == 0
     }
 
     /// The decimal number at `from` (skipping anything before the first digit), or nil.
@@ -244,7 +238,8 @@ final class HTTPLoadConnection: ChannelInboundHandler, LoadConnection, @unchecke
 
 // MARK: SSE
 
-/// A Server-Sent Events subscriber on a raw connection: it sends one `GET` and then only scans lines.
+/// A Server-Sent Events subscriber on a raw connection: it sends one `GET`, undoes the chunked framing, and parses
+/// the stream with the wire layer's SSE parser.
 /// It counts events, and optionally keeps their ids (to check them) and their latency (receive time minus
 /// the send time carried in the data as `t=<nanoseconds>`).
 final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
@@ -292,11 +287,8 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
     }
     private var framing = Framing.head
     private var headBytes: [UInt8] = []
-    private var partialLine: [UInt8] = []
-    private var eventID: Int64?
-    private var eventStamp: UInt64 = 0
-    private var inCaughtUp = false
-    private var caughtUpHead: Int64 = -1
+    /// The shared event-stream parser (EventLogWire): the benchmark reads streams the way the client does.
+    private var parser = ServerSentEventParser(maximumEventBytes: .max)
 
     /// `selectors` are sent as `topic=` parameters; `lastEventID` as the `Last-Event-ID` header.
     init(eventLoop: any EventLoop, selectors: [String], lastEventID: Int64?, options: Options) {
@@ -411,64 +403,48 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
     }
 
     private func body(_ bytes: UnsafeRawBufferPointer, now: UInt64) {
-        var start = 0
-        while start < bytes.count {
-            guard let newline = memchr(bytes.baseAddress! + start, 0x0A, bytes.count - start) else {
-                partialLine.append(contentsOf: bytes[start...])
-                return
-            }
-            let end = bytes.baseAddress!.distance(to: UnsafeRawPointer(newline))
-            if partialLine.isEmpty {
-                line(UnsafeRawBufferPointer(rebasing: bytes[start..<end]), now: now)
-            } else {
-                partialLine.append(contentsOf: bytes[start..<end])
-                let whole = partialLine
-                partialLine.removeAll(keepingCapacity: true)
-                whole.withUnsafeBytes { line($0, now: now) }
-            }
-            start = end + 1
-        }
-    }
-
-    private func line(_ bytes: UnsafeRawBufferPointer, now: UInt64) {
-        var count = bytes.count
-        if count > 0, bytes[count - 1] == UInt8(ascii: "\r") { count -= 1 }
-        if count == 0 {
-            dispatch(now: now)
+        let events: [ServerSentEvent]
+        do {
+            events = try parser.parse(bytes.assumingMemoryBound(to: UInt8.self))
+        } catch {
+            framing = .done
+            caughtUp.fail(BenchError("SSE stream: \(error)"))
+            context?.close(promise: nil)
             return
         }
-        switch bytes[0] {
-        case UInt8(ascii: "i"):
-            if Bytes.starts(bytes, count: count, with: "id: ") { eventID = Bytes.decimal(bytes, from: 4, to: count) }
-        case UInt8(ascii: "d"):
-            if inCaughtUp {
-                caughtUpHead = Bytes.decimal(bytes, from: 6, to: count) ?? -1
-            } else if options.recordLatency, Bytes.starts(bytes, count: count, with: "data: t=") {
-                eventStamp = UInt64(Bytes.decimal(bytes, from: 8, to: count) ?? 0)
-            }
-        case UInt8(ascii: "e"):
-            if Bytes.starts(bytes, count: count, with: "event: eventlog.caughtup") { inCaughtUp = true }
-        default:
-            break
-        }
+        for event in events { dispatch(event, now: now) }
     }
 
-    private func dispatch(now: UInt64) {
-        if inCaughtUp {
-            inCaughtUp = false
+    private func dispatch(_ event: ServerSentEvent, now: UInt64) {
+        if event.type == "eventlog.caughtup" {
             if state.caughtUp == nil {
-                let caught = CaughtUp(at: now, head: caughtUpHead)
+                var head: Int64 = -1
+                if case .caughtUp(let named, _)? = try? ServerMessage.decodeSSE(event) { head = named ?? -1 }
+                let caught = CaughtUp(at: now, head: head)
                 state.caughtUp = caught
                 caughtUp.succeed(caught)
             }
-        } else if let id = eventID {
+        } else if !event.type.hasPrefix("eventlog."), let id = Int64(event.lastEventID) {
             state.delivered += 1
             state.lastDeliveryAt = now
             if options.recordIDs, state.caughtUp == nil { state.ids.append(id) }
-            if options.recordLatency, eventStamp != 0, now > eventStamp { state.latencies.append(now - eventStamp) }
+            if options.recordLatency, let stamp = Self.sendStamp(event.data), now > stamp {
+                state.latencies.append(now - stamp)
+            }
         }
-        eventID = nil
-        eventStamp = 0
+    }
+
+    /// The send time a latency probe carries at the start of its data: `t=<nanoseconds>`.
+    private static func sendStamp(_ data: String) -> UInt64? {
+        guard data.hasPrefix("t=") else { return nil }
+        var value: UInt64 = 0
+        var digits = 0
+        for byte in data.utf8.dropFirst(2) {
+            guard byte >= 0x30, byte <= 0x39 else { break }
+            value = value &* 10 &+ UInt64(byte &- 0x30)
+            digits += 1
+        }
+        return digits > 0 && value != 0 ? value : nil
     }
 }
 

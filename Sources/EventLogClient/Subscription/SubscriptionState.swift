@@ -116,7 +116,7 @@ struct SubscriptionState: Sendable {
         let suppressReset = self.suppressNextReset
         self.suppressNextReset = false
         switch message {
-        case .opened(let epoch, let earliest, let head, let from):
+        case .opened(let epoch, let earliest, let head, let from, _):
             self.failures = 0
             if let from {
                 self.openedFrom = from
@@ -132,13 +132,13 @@ struct SubscriptionState: Sendable {
             self.epoch = epoch
             return elements
 
-        case .event(let event):
+        case .event(let event, let resumeToken):
             if let last = self.lastEventID, event.id <= last {
                 return []
             }
             self.lastEventID = event.id
             // A token always names the newest position; an event without one makes an older token stale.
-            self.resumeToken = event.resumeToken
+            self.resumeToken = resumeToken
             return [.event(event)]
 
         case .caughtUp(_, let token):
@@ -156,7 +156,7 @@ struct SubscriptionState: Sendable {
             return suppressReset ? [] : [.reset(requested: requested, head: head, epoch: epoch)]
 
         case .error(let code, let message):
-            if code == "invalid_resume_token" {
+            if code == ErrorCode.invalidResumeToken.rawValue {
                 throw EventLogClientError(.invalidResumeToken, serverCode: code, message: message)
             }
             throw EventLogClientError(.server, serverCode: code, message: message)

@@ -1,4 +1,3 @@
-import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
@@ -93,13 +92,13 @@ extension SubscriptionConnector {
                 throw EventLogClient.httpError(status: response.status, body: body)
             }
         case .upgraded(let channel):
-            let subscribe = JSONText.subscribe(topics: self.topics, start: state.nextWebSocketStart())
+            let subscribe = SubscribeMessage.text(topics: self.topics, start: state.nextWebSocketStart())
             return try await channel.executeThenClose { inbound, outbound in
                 try await outbound.write(Self.frame(.text, ByteBuffer(string: subscribe)))
                 for try await frame in inbound {
                     switch frame.opcode {
                     case .text:
-                        let message = try WireDecoding.webSocketMessage(Data(frame.unmaskedData.readableBytesView))
+                        let message = try WireDecoding.webSocketMessage(Array(frame.unmaskedData.readableBytesView))
                         try await self.deliver(message, state: &state)
                     case .ping:
                         try await outbound.write(Self.frame(.pong, frame.unmaskedData))

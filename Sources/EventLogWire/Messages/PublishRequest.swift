@@ -24,7 +24,7 @@ public enum PublishRequest {
         let type = try optionalString(value, "type") ?? "message"
         let key = try optionalString(value, "key")
         let bodyKey = try optionalString(value, "idempotencyKey")
-        let data = value["data"].flatMap { EventData(json: $0) }
+        let data = EventData.decoding(value["data"])
         return NewEvent(topic: topic, type: type, key: key, data: data, idempotencyKey: headerKey ?? bodyKey)
     }
 
@@ -54,25 +54,33 @@ public enum PublishRequest {
     /// The payload for a `--data` argument: a JSON string becomes text, any other JSON value is kept as
     /// canonical JSON, `null` is a tombstone.
     public static func decodeData(_ json: String) throws(EventLogError) -> EventData? {
-        EventData(json: try parse(Array(json.utf8)))
+        EventData.decoding(try parse(Array(json.utf8)))
     }
 
-    /// The publish object of `event`, members in the order topic, type, key, data, idempotencyKey. `type` is left
-    /// out when it is the default `message`; JSON data is sent as given, except that CR and LF become spaces (in
-    /// valid JSON they can only be insignificant whitespace, and an NDJSON line must stay one line).
+    /// The publish object of `event`: `{"topic":..,"type":..,"key":..,"data":..,"idempotencyKey":..}`.
+    ///
+    /// `type` is left out when it is the default `message` and `data` when the event is a tombstone; the server
+    /// reads both absences the same way. JSON data is sent as given, except that CR and LF become spaces: in valid
+    /// JSON they can only be insignificant whitespace, and replacing them keeps an NDJSON line on one line.
     ///
     /// - Parameter includeIdempotencyKey: Whether the key goes in the body (a batch line) rather than a header.
     public static func encode(_ event: NewEvent, includeIdempotencyKey: Bool) -> String {
-        JSONWriter.object([
+        let data: JSONFragment
+        switch event.data {
+        case .none: data = .omitted
+        case .text(let text): data = .string(text)
+        case .json(let json): data = .raw(singleLine(json))
+        }
+        return JSONWriter.object([
             "topic": .string(event.topic),
             "type": event.type == "message" ? .omitted : .string(event.type),
             "key": .optionalString(event.key),
-            "data": event.data.map { .raw(oneLine($0.jsonText)) } ?? .omitted,
+            "data": data,
             "idempotencyKey": includeIdempotencyKey ? .optionalString(event.idempotencyKey) : .omitted,
         ])
     }
 
-    private static func oneLine(_ json: String) -> String {
+    private static func singleLine(_ json: String) -> String {
         guard json.utf8.contains(where: { $0 == UInt8(ascii: "\n") || $0 == UInt8(ascii: "\r") }) else {
             return json
         }

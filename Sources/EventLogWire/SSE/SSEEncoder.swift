@@ -19,7 +19,7 @@ public enum SSEEncoder {
         text += event.type
         text += "\n"
         if envelope {
-            writeData(event.envelopeJSON, into: &text)
+            writeData(EventEnvelope.encode(event), into: &text)
         } else {
             writeData(event.data?.text ?? "", into: &text)
         }

@@ -1,24 +1,19 @@
+import EventLogWire
 import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOWebSocket
 
-/// A value behind a lock, for recording what a fake server saw.
-final class Locked<Value: Sendable>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value: Value
+/// The commit time fake answers carry: `2026-11-25T01:07:15.123Z`.
+let testTimeText = "2026-11-25T01:07:15.123Z"
+/// ``testTimeText`` in milliseconds.
+let testTime: Int64 = Timestamp.parseRFC3339(testTimeText)!
 
-    init(_ value: Value) {
-        self.value = value
-    }
-
-    func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
-        try self.lock.withLock { try body(&self.value) }
-    }
-
+extension Locked {
+    /// The value now, for recording what a fake server saw.
     var current: Value {
-        self.lock.withLock { self.value }
+        self.withLock { $0 }
     }
 }
 

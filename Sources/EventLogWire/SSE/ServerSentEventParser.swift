@@ -1,5 +1,3 @@
-import NIOCore
-
 /// One event dispatched by a ``ServerSentEventParser``.
 public struct ServerSentEvent: Sendable, Hashable {
     /// The event type: the last `event:` field, or `message`.
@@ -39,6 +37,8 @@ public struct ServerSentEventParser: Sendable {
     private var skipLineFeed = false
     private var atStreamStart = true
     private var startBytes: [UInt8] = []
+    private var frame = ServerSentEventFrame()
+    private var frameHasLines = false
 
     private static let lineFeed = UInt8(ascii: "\n")
     private static let carriageReturn = UInt8(ascii: "\r")
@@ -57,27 +57,54 @@ public struct ServerSentEventParser: Sendable {
 
     /// Parses the next chunk of the stream and returns the events it completed, in order.
     ///
-    /// - Throws: ``EventLogClientError/Code/responseTooLarge`` when a line or an event is over
-    ///   ``maximumEventBytes``.
-    public mutating func parse(_ buffer: ByteBuffer) throws(EventLogClientError) -> [ServerSentEvent] {
-        try self.parse(buffer.readableBytesView)
+    /// - Throws: ``ServerSentEventLimitError`` when a line or an event is over ``maximumEventBytes``.
+    public mutating func parse(_ bytes: some Collection<UInt8>) throws(ServerSentEventLimitError) -> [ServerSentEvent] {
+        var output = Output(recordsFrames: false)
+        try self.parse(bytes, into: &output)
+        return output.events
     }
 
-    /// Parses the next chunk of the stream and returns the events it completed, in order.
-    public mutating func parse(_ bytes: some Collection<UInt8>) throws(EventLogClientError) -> [ServerSentEvent] {
+    /// Parses the next chunk of the stream (as UTF-8) and returns the events it completed, in order.
+    public mutating func parse(_ text: String) throws(ServerSentEventLimitError) -> [ServerSentEvent] {
+        try self.parse(Array(text.utf8))
+    }
+
+    /// Parses the next chunk of the stream and returns the frames it completed: every block of lines ended by a
+    /// blank line, with its fields as they were written (comments and `retry:`-only blocks included). For tests and
+    /// tools that check the framing itself; a client wants ``parse(_:)-(some Collection<UInt8>)``.
+    ///
+    /// The parser's event state (``lastEventID``, ``reconnectionTime``) is kept up to date as well.
+    public mutating func parseFrames(
+        _ bytes: some Collection<UInt8>
+    ) throws(ServerSentEventLimitError) -> [ServerSentEventFrame] {
+        var output = Output(recordsFrames: true)
+        try self.parse(bytes, into: &output)
+        return output.frames
+    }
+
+    /// What one chunk completed.
+    private struct Output {
+        let recordsFrames: Bool
         var events: [ServerSentEvent] = []
-        var failure: EventLogClientError?
+        var frames: [ServerSentEventFrame] = []
+    }
+
+    private mutating func parse(
+        _ bytes: some Collection<UInt8>,
+        into output: inout Output
+    ) throws(ServerSentEventLimitError) {
+        var failure: ServerSentEventLimitError?
         let parsed: Void? = bytes.withContiguousStorageIfAvailable { buffer in
-            do throws(EventLogClientError) {
-                try self.parse(buffer, into: &events)
+            do throws(ServerSentEventLimitError) {
+                try self.parse(buffer, into: &output)
             } catch {
                 failure = error
             }
         }
         if parsed == nil {
             [UInt8](bytes).withUnsafeBufferPointer { buffer in
-                do throws(EventLogClientError) {
-                    try self.parse(buffer, into: &events)
+                do throws(ServerSentEventLimitError) {
+                    try self.parse(buffer, into: &output)
                 } catch {
                     failure = error
                 }
@@ -86,18 +113,12 @@ public struct ServerSentEventParser: Sendable {
         if let failure {
             throw failure
         }
-        return events
-    }
-
-    /// Parses the next chunk of the stream (as UTF-8) and returns the events it completed, in order.
-    public mutating func parse(_ text: String) throws(EventLogClientError) -> [ServerSentEvent] {
-        try self.parse(Array(text.utf8))
     }
 
     private mutating func parse(
         _ chunk: UnsafeBufferPointer<UInt8>,
-        into events: inout [ServerSentEvent]
-    ) throws(EventLogClientError) {
+        into output: inout Output
+    ) throws(ServerSentEventLimitError) {
         var bytes = chunk[...]
         if self.atStreamStart {
             // The byte order mark may itself be split between chunks: hold back a prefix of it until it is decided.
@@ -121,17 +142,17 @@ public struct ServerSentEventParser: Sendable {
             bytes = bytes.dropFirst(consumed)
             let held = self.startBytes
             self.startBytes = []
-            try held.withUnsafeBufferPointer { (held) throws(EventLogClientError) in
-                try self.parseLines(held[...], into: &events)
+            try held.withUnsafeBufferPointer { (held) throws(ServerSentEventLimitError) in
+                try self.parseLines(held[...], into: &output)
             }
         }
-        try self.parseLines(bytes, into: &events)
+        try self.parseLines(bytes, into: &output)
     }
 
     private mutating func parseLines(
         _ bytes: Slice<UnsafeBufferPointer<UInt8>>,
-        into events: inout [ServerSentEvent]
-    ) throws(EventLogClientError) {
+        into output: inout Output
+    ) throws(ServerSentEventLimitError) {
         var index = bytes.startIndex
         let endIndex = bytes.endIndex
         let base = bytes.base
@@ -153,8 +174,8 @@ public struct ServerSentEventParser: Sendable {
             }
             self.line.append(contentsOf: UnsafeBufferPointer(rebasing: base[index..<end]))
             guard self.line.count <= self.maximumEventBytes else {
-                throw EventLogClientError(
-                    .responseTooLarge,
+                throw ServerSentEventLimitError(
+                    limit: self.maximumEventBytes,
                     message: "an SSE line is over \(self.maximumEventBytes) bytes"
                 )
             }
@@ -162,7 +183,7 @@ public struct ServerSentEventParser: Sendable {
                 return
             }
             self.skipLineFeed = base[end] == Self.carriageReturn
-            try self.processLine(into: &events)
+            try self.processLine(into: &output)
             self.line.removeAll(keepingCapacity: true)
             index = end + 1
         }
@@ -173,10 +194,14 @@ public struct ServerSentEventParser: Sendable {
     private static let idField = Array("id".utf8)
     private static let retryField = Array("retry".utf8)
 
-    private mutating func processLine(into events: inout [ServerSentEvent]) throws(EventLogClientError) {
+    private mutating func processLine(into output: inout Output) throws(ServerSentEventLimitError) {
         guard let first = self.line.first else {
-            self.dispatch(into: &events)
+            self.dispatch(into: &output)
             return
+        }
+        if output.recordsFrames {
+            self.frame.record(line: self.line)
+            self.frameHasLines = true
         }
         if first == UInt8(ascii: ":") {
             return
@@ -197,8 +222,8 @@ public struct ServerSentEventParser: Sendable {
             self.data.append(contentsOf: value)
             self.data.append(Self.lineFeed)
             guard self.data.count <= self.maximumEventBytes else {
-                throw EventLogClientError(
-                    .responseTooLarge,
+                throw ServerSentEventLimitError(
+                    limit: self.maximumEventBytes,
                     message: "an SSE event is over \(self.maximumEventBytes) bytes"
                 )
             }
@@ -217,7 +242,12 @@ public struct ServerSentEventParser: Sendable {
         }
     }
 
-    private mutating func dispatch(into events: inout [ServerSentEvent]) {
+    private mutating func dispatch(into output: inout Output) {
+        if output.recordsFrames, self.frameHasLines {
+            output.frames.append(self.frame)
+            self.frame = ServerSentEventFrame()
+            self.frameHasLines = false
+        }
         self.lastEventID = self.lastEventIDBuffer
         guard !self.data.isEmpty else {
             self.eventType.removeAll(keepingCapacity: true)
@@ -226,7 +256,7 @@ public struct ServerSentEventParser: Sendable {
         if self.data.last == Self.lineFeed {
             self.data.removeLast()
         }
-        events.append(
+        output.events.append(
             ServerSentEvent(
                 type: self.eventType.isEmpty ? "message" : String(decoding: self.eventType, as: UTF8.self),
                 data: String(decoding: self.data, as: UTF8.self),
@@ -235,5 +265,76 @@ public struct ServerSentEventParser: Sendable {
         )
         self.data.removeAll(keepingCapacity: true)
         self.eventType.removeAll(keepingCapacity: true)
+    }
+}
+
+/// A line or an event over ``ServerSentEventParser/maximumEventBytes``.
+public struct ServerSentEventLimitError: Error, Sendable, Hashable, CustomStringConvertible {
+    /// The limit, in bytes.
+    public let limit: Int
+    /// What was over it, e.g. `an SSE line is over 1024 bytes`.
+    public let message: String
+
+    public var description: String { self.message }
+}
+
+/// One block of an event stream, as written: the lines up to a blank line, with each field's raw value (after the
+/// one optional space). Unlike ``ServerSentEvent`` nothing is interpreted: a block of comments or of a `retry:` alone
+/// is a frame too, and `id` is only this block's field.
+public struct ServerSentEventFrame: Sendable, Hashable {
+    /// The last `id:` field of the block.
+    public var id: String?
+    /// The last `event:` field of the block.
+    public var event: String?
+    /// The `data:` fields, in order.
+    public var data: [String] = []
+    /// The last `retry:` field of the block.
+    public var retry: String?
+    /// The comment lines (after the `:`).
+    public var comments: [String] = []
+
+    /// Creates a frame.
+    public init(
+        id: String? = nil,
+        event: String? = nil,
+        data: [String] = [],
+        retry: String? = nil,
+        comments: [String] = []
+    ) {
+        self.id = id
+        self.event = event
+        self.data = data
+        self.retry = retry
+        self.comments = comments
+    }
+
+    /// The data fields joined with LF, as an event's data.
+    public var dataText: String { self.data.joined(separator: "\n") }
+
+    mutating func record(line: [UInt8]) {
+        if line.first == UInt8(ascii: ":") {
+            self.comments.append(String(decoding: line.dropFirst(), as: UTF8.self))
+            return
+        }
+        let field: ArraySlice<UInt8>
+        var value: ArraySlice<UInt8>
+        if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+            field = line[..<colon]
+            value = line[(colon + 1)...]
+            if value.first == UInt8(ascii: " ") {
+                value = value.dropFirst()
+            }
+        } else {
+            field = line[...]
+            value = []
+        }
+        let text = String(decoding: value, as: UTF8.self)
+        switch String(decoding: field, as: UTF8.self) {
+        case "id": self.id = text
+        case "event": self.event = text
+        case "data": self.data.append(text)
+        case "retry": self.retry = text
+        default: break
+        }
     }
 }
