@@ -71,19 +71,9 @@ final class Connection {
             statement.reset()
             return statement
         }
-        let statement = try Statement(connection: self, sql: sql, persistent: true)
+        let statement = try Statement(connection: self, sql: sql)
         cache.insert(statement)
         return statement
-    }
-
-    /// Drops a statement from the cache, after it failed in a way that may leave it unusable.
-    func evict(_ sql: String) {
-        cache.remove(sql)
-    }
-
-    /// A one-off statement, not cached.
-    func makeStatement(_ sql: String) throws -> Statement {
-        try Statement(connection: self, sql: sql, persistent: false)
     }
 
     /// The first column of the first row of `sql`, as an integer.

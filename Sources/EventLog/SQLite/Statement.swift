@@ -1,17 +1,20 @@
 import CSQLite
 
 /// A prepared statement. Not Sendable: it belongs to its ``Connection`` and is finalized in `deinit`.
+///
+/// Statements are made only for the connection's cache, so they are prepared with
+/// `SQLITE_PREPARE_PERSISTENT` (https://sqlite.org/c3ref/c_prepare_normalize.html). A step that fails
+/// resets the statement, so it stays in the cache and is usable again.
 final class Statement {
     private var handle: OpaquePointer?
     let sql: String
     private unowned let connection: Connection
 
-    init(connection: Connection, sql: String, persistent: Bool) throws {
+    init(connection: Connection, sql: String) throws {
         self.connection = connection
         self.sql = sql
         var statement: OpaquePointer?
-        let flags = persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0
-        let code = sqlite3_prepare_v3(connection.handle, sql, -1, flags, &statement, nil)
+        let code = sqlite3_prepare_v3(connection.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard code == SQLITE_OK, let statement else {
             throw connection.error(code: code, sql: sql)
         }
