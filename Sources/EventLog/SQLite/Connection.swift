@@ -1,6 +1,6 @@
 import CSQLite
 
-/// SQLite copies bound text and blobs when given this destructor. Swift cannot import the C macro.
+/// SQLite copies bound text when given this destructor. Swift cannot import the C macro.
 let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
 /// One SQLite connection. It is not Sendable: exactly one ``SQLiteThread`` owns and uses it.
@@ -125,5 +125,4 @@ enum SQLValue {
     case null
     case int(Int64)
     case text(String)
-    case blob([UInt8])
 }

@@ -50,10 +50,6 @@ final class Statement {
             // (https://sqlite.org/c3ref/bind_blob.html). withCString does not copy a native string.
             let count = Int32(text.utf8.count)
             code = text.withCString { sqlite3_bind_text(handle, index, $0, count, SQLITE_TRANSIENT) }
-        case .blob(let bytes):
-            code = bytes.withUnsafeBytes { buffer in
-                sqlite3_bind_blob(handle, index, buffer.baseAddress, Int32(buffer.count), SQLITE_TRANSIENT)
-            }
         }
         guard code == SQLITE_OK else { throw connection.error(code: code, sql: sql) }
     }
@@ -93,12 +89,6 @@ final class Statement {
         let pointer = sqlite3_column_text(handle, column)
         let count = Int(sqlite3_column_bytes(handle, column))
         return try body(UnsafeRawBufferPointer(start: pointer, count: pointer == nil ? 0 : count))
-    }
-
-    func blob(_ column: Int32) -> [UInt8] {
-        let count = Int(sqlite3_column_bytes(handle, column))
-        guard count > 0, let pointer = sqlite3_column_blob(handle, column) else { return [] }
-        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 

@@ -75,8 +75,7 @@ extension SQLiteEventStore {
         guard let loaded = identity.withLock({ $0 }) else {
             throw EventLogError(.corrupt, "could not read the log's meta table")
         }
-        return SQLiteEventStore(
-            path: path, identity: loaded, writer: writer, readers: readers, checkpointer: checkpointer)
+        return SQLiteEventStore(identity: loaded, writer: writer, readers: readers, checkpointer: checkpointer)
     }
 
     /// The writer connection's pragmas: WAL, the durability mode, and the optional page cap.

@@ -16,8 +16,6 @@ final class SQLiteEventStore: EventStore {
         let state: SQLiteWriter
     }
 
-    /// The database file.
-    let path: String
     let identity: StoreIdentity
     /// `nil` when opened read-only.
     private let writer: Writer?
@@ -26,13 +24,11 @@ final class SQLiteEventStore: EventStore {
     private let checkpointer: Checkpointer?
 
     init(
-        path: String,
         identity: StoreIdentity,
         writer: Writer?,
         readers: SQLiteThreads<ConnectionJob>,
         checkpointer: Checkpointer?
     ) {
-        self.path = path
         self.identity = identity
         self.writer = writer
         self.readers = readers
