@@ -194,7 +194,8 @@ struct AppendTests {
     func durabilityModeIsApplied(durability: EventLog.Durability, synchronous: Int64) async throws {
         try await withTemporaryLog(options: .with { $0.durability = durability }) { log, directory in
             // https://sqlite.org/pragma.html#pragma_synchronous: 1 is NORMAL, 2 is FULL.
-            let actual = try await log.withWriter { try $0.scalarInt("PRAGMA synchronous") }
+            let store = try #require(log.store as? SQLiteEventStore)
+            let actual = try await store.withWriter { try $0.scalarInt("PRAGMA synchronous") }
             #expect(actual == synchronous)
             let event = try await log.append(NewEvent(topic: "a", data: .text("x")))
             #expect(event.event.id == 1)

@@ -105,7 +105,7 @@ func storedIDs(_ path: String, where condition: String = "1") throws -> [Int64] 
 /// `meta.earliest` and the head (`sqlite_sequence`) in the file.
 func bounds(_ path: String) throws -> (earliest: Int64, head: Int64) {
     try withConnection(path) { connection in
-        (try EventLog.readEarliest(connection), try EventLog.readHead(connection))
+        (try SQLiteEventStore.readEarliest(connection), try SQLiteEventStore.readHead(connection))
     }
 }
 

@@ -1,5 +1,3 @@
-import CSQLite
-import Foundation
 import Logging
 import Synchronization
 
@@ -9,6 +7,9 @@ import Synchronization
 /// commit); each `append` returns only after its transaction committed. Reads come from the
 /// in-memory ``LogTail`` when the position is recent, and from read-only WAL reader connections on
 /// their own threads otherwise. No SQLite call runs on the Swift cooperative pool.
+///
+/// This type is the API, the tail and the notifier; the rows are kept by an ``EventStore``
+/// (``SQLiteEventStore``), which tells the log about commits through ``EventStoreObserver``.
 public final class EventLog: Sendable {
     /// How hard a commit waits for the disk.
     public enum Durability: String, Sendable, CaseIterable {
@@ -63,8 +64,7 @@ public final class EventLog: Sendable {
     /// The options the log was opened with.
     public let options: Options
 
-    private let writer: SQLiteThreads<WriterJob>?
-    private let readers: SQLiteThreads<ConnectionJob>
+    let store: any EventStore
     private let state: Mutex<SharedState>
     let notifier: CommitNotifier
 
@@ -79,104 +79,27 @@ public final class EventLog: Sendable {
     /// Opens the log at `path`, creating it and running the migrations when needed (unless read-only).
     /// Sets WAL mode, `busy_timeout` and the durability mode.
     public static func open(path: String, options: Options = Options()) async throws -> EventLog {
-        try await withCheckedThrowingContinuation { continuation in
-            // Opening starts threads and touches the disk: keep it off the cooperative pool.
-            let thread = Thread {
-                continuation.resume(with: Result { try EventLog(path: path, options: options) })
-            }
-            thread.start()
-        }
+        let store = try await SQLiteEventStore.open(path: path, options: options)
+        return EventLog(path: path, options: options, store: store)
     }
 
-    private init(path: String, options: Options) throws {
+    private init(path: String, options: Options, store: any EventStore) {
         self.path = path
         self.options = options
-        let info = Locked<OpenInfo?>(nil)
-        let durability = options.durability
-        let busyTimeout = options.busyTimeoutMilliseconds
-        if !options.readOnly {
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            }
-            let maxPageCount = options.maxPageCount
-            let limits = options.limits
-            let logger = options.logger
-            let writerContext = WriterContext()
-            let checkpointerBox = Locked<Checkpointer?>(nil)
-            writer = try SQLiteThreads<WriterJob>(
-                name: "eventlog-writer",
-                count: 1,
-                maxBatch: options.maxEventsPerCommit,
-                tick: .init(interval: options.foreignWritePollInterval) { connection in
-                    writerContext.pollForeignWrites(connection)
-                },
-                open: {
-                    let connection = try Connection(path: path, mode: .readWrite, busyTimeoutMilliseconds: busyTimeout)
-                    // https://sqlite.org/wal.html: readers never block the writer and the writer never blocks readers.
-                    guard try connection.scalarText("PRAGMA journal_mode=WAL")?.lowercased() == "wal" else {
-                        throw EventLogError(.storageUnavailable, "cannot switch \(path) to WAL mode")
-                    }
-                    // Debian's SQLite defaults WAL databases to FULL; set the mode explicitly either way.
-                    try connection.execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
-                    if let maxPageCount { _ = try connection.scalarInt("PRAGMA max_page_count=\(maxPageCount)") }
-                    try Migrator.migrate(connection)
-                    let checkpointer = try Checkpointer(path: path, busyTimeoutMilliseconds: busyTimeout)
-                    try checkpointer.attach(to: connection)
-                    checkpointerBox.withLock { $0 = checkpointer }
-                    let loaded = try OpenInfo.load(connection)
-                    info.withLock { $0 = loaded }
-                    writerContext.head = loaded.head
-                    writerContext.dataVersion = try connection.scalarInt("PRAGMA data_version")
-                    return connection
-                },
-                handle: { connection, jobs in
-                    writerContext.process(jobs, on: connection, limits: limits, logger: logger)
-                }
-            )
-            self.writerContext = writerContext
-            checkpointer = checkpointerBox.withLock { $0 }
-        } else {
-            writer = nil
-            writerContext = nil
-            checkpointer = nil
-        }
-        do {
-            readers = try SQLiteThreads<ConnectionJob>(name: "eventlog-reader", count: max(options.readers, 1)) {
-                let connection = try Connection(path: path, mode: .readOnly, busyTimeoutMilliseconds: busyTimeout)
-                if info.withLock({ $0 }) == nil {
-                    let version = try connection.scalarInt("PRAGMA user_version") ?? 0
-                    guard version >= 1 && version <= Migrator.latestVersion else {
-                        throw EventLogError(.corrupt, "\(path) is not an event log (schema version \(version))")
-                    }
-                    let loaded = try OpenInfo.load(connection)
-                    info.withLock { if $0 == nil { $0 = loaded } }
-                }
-                return connection
-            }
-        } catch {
-            writer?.shutdown()
-            checkpointer?.stop()
-            throw error
-        }
-        guard let loaded = info.withLock({ $0 }) else {
-            throw EventLogError(.corrupt, "could not read the log's meta table")
-        }
-        epoch = loaded.epoch
-        tokenKey = loaded.tokenKey
+        self.store = store
+        let identity = store.identity
+        epoch = identity.epoch
+        tokenKey = identity.tokenKey
         state = Mutex(
             SharedState(
-                tail: LogTail(head: loaded.head, maxEvents: options.tailEvents, maxBytes: options.tailBytes),
-                earliest: loaded.earliest,
-                removals: loaded.removals
+                tail: LogTail(head: identity.bounds.head, maxEvents: options.tailEvents, maxBytes: options.tailBytes),
+                earliest: identity.bounds.earliest,
+                removals: identity.bounds.removals
             )
         )
-        notifier = CommitNotifier(head: loaded.head)
-        writerContext?.log = self
+        notifier = CommitNotifier(head: identity.bounds.head)
+        store.observe(self)
     }
-
-    private let writerContext: WriterContext?
-    private let checkpointer: Checkpointer?
 
     // MARK: Appending
 
@@ -197,45 +120,9 @@ public final class EventLog: Sendable {
                 throw events.count == 1 ? error : error.at(index: index)
             }
         }
-        guard let writer else { throw EventLogError(.closed, "the log is open read-only") }
-        let prepared = events.map { PreparedEvent(event: $0, hash: $0.requestHash) }
-        return try await withCheckedThrowingContinuation { continuation in
-            let request = AppendRequest(events: prepared, continuation: continuation)
-            if !writer.submit(.append(request)) {
-                continuation.resume(throwing: EventLogError.closed)
-            }
-        }
-    }
-
-    /// Runs `body` on the writer thread, between group commits. Maintenance uses it to write in
-    /// small transactions without a second writer.
-    func withWriter<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        guard let writer else { throw EventLogError(.closed, "the log is open read-only") }
-        return try await withCheckedThrowingContinuation { continuation in
-            let job = ConnectionJob { connection in continuation.resume(with: Result { try body(connection) }) }
-            if !writer.submit(.task(job)) { continuation.resume(throwing: EventLogError.closed) }
-        }
-    }
-
-    /// Runs `body` on a reader thread. Maintenance plans its work there, so the writer only deletes.
-    func withReader<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
-        try await readers.run(body)
-    }
-
-    /// Called on the writer thread after a commit.
-    fileprivate func didCommit(_ events: [Event], head: Int64, foreignWrites: Bool) {
-        state.withLock { state in
-            if foreignWrites {
-                state.tail.reset(head: head)
-            } else {
-                state.tail.append(events, newHead: head)
-            }
-        }
-        if foreignWrites {
-            notifier.wakeAll(head: head)
-        } else if !events.isEmpty {
-            notifier.committed(events, head: head)
-        }
+        guard store.canAppend else { throw EventLogError(.closed, "the log is open read-only") }
+        // Hashed here, on the caller's task, not on the writer.
+        return try await store.append(events.map { PreparedEvent(event: $0, hash: $0.requestHash) })
     }
 
     // MARK: Reading
@@ -250,20 +137,14 @@ public final class EventLog: Sendable {
     /// processes (a maintenance tool, another writer) did. When another process appended, later
     /// reads return its events and waiters are woken: a read-only log follows a server this way.
     public func refreshBounds() async throws -> (earliest: Int64, head: Int64) {
-        let bounds = try await readers.run { connection in
-            try (
-                earliest: Self.readEarliest(connection), head: Self.readHead(connection),
-                removals: Self.readRemovals(connection)
-            )
-        }
-        if writer != nil, bounds.head > head {
+        let bounds = try await store.bounds()
+        if store.canAppend, bounds.head > head {
             // This may be this process's own commit between its COMMIT and its tail update; only the
-            // writer can tell that from another process's append. On the writer thread, after the pending
+            // writer can tell that from another process's append. On the writer, after the pending
             // commits, the tail is synced with the file before this returns.
-            let context = writerContext
-            try await withWriter { connection in try context?.syncWithFile(connection) }
+            try await store.sync()
         }
-        let readOnly = writer == nil
+        let readOnly = !store.canAppend
         let (head, moved) = state.withLock { state -> (Int64, Bool) in
             state.earliest = max(state.earliest, bounds.earliest)
             if bounds.removals != state.removals {
@@ -284,8 +165,8 @@ public final class EventLog: Sendable {
 
     /// Events with ids above `position` that match `selectors`, ascending, at most `limit`.
     ///
-    /// Recent positions are answered from memory; older ones from a reader connection within one
-    /// read transaction, so `head`, `earliest` and the rows are one consistent snapshot.
+    /// Recent positions are answered from memory; older ones from the store within one read
+    /// transaction, so `head`, `earliest` and the rows are one consistent snapshot.
     public func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> Page {
         let limit = max(1, limit)
         guard !state.withLock({ $0.closed }) else { throw EventLogError.closed }
@@ -299,9 +180,7 @@ public final class EventLog: Sendable {
         }) {
             return page
         }
-        let page = try await readers.run { connection in
-            try Self.readFromDisk(connection, after: position, selectors: selectors, limit: limit)
-        }
+        let page = try await store.read(after: position, selectors: selectors, limit: limit)
         state.withLock { $0.earliest = max($0.earliest, page.earliest) }
         return page
     }
@@ -327,48 +206,17 @@ public final class EventLog: Sendable {
     /// The newest `count` events that match `selectors`, ascending by id (for `tail`).
     public func readLatest(_ count: Int, selectors: SelectorSet) async throws -> [Event] {
         guard count > 0, !selectors.isEmpty else { return [] }
-        return try await readers.run { connection in
-            var found: [Event] = []
-            for selector in selectors.selectors {
-                let filter = SelectorFilter(selector)
-                let statement = try connection.cachedStatement(
-                    "SELECT \(Self.eventColumns) FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT ?")
-                try statement.bind(filter.arguments + [.int(Int64(count))])
-                while try statement.step() { found.append(Self.event(from: statement)) }
-            }
-            found.sort { $0.id < $1.id }
-            return Array(found.suffix(count))
-        }
+        return try await store.latest(count, selectors: selectors)
     }
 
     /// Each topic with its event count and last id, in topic order.
     public func topics() async throws -> [TopicSummary] {
-        try await readers.run { connection in
-            let statement = try connection.cachedStatement(
-                "SELECT topic, count(*), max(id) FROM events GROUP BY topic ORDER BY topic"
-            )
-            var result: [TopicSummary] = []
-            while try statement.step() {
-                result.append(
-                    TopicSummary(topic: statement.text(0) ?? "", count: statement.int64(1), lastID: statement.int64(2))
-                )
-            }
-            return result
-        }
+        try await store.topics()
     }
 
     /// Checks that the store accepts a write now (a no-op write transaction on the writer).
     public func checkWritable() async throws {
-        try await withWriter { connection in
-            do {
-                try connection.execute("BEGIN IMMEDIATE")
-                try connection.run("UPDATE meta SET value = value WHERE name = 'epoch'")
-                try connection.execute("COMMIT")
-            } catch let error as SQLiteError {
-                if !connection.isAutocommit { try? connection.execute("ROLLBACK") }
-                throw EventLogError.storage(error)
-            }
-        }
+        try await store.checkWritable()
     }
 
     /// Lets queued appends commit, then closes every connection. Waits end with `closed`.
@@ -379,331 +227,31 @@ public final class EventLog: Sendable {
         }
         guard !alreadyClosed else { return }
         notifier.close()
-        let writer = self.writer
-        let readers = self.readers
-        let checkpointer = self.checkpointer
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            Thread {
-                // Readers first, the checkpointer's read-write connection last: when the last connection to
-                // a WAL database closes, SQLite checkpoints it and deletes the -wal and -shm files, so a
-                // stopped server leaves one file (https://sqlite.org/wal.html#the_wal_file). A read-only
-                // connection cannot do that, so it must not be the last.
-                readers.shutdown()
-                writer?.shutdown()
-                // After the writer: its WAL hook points at the checkpointer.
-                checkpointer?.stop()
-                continuation.resume()
-            }.start()
-        }
+        await store.close()
     }
+}
 
-    // MARK: SQL
-
-    static let eventColumns = "id, topic, type, key, data, data_format, time"
-
-    static func event(from statement: Statement) -> Event {
-        let data: EventData?
-        if statement.isNull(4) {
-            data = nil
-        } else {
-            let text = statement.text(4) ?? ""
-            data = statement.int64(5) == 1 ? .json(text) : .text(text)
-        }
-        return Event(
-            id: statement.int64(0),
-            topic: statement.text(1) ?? "",
-            type: statement.text(2) ?? "message",
-            key: statement.isNull(3) ? nil : statement.text(3),
-            data: data,
-            time: statement.int64(6)
-        )
-    }
-
-    static func readHead(_ connection: Connection) throws -> Int64 {
-        try connection.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'events'") ?? 0
-    }
-
-    /// `meta.removals`: how many maintenance transactions have deleted events (0 when none ever did).
-    static func readRemovals(_ connection: Connection) throws -> Int64 {
-        Int64(try connection.scalarText("SELECT value FROM meta WHERE name = 'removals'") ?? "0") ?? 0
-    }
-
-    static func readEarliest(_ connection: Connection) throws -> Int64 {
-        Int64(try connection.scalarText("SELECT value FROM meta WHERE name = 'earliest'") ?? "1") ?? 1
-    }
-
-    private static func readFromDisk(
-        _ connection: Connection,
-        after position: Int64,
-        selectors: SelectorSet,
-        limit: Int
-    ) throws -> Page {
-        try connection.execute("BEGIN")
-        defer { try? connection.execute("COMMIT") }
-        let head = try readHead(connection)
-        let earliest = try readEarliest(connection)
-        var merged: [Event] = []
-        for selector in selectors.selectors {
-            // One query per selector (SelectorFilter says how each uses the indexes), merged by id below.
-            let filter = SelectorFilter(selector)
-            let statement = try connection.cachedStatement(
-                "SELECT \(eventColumns) FROM events WHERE id > ? AND \(filter.sql) ORDER BY id LIMIT ?"
-            )
-            try statement.bind([.int(position)] + filter.arguments + [.int(Int64(limit))])
-            while try statement.step() {
-                merged.append(event(from: statement))
+extension EventLog: EventStoreObserver {
+    /// Called on the writer after a commit, before the appenders resume.
+    func storeDidCommit(_ events: [Event], head: Int64, foreignWrites: Bool) {
+        state.withLock { state in
+            if foreignWrites {
+                state.tail.reset(head: head)
+            } else {
+                state.tail.append(events, newHead: head)
             }
         }
-        // The selectors of a SelectorSet match disjoint topics, so the merge has no duplicates. Each
-        // query returned at most `limit` rows, so the first `limit` of the merge are exactly the
-        // first `limit` matches; a full page continues after its last event, as the tail's does.
-        if selectors.selectors.count > 1 { merged.sort { $0.id < $1.id } }
-        if merged.count > limit { merged.removeSubrange(limit...) }
-        let next = merged.count == limit ? merged[limit - 1].id : max(position, head)
-        return Page(events: merged, next: next, head: head, earliest: earliest)
-    }
-}
-
-/// What is read from the meta table when a log opens.
-struct OpenInfo: Sendable {
-    let epoch: String
-    let tokenKey: [UInt8]
-    let earliest: Int64
-    let head: Int64
-    let removals: Int64
-
-    static func load(_ connection: Connection) throws -> OpenInfo {
-        guard let epoch = try connection.scalarText("SELECT value FROM meta WHERE name = 'epoch'"),
-            let keyHex = try connection.scalarText("SELECT value FROM meta WHERE name = 'token_key'"),
-            let tokenKey = [UInt8](hex: keyHex)
-        else {
-            throw EventLogError(.corrupt, "\(connection.path): the meta table lacks the epoch or the token key")
-        }
-        return OpenInfo(
-            epoch: epoch,
-            tokenKey: tokenKey,
-            earliest: try EventLog.readEarliest(connection),
-            head: try EventLog.readHead(connection),
-            removals: try EventLog.readRemovals(connection)
-        )
-    }
-}
-
-extension [UInt8] {
-    init?(hex: String) {
-        let bytes = Array(hex.utf8)
-        guard bytes.count % 2 == 0 else { return nil }
-        var result: [UInt8] = []
-        result.reserveCapacity(bytes.count / 2)
-        var index = 0
-        while index < bytes.count {
-            guard let high = UInt8(String(decoding: bytes[index..<index + 2], as: UTF8.self), radix: 16) else {
-                return nil
-            }
-            result.append(high)
-            index += 2
-        }
-        self = result
-    }
-}
-
-// MARK: The writer
-
-struct PreparedEvent: Sendable {
-    let event: NewEvent
-    let hash: Int64
-}
-
-struct AppendRequest: Sendable {
-    let events: [PreparedEvent]
-    let continuation: CheckedContinuation<[AppendResult], Error>
-}
-
-enum WriterJob: Sendable {
-    case append(AppendRequest)
-    case task(ConnectionJob)
-}
-
-/// State that only the writer thread touches (plus `log`, set once before the first job).
-final class WriterContext: @unchecked Sendable {
-    // @unchecked: `head` is used only on the writer thread; `log` is set once during EventLog.init,
-    // before any append can be submitted.
-    var head: Int64 = 0
-    /// `PRAGMA data_version` at the last look (``pollForeignWrites(_:)``).
-    var dataVersion: Int64?
-    weak var log: EventLog?
-
-    func process(_ jobs: [WriterJob], on connection: Connection, limits: EventLimits, logger: Logger) {
-        var group: [AppendRequest] = []
-        for job in jobs {
-            switch job {
-            case .append(let request):
-                group.append(request)
-            case .task(let task):
-                if !group.isEmpty {
-                    commit(group, on: connection, logger: logger)
-                    group.removeAll()
-                }
-                task.body(connection)
-                // A task may have written (retention): pick up the head and earliest it left.
-                try? syncWithFile(connection)
-            }
-        }
-        if !group.isEmpty { commit(group, on: connection, logger: logger) }
-    }
-
-    /// Brings the log's memory in line with the file: another process, or a maintenance task on this
-    /// writer, may have appended or deleted events since this writer's last commit.
-    func syncWithFile(_ connection: Connection) throws {
-        // One read transaction, so the three values are one snapshot.
-        let ownTransaction = connection.isAutocommit
-        if ownTransaction { try connection.execute("BEGIN") }
-        defer { if ownTransaction { try? connection.execute("COMMIT") } }
-        let fileHead = try EventLog.readHead(connection)
-        let earliest = try EventLog.readEarliest(connection)
-        let removals = try EventLog.readRemovals(connection)
-        head = max(head, fileHead)
-        log?.didMaintain(earliest: earliest, head: head, removals: removals)
-    }
-
-    /// Runs on the writer thread between jobs: when another connection committed since the last
-    /// look, its events are read into the log's view, and waiting subscribers wake.
-    func pollForeignWrites(_ connection: Connection) {
-        guard let version = try? connection.scalarInt("PRAGMA data_version") else { return }
-        guard version != dataVersion else { return }
-        dataVersion = version
-        try? syncWithFile(connection)
-    }
-
-    /// One group commit: every request in one transaction, each inside its own savepoint so one
-    /// failed request (an idempotency conflict) does not fail the others.
-    private func commit(_ requests: [AppendRequest], on connection: Connection, logger: Logger) {
-        var outcomes: [Result<[AppendResult], Error>] = []
-        outcomes.reserveCapacity(requests.count)
-        var inserted: [Event] = []
-        var foreignWrites = false
-        do {
-            try connection.execute("BEGIN IMMEDIATE")
-        } catch {
-            fail(requests, with: error)
-            return
-        }
-        do {
-            let fileHead = try EventLog.readHead(connection)
-            if fileHead != head {
-                // Another process appended since our last commit: the in-memory tail is stale.
-                foreignWrites = true
-                head = fileHead
-            }
-            let now = Timestamp.nowMilliseconds()
-            for request in requests {
-                try connection.execute("SAVEPOINT request")
-                do {
-                    var results: [AppendResult] = []
-                    var events: [Event] = []
-                    for (index, prepared) in request.events.enumerated() {
-                        do {
-                            let result = try append(prepared, time: now, on: connection)
-                            results.append(result)
-                            if !result.replayed { events.append(result.event) }
-                        } catch let error as EventLogError where request.events.count > 1 {
-                            throw error.at(index: index)
-                        }
-                    }
-                    try connection.execute("RELEASE request")
-                    outcomes.append(.success(results))
-                    inserted.append(contentsOf: events)
-                } catch {
-                    if connection.isAutocommit {
-                        // SQLite rolled the whole transaction back by itself (disk full, I/O error).
-                        throw error
-                    }
-                    try connection.execute("ROLLBACK TO request")
-                    try connection.execute("RELEASE request")
-                    outcomes.append(.failure(error))
-                }
-            }
-            try connection.execute("COMMIT")
-        } catch {
-            if !connection.isAutocommit { try? connection.execute("ROLLBACK") }
-            logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
-            fail(requests, with: error)
-            return
-        }
-        if let last = inserted.last { head = max(head, last.id) }
-        log?.didCommit(inserted, head: head, foreignWrites: foreignWrites)
-        for (request, outcome) in zip(requests, outcomes) {
-            request.continuation.resume(with: outcome.mapError(Self.publicError))
+        if foreignWrites {
+            notifier.wakeAll(head: head)
+        } else if !events.isEmpty {
+            notifier.committed(events, head: head)
         }
     }
 
-    private func append(_ prepared: PreparedEvent, time: Int64, on connection: Connection) throws -> AppendResult {
-        let event = prepared.event
-        if let idempotencyKey = event.idempotencyKey {
-            let lookup = try connection.cachedStatement(
-                "SELECT \(EventLog.eventColumns), request_hash FROM events WHERE topic = ? AND idempotency_key = ?"
-            )
-            try lookup.bind([.text(event.topic), .text(idempotencyKey)])
-            if try lookup.step() {
-                let original = EventLog.event(from: lookup)
-                let hash = lookup.int64(7)
-                lookup.reset()
-                guard hash == prepared.hash else {
-                    throw EventLogError(
-                        .idempotencyConflict,
-                        "idempotency key \(Topic.quoted(idempotencyKey)) was used for a different event (id \(original.id)) on topic \(event.topic)"
-                    )
-                }
-                return AppendResult(event: original, replayed: true)
-            }
-        }
-        let insert = try connection.cachedStatement(
-            """
-            INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """
-        )
-        let dataValue: SQLValue
-        let format: Int64
-        switch event.data {
-        case .none:
-            dataValue = .null
-            format = 0
-        case .text(let text):
-            dataValue = .text(text)
-            format = 0
-        case .json(let text):
-            dataValue = .text(text)
-            format = 1
-        }
-        try insert.bind([
-            .text(event.topic), .text(event.type), event.key.map { .text($0) } ?? .null, dataValue, .int(format),
-            .int(time), event.idempotencyKey.map { .text($0) } ?? .null,
-            event.idempotencyKey == nil ? .null : .int(prepared.hash),
-        ])
-        while try insert.step() {}
-        let id = connection.lastInsertRowID
-        return AppendResult(
-            event: Event(id: id, topic: event.topic, type: event.type, key: event.key, data: event.data, time: time),
-            replayed: false
-        )
-    }
-
-    private func fail(_ requests: [AppendRequest], with error: Error) {
-        let mapped = Self.publicError(error)
-        for request in requests { request.continuation.resume(throwing: mapped) }
-    }
-
-    private static func publicError(_ error: Error) -> Error {
-        if let error = error as? SQLiteError { return EventLogError.storage(error) }
-        return error
-    }
-}
-
-extension EventLog {
-    /// Called on the writer thread with the file's bounds, after a maintenance task wrote or another
-    /// process committed.
-    fileprivate func didMaintain(earliest: Int64, head: Int64, removals: Int64) {
+    /// Called on the writer with the file's bounds, after a maintenance task wrote or another process
+    /// committed.
+    func storeDidSync(_ bounds: StoreBounds) {
+        let (earliest, head, removals) = (bounds.earliest, bounds.head, bounds.removals)
         let changed = state.withLock { state -> Bool in
             var changed = earliest > state.earliest || head != state.tail.head
             state.earliest = max(state.earliest, earliest)

@@ -124,8 +124,8 @@ struct CompactionRun: Sendable {
         try connection.transaction(write: false) {
             if !started {
                 started = true
-                report.head = try EventLog.readHead(connection)
-                report.earliest = try EventLog.readEarliest(connection)
+                report.head = try SQLiteEventStore.readHead(connection)
+                report.earliest = try SQLiteEventStore.readEarliest(connection)
                 base = max(0, (try connection.scalarInt("SELECT min(id) FROM events") ?? 1) - 1)
                 cursor = base
             }

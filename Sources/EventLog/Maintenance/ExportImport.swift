@@ -45,8 +45,8 @@ enum ExportFormat {
     ) throws -> ExportReport {
         // One read transaction: the header and every line describe the same snapshot, while a server appends.
         try connection.transaction(write: false) {
-            let head = try EventLog.readHead(connection)
-            let earliest = try EventLog.readEarliest(connection)
+            let head = try SQLiteEventStore.readHead(connection)
+            let earliest = try SQLiteEventStore.readEarliest(connection)
             let epoch = try connection.metaValue("epoch") ?? ""
             let tokenKey = try connection.metaValue("token_key") ?? ""
             let count = try connection.scalarInt("SELECT count(*) FROM events") ?? 0
@@ -118,7 +118,7 @@ enum ExportFormat {
     ) throws -> ImportReport {
         try connection.transaction(write: true) {
             let count = try connection.scalarInt("SELECT count(*) FROM events") ?? 0
-            let existingHead = try EventLog.readHead(connection)
+            let existingHead = try SQLiteEventStore.readHead(connection)
             guard count == 0 && existingHead == 0 else {
                 throw MaintenanceError(
                     .targetNotEmpty,

@@ -386,7 +386,7 @@ public final class LogMaintenance {
             pages: pages,
             bytes: StorageStatistics.fileSize(connection.path),
             epoch: try connection.metaValue("epoch") ?? "",
-            head: try EventLog.readHead(connection),
+            head: try SQLiteEventStore.readHead(connection),
             eventCount: try connection.scalarInt("SELECT count(*) FROM events") ?? 0
         )
     }

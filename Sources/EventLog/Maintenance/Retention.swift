@@ -105,8 +105,8 @@ struct RetentionRun: Sendable {
     /// Works out the cut-offs from one read snapshot. Reads only, so the server runs it on a reader.
     mutating func plan(_ connection: Connection, now: Int64) throws {
         try connection.transaction(write: false) {
-            report.head = try EventLog.readHead(connection)
-            report.earliestBefore = try EventLog.readEarliest(connection)
+            report.head = try SQLiteEventStore.readHead(connection)
+            report.earliestBefore = try SQLiteEventStore.readEarliest(connection)
             report.earliestAfter = report.earliestBefore
             if policy.isEmpty || policy.selectors.isEmpty {
                 finished = true

@@ -49,7 +49,7 @@ extension Connection {
     /// Sets `meta.earliest` to `candidate` when that is larger than the stored value; returns the result.
     /// It never moves back: readers compare positions with it to detect gaps.
     func advanceEarliest(to candidate: Int64) throws -> Int64 {
-        let current = try EventLog.readEarliest(self)
+        let current = try SQLiteEventStore.readEarliest(self)
         guard candidate > current else { return current }
         try run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(candidate))])
         return candidate

@@ -1,6 +1,6 @@
 import CSQLite
 
-/// SQLite copies bound text and blobs when given this destructor. Swift cannot import the C macro.
+/// SQLite copies bound text when given this destructor. Swift cannot import the C macro.
 let SQLITE_TRANSIENT = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
 
 /// One SQLite connection. It is not Sendable: exactly one ``SQLiteThread`` owns and uses it.
@@ -71,19 +71,9 @@ final class Connection {
             statement.reset()
             return statement
         }
-        let statement = try Statement(connection: self, sql: sql, persistent: true)
+        let statement = try Statement(connection: self, sql: sql)
         cache.insert(statement)
         return statement
-    }
-
-    /// Drops a statement from the cache, after it failed in a way that may leave it unusable.
-    func evict(_ sql: String) {
-        cache.remove(sql)
-    }
-
-    /// A one-off statement, not cached.
-    func makeStatement(_ sql: String) throws -> Statement {
-        try Statement(connection: self, sql: sql, persistent: false)
     }
 
     /// The first column of the first row of `sql`, as an integer.
@@ -135,5 +125,4 @@ enum SQLValue {
     case null
     case int(Int64)
     case text(String)
-    case blob([UInt8])
 }

@@ -1,17 +1,20 @@
 import CSQLite
 
 /// A prepared statement. Not Sendable: it belongs to its ``Connection`` and is finalized in `deinit`.
+///
+/// Statements are made only for the connection's cache, so they are prepared with
+/// `SQLITE_PREPARE_PERSISTENT` (https://sqlite.org/c3ref/c_prepare_normalize.html). A step that fails
+/// resets the statement, so it stays in the cache and is usable again.
 final class Statement {
     private var handle: OpaquePointer?
     let sql: String
     private unowned let connection: Connection
 
-    init(connection: Connection, sql: String, persistent: Bool) throws {
+    init(connection: Connection, sql: String) throws {
         self.connection = connection
         self.sql = sql
         var statement: OpaquePointer?
-        let flags = persistent ? UInt32(SQLITE_PREPARE_PERSISTENT) : 0
-        let code = sqlite3_prepare_v3(connection.handle, sql, -1, flags, &statement, nil)
+        let code = sqlite3_prepare_v3(connection.handle, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil)
         guard code == SQLITE_OK, let statement else {
             throw connection.error(code: code, sql: sql)
         }
@@ -47,10 +50,6 @@ final class Statement {
             // (https://sqlite.org/c3ref/bind_blob.html). withCString does not copy a native string.
             let count = Int32(text.utf8.count)
             code = text.withCString { sqlite3_bind_text(handle, index, $0, count, SQLITE_TRANSIENT) }
-        case .blob(let bytes):
-            code = bytes.withUnsafeBytes { buffer in
-                sqlite3_bind_blob(handle, index, buffer.baseAddress, Int32(buffer.count), SQLITE_TRANSIENT)
-            }
         }
         guard code == SQLITE_OK else { throw connection.error(code: code, sql: sql) }
     }
@@ -90,12 +89,6 @@ final class Statement {
         let pointer = sqlite3_column_text(handle, column)
         let count = Int(sqlite3_column_bytes(handle, column))
         return try body(UnsafeRawBufferPointer(start: pointer, count: pointer == nil ? 0 : count))
-    }
-
-    func blob(_ column: Int32) -> [UInt8] {
-        let count = Int(sqlite3_column_bytes(handle, column))
-        guard count > 0, let pointer = sqlite3_column_blob(handle, column) else { return [] }
-        return Array(UnsafeRawBufferPointer(start: pointer, count: count))
     }
 }
 

@@ -13,10 +13,6 @@ struct StatementCache {
         statements[statement.sql] = statement
     }
 
-    mutating func remove(_ sql: String) {
-        statements[sql] = nil
-    }
-
     /// Finalizes every statement (each finalizes in its deinit).
     mutating func clear() {
         statements.removeAll()
