@@ -14,14 +14,14 @@ enum PublishDecoder {
         extraFields: Set<String> = []
     ) throws(APIError) -> NewEvent {
         guard case .object(let members) = value else {
-            throw .badRequest("malformed_json", "an event must be a JSON object")
+            throw APIError(code: .malformedJSON, message: "an event must be a JSON object")
         }
         for (name, _) in members where !allowedFields.contains(name) && !extraFields.contains(name) {
-            throw .badRequest("invalid_field", "unknown field \"\(name)\"")
+            throw APIError(code: .invalidField, message: "unknown field \"\(name)\"")
         }
         guard case .string(let topic) = value["topic"] else {
-            if value["topic"] == nil { throw APIError.badRequest("invalid_topic", "the event has no topic") }
-            throw APIError.badRequest("invalid_field", "\"topic\" must be a string")
+            if value["topic"] == nil { throw APIError(code: .invalidTopic, message: "the event has no topic") }
+            throw APIError(code: .invalidField, message: "\"topic\" must be a string")
         }
         let type = try optionalString(value, "type") ?? "message"
         let key = try optionalString(value, "key")
@@ -40,7 +40,7 @@ enum PublishDecoder {
         switch value[name] {
         case .none, .some(.null): return nil
         case .some(.string(let text)): return text
-        default: throw .badRequest("invalid_field", "\"\(name)\" must be a string")
+        default: throw APIError(code: .invalidField, message: "\"\(name)\" must be a string")
         }
     }
 
@@ -50,7 +50,7 @@ enum PublishDecoder {
             return try JSONParser.parse(bytes)
         } catch {
             let place = line.map { "line \($0 + 1): " } ?? ""
-            var apiError = APIError.badRequest("malformed_json", "\(place)invalid JSON: \(error)")
+            var apiError = APIError(code: .malformedJSON, message: "\(place)invalid JSON: \(error)")
             apiError.index = line
             throw apiError
         }
@@ -63,7 +63,7 @@ struct PublishEndpoint {
 
     func handle(_ request: Request) async throws -> Response {
         if server.isShuttingDown {
-            throw APIError(status: .serviceUnavailable, code: "shutting_down", message: "the server is shutting down")
+            throw APIError(code: .shuttingDown, message: "the server is shutting down")
         }
         let contentType =
             request.head.headers.first(name: "content-type")?
@@ -83,9 +83,9 @@ struct PublishEndpoint {
             )
         case "application/x-ndjson":
             if headerKey != nil {
-                throw APIError.badRequest(
-                    "invalid_parameter",
-                    "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
+                throw APIError(
+                    code: .invalidParameter,
+                    message: "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
                 )
             }
             var events: [NewEvent] = []
@@ -100,8 +100,7 @@ struct PublishEndpoint {
                     var indexed = error
                     if indexed.index == nil {
                         indexed = APIError(
-                            status: error.status, code: error.code, message: "line \(index + 1): \(error.message)",
-                            index: index)
+                            code: error.code, message: "line \(index + 1): \(error.message)", index: index)
                     }
                     throw indexed
                 }
@@ -133,8 +132,7 @@ struct PublishEndpoint {
             )
         default:
             throw APIError(
-                status: .unsupportedMediaType,
-                code: "unsupported_media_type",
+                code: .unsupportedMediaType,
                 message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
             )
         }

@@ -171,7 +171,7 @@ final class WebSocketSession: Sendable {
         do {
             message = try JSONParser.parse(Array(text.utf8))
         } catch {
-            return await reject(code: "malformed_json", message: "invalid JSON: \(error)", ref: .omitted)
+            return await reject(code: .malformedJSON, message: "invalid JSON: \(error)", ref: .omitted)
         }
         // The ref is echoed as it came: a string stays a string, a number a number.
         let ref: JSONFragment = {
@@ -182,7 +182,7 @@ final class WebSocketSession: Sendable {
             }
         }()
         guard case .string(let op) = message["op"] else {
-            return await reject(code: "invalid_op", message: "a message needs \"op\": subscribe or publish", ref: ref)
+            return await reject(code: .invalidOp, message: "a message needs \"op\": subscribe or publish", ref: ref)
         }
         switch op {
         case "subscribe":
@@ -203,12 +203,12 @@ final class WebSocketSession: Sendable {
             publishes.addTask { await self.publish(event, ref: ref) }
             return true
         default:
-            return await reject(code: "invalid_op", message: "unknown op \"\(op.prefix(40))\"", ref: ref)
+            return await reject(code: .invalidOp, message: "unknown op \"\(op.prefix(40))\"", ref: ref)
         }
     }
 
     /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
-    private func reject(code: String, message: String, ref: JSONFragment) async -> Bool {
+    private func reject(code: ErrorCode, message: String, ref: JSONFragment) async -> Bool {
         let errors = state.withLock { state -> Int in
             state.errors += 1
             return state.errors
@@ -221,9 +221,9 @@ final class WebSocketSession: Sendable {
         return true
     }
 
-    static func errorMessage(code: String, message: String, ref: JSONFragment) -> String {
+    static func errorMessage(code: ErrorCode, message: String, ref: JSONFragment) -> String {
         JSONWriter.object([
-            "type": .string("error"), "code": .string(code), "message": .string(message),
+            "type": .string("error"), "code": .string(code.rawValue), "message": .string(message),
             "ref": ref,
         ])
     }
@@ -245,7 +245,7 @@ final class WebSocketSession: Sendable {
     private func publish(_ event: NewEvent, ref: JSONFragment) async {
         defer { state.withLock { $0.publishesInFlight -= 1 } }
         if server.isShuttingDown {
-            await send(Self.errorMessage(code: "shutting_down", message: "the server is shutting down", ref: ref))
+            await send(Self.errorMessage(code: .shuttingDown, message: "the server is shutting down", ref: ref))
             return
         }
         let started = ContinuousClock.now
@@ -263,7 +263,7 @@ final class WebSocketSession: Sendable {
             let apiError = APIError(error)
             await send(Self.errorMessage(code: apiError.code, message: apiError.message, ref: ref))
         } catch {
-            await send(Self.errorMessage(code: "internal_error", message: "\(error)", ref: ref))
+            await send(Self.errorMessage(code: .internalError, message: "\(error)", ref: ref))
         }
     }
 
@@ -271,12 +271,13 @@ final class WebSocketSession: Sendable {
 
     private func subscribe(_ message: JSONValue) async throws(APIError) {
         guard case .array(let topicValues) = message["topics"], !topicValues.isEmpty else {
-            throw APIError.badRequest("invalid_parameter", "subscribe needs \"topics\": a non-empty array of selectors")
+            throw APIError(
+                code: .invalidParameter, message: "subscribe needs \"topics\": a non-empty array of selectors")
         }
         var texts: [String] = []
         for value in topicValues {
             guard case .string(let text) = value else {
-                throw APIError.badRequest("invalid_selector", "every topic selector must be a string")
+                throw APIError(code: .invalidSelector, message: "every topic selector must be a string")
             }
             texts.append(text)
         }
@@ -293,22 +294,23 @@ final class WebSocketSession: Sendable {
                 resetNotice = position
                 start = .live
             case .failure:
-                throw APIError.badRequest(
-                    "invalid_resume_token", "the resume token is malformed, tampered with, or from another log")
+                throw APIError(
+                    code: .invalidResumeToken,
+                    message: "the resume token is malformed, tampered with, or from another log")
             }
         case (.some, _):
-            throw APIError.badRequest("invalid_resume_token", "\"resume\" must be a token string")
+            throw APIError(code: .invalidResumeToken, message: "\"resume\" must be a token string")
         case (nil, .some(.string("earliest"))):
             start = .earliest
         case (nil, .some(.string("latest"))), (nil, nil), (nil, .some(.null)):
             start = .live
         case (nil, .some(.number(let text))):
             guard let id = Int64(text), id >= 0 else {
-                throw APIError.badRequest("invalid_parameter", "\"from\" must be a non-negative integer id")
+                throw APIError(code: .invalidParameter, message: "\"from\" must be a non-negative integer id")
             }
             start = id == 0 ? .earliest : .after(id)
         case (nil, .some):
-            throw APIError.badRequest("invalid_parameter", "\"from\" must be an id, \"earliest\" or \"latest\"")
+            throw APIError(code: .invalidParameter, message: "\"from\" must be an id, \"earliest\" or \"latest\"")
         }
         let loop = SubscriptionLoop(
             log: server.log,

@@ -32,9 +32,9 @@ enum Wire {
     }
 
     /// The error body of every failed request: `{"error":{"code":..,"message":..}}`.
-    static func errorBody(code: String, message: String, index: Int? = nil) -> String {
+    static func errorBody(code: ErrorCode, message: String, index: Int? = nil) -> String {
         let inner = JSONWriter.object([
-            "code": .string(code),
+            "code": .string(code.rawValue),
             "message": .string(message),
             "index": index.map { .int(Int64($0)) } ?? .omitted,
         ])
@@ -189,11 +189,11 @@ extension WireFormat {
         }
         guard case .array(let items) = value["events"], let next = integer(value["next"]),
             let head = integer(value["head"]), let earliest = integer(value["earliest"])
-        else { throw WireFormatError(code: "malformed_json", message: "not a history page") }
+        else { throw WireFormatError(code: .malformedJSON, message: "not a history page") }
         var events: [Event] = []
         for item in items {
             guard let id = integer(item["id"]), let topic = string(item["topic"]) else {
-                throw WireFormatError(code: "malformed_json", message: "an event in the page lacks id or topic")
+                throw WireFormatError(code: .malformedJSON, message: "an event in the page lacks id or topic")
             }
             let data: EventData?
             switch item["data"] {
@@ -213,7 +213,7 @@ extension WireFormat {
 /// A decoding failure from ``WireFormat``, with the wire error code (e.g. `malformed_json`).
 public struct WireFormatError: Error, CustomStringConvertible, Sendable {
     /// The error code the server would answer.
-    public let code: String
+    public let code: ErrorCode
     /// What was wrong.
     public let message: String
     public var description: String { message }
