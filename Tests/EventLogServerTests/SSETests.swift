@@ -33,6 +33,7 @@ struct SSETests {
                     return seen
                 }
             }
+            try #require(messages.count >= 6)
             #expect(messages[0].retry == "1500")
             #expect(messages[1].event == "eventlog.open")
             #expect(messages[1].id == nil)
@@ -88,7 +89,7 @@ struct SSETests {
                     return data
                 }
             }
-            #expect(envelope.count == 2)
+            try #require(envelope.count == 2)
             let first = jsonObject(envelope[0])
             #expect(first["id"] as? Int == 2)
             #expect(first["topic"] as? String == "t/2")
@@ -122,6 +123,7 @@ struct SSETests {
                     "", "eventlog.open", "eventlog.gap", "message", "message", "message", "message", "message",
                     "eventlog.caughtup",
                 ])
+            try #require(gap.count >= 3)
             let gapData = jsonObject(gap[2].dataText)
             #expect(gapData["requested"] as? Int == 2)
             #expect(gapData["earliest"] as? Int == 6)
@@ -165,6 +167,7 @@ struct SSETests {
             }
             #expect(
                 reset.map { $0.event ?? "" } == ["", "eventlog.open", "eventlog.reset", "eventlog.caughtup", "message"])
+            try #require(reset.count >= 3)
             let resetData = jsonObject(reset[2].dataText)
             #expect(resetData["requested"] as? Int == 99)
             #expect(resetData["head"] as? Int == 10)

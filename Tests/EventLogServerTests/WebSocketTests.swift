@@ -25,6 +25,7 @@ struct WebSocketTests {
                 }
             }
             #expect(messages.map { $0["type"] as? String } == ["subscribed", "event", "event", "caughtup", "event"])
+            try #require(messages.count >= 5)
             #expect(messages[0]["epoch"] as? String == server.log.epoch)
             #expect(messages[0]["head"] as? Int == 3)
             #expect(messages[0]["from"] as? Int == 0)
@@ -69,6 +70,7 @@ struct WebSocketTests {
                     return answers
                 }
             }
+            try #require(acks.count >= 7)
             #expect(acks[0]["type"] as? String == "ack")
             #expect(acks[0]["ref"] as? String == "a")
             #expect(acks[0]["id"] as? Int == 1)
@@ -112,6 +114,7 @@ struct WebSocketTests {
                             return [first] + after
                         }
                     }
+                    try #require(!answers.isEmpty, "\(token)")
                     #expect(answers[0]["type"] as? String == "error", "\(token)")
                     #expect(answers[0]["code"] as? String == "invalid_resume_token", "\(token)")
                     #expect(answers.dropFirst().compactMap { $0["id"] as? Int } == [2, 3], "\(token)")
