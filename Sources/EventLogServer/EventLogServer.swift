@@ -158,7 +158,7 @@ public final class EventLogServer: Sendable {
         guard !isShuttingDown, metrics.tryOpenConnection(limit: configuration.maxConnections) else {
             let status: HTTPResponseStatus = .serviceUnavailable
             let body = Wire.errorBody(
-                code: isShuttingDown ? "shutting_down" : "too_many_connections",
+                code: isShuttingDown ? .shuttingDown : .tooManyConnections,
                 message: isShuttingDown ? "the server is shutting down" : "the server has too many open connections"
             )
             var buffer = channel.allocator.buffer(capacity: 256)
@@ -263,12 +263,18 @@ final class ConnectionRegistry: Sendable {
     /// Closes scheduled by ``scheduleClose(_:in:)`` that have neither run nor been cancelled.
     var pendingCloses: Int { pending.load(ordering: .relaxed) }
 
-    /// Closes `channel` after `delay` unless the returned task is cancelled first. Every path that ends
-    /// the connection must cancel it: until it runs, the task holds the channel with its pipeline,
-    /// handlers and buffers, long after the client has gone.
-    func scheduleClose(_ channel: any Channel, in delay: Duration) -> Scheduled<Void> {
+    /// Closes `channel` after `delay` (if `shouldClose` still agrees then) unless the returned task is
+    /// cancelled first. Every path that ends the connection must cancel it: until it runs, the task
+    /// holds the channel with its pipeline, handlers and buffers, long after the client has gone.
+    func scheduleClose(
+        _ channel: any Channel,
+        in delay: Duration,
+        if shouldClose: @escaping @Sendable () -> Bool = { true }
+    ) -> Scheduled<Void> {
         pending.add(1, ordering: .relaxed)
-        let scheduled = channel.eventLoop.scheduleTask(in: TimeAmount(delay)) { channel.close(promise: nil) }
+        let scheduled = channel.eventLoop.scheduleTask(in: TimeAmount(delay)) {
+            if shouldClose() { channel.close(promise: nil) }
+        }
         scheduled.futureResult.whenComplete { _ in self.pending.subtract(1, ordering: .relaxed) }
         return scheduled
     }

@@ -21,7 +21,7 @@ struct HistoryEndpoint {
         let page: EventLog.Page
         if let lastText = request.queryValue("last") {
             guard request.queryValue("after") == nil else {
-                throw APIError.badRequest("invalid_parameter", "give either after or last, not both")
+                throw APIError(code: .invalidParameter, message: "give either after or last, not both")
             }
             let last = try HistoryEndpoint.integer(
                 lastText, name: "last", default: 1, range: 1...Int64(HistoryEndpoint.maxLimit))
@@ -66,7 +66,7 @@ struct HistoryEndpoint {
             return Response(APIError(error))
         } catch {
             return Response(
-                APIError(status: .serviceUnavailable, code: "storage_unavailable", message: "\(error)")
+                APIError(code: .storageUnavailable, message: "\(error)")
             )
         }
     }
@@ -76,7 +76,7 @@ struct HistoryEndpoint {
         do {
             return try SelectorSet(parsing: texts)
         } catch {
-            throw APIError.badRequest(error.code.description, error.message)
+            throw APIError(code: error.code, message: error.message)
         }
     }
 
@@ -88,9 +88,10 @@ struct HistoryEndpoint {
     {
         guard let text else { return value }
         guard let number = Int64(text), range.contains(number) else {
-            throw APIError.badRequest(
-                "invalid_parameter",
-                "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), not \"\(text.prefix(40))\""
+            throw APIError(
+                code: .invalidParameter,
+                message:
+                    "\(name) must be an integer in \(range.lowerBound)...\(range.upperBound), not \"\(text.prefix(40))\""
             )
         }
         return number

@@ -21,7 +21,7 @@ struct PublishEndpoint {
 
     func handle(_ request: Request) async throws -> Response {
         if server.isShuttingDown {
-            throw APIError(status: .serviceUnavailable, code: "shutting_down", message: "the server is shutting down")
+            throw APIError(code: .shuttingDown, message: "the server is shutting down")
         }
         let contentType =
             request.head.headers.first(name: "content-type")?
@@ -41,9 +41,9 @@ struct PublishEndpoint {
             )
         case "application/x-ndjson":
             if headerKey != nil {
-                throw APIError.badRequest(
-                    "invalid_parameter",
-                    "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
+                throw APIError(
+                    code: .invalidParameter,
+                    message: "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
                 )
             }
             var events: [NewEvent] = []
@@ -58,8 +58,7 @@ struct PublishEndpoint {
                     var indexed = error
                     if indexed.index == nil {
                         indexed = APIError(
-                            status: error.status, code: error.code, message: "line \(index + 1): \(error.message)",
-                            index: index)
+                            code: error.code, message: "line \(index + 1): \(error.message)", index: index)
                     }
                     throw indexed
                 }
@@ -91,8 +90,7 @@ struct PublishEndpoint {
             )
         default:
             throw APIError(
-                status: .unsupportedMediaType,
-                code: "unsupported_media_type",
+                code: .unsupportedMediaType,
                 message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
             )
         }

@@ -16,7 +16,7 @@ struct SSEStream {
         init(_ request: Request, server: EventLogServer) throws {
             let texts = request.queryValues("topic")
             guard !texts.isEmpty else {
-                throw APIError.badRequest("invalid_parameter", "subscribe with at least one topic=<selector>")
+                throw APIError(code: .invalidParameter, message: "subscribe with at least one topic=<selector>")
             }
             selectors = try HistoryEndpoint.selectors(texts)
             let headerValue = request.head.headers.first(name: "last-event-id")
@@ -41,7 +41,7 @@ struct SSEStream {
             case nil, "0", "false": envelope = false
             case "1", "true": envelope = true
             case let other?:
-                throw APIError.badRequest("invalid_parameter", "envelope must be 1 or 0, not \"\(other.prefix(40))\"")
+                throw APIError(code: .invalidParameter, message: "envelope must be 1 or 0, not \"\(other.prefix(40))\"")
             }
         }
     }
@@ -232,13 +232,12 @@ func writeWithStallTimeout(
     timeout: Duration,
     _ write: @escaping @Sendable () async throws -> Void
 ) async throws {
-    let nanos = Int64(timeout.components.seconds) * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000
     // A writable channel takes the write at once; only a backed-up one needs the watchdog.
     guard !channel.isWritable else {
         try await write()
         return
     }
-    let watchdog = channel.eventLoop.scheduleTask(in: .nanoseconds(nanos)) {
+    let watchdog = channel.eventLoop.scheduleTask(in: TimeAmount(timeout)) {
         if !channel.isWritable { channel.close(promise: nil) }
     }
     defer { watchdog.cancel() }

@@ -172,7 +172,7 @@ final class WebSocketSession: Sendable {
         let ref: JSONFragment = message.ref.map { .raw($0.canonicalText) } ?? .omitted
         switch message.op {
         case .failure(let error):
-            return await reject(code: error.code.description, message: error.message, ref: ref)
+            return await reject(code: error.code, message: error.message, ref: ref)
         case .success(.subscribe(let subscription)):
             do {
                 try await subscribe(subscription)
@@ -188,7 +188,7 @@ final class WebSocketSession: Sendable {
     }
 
     /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
-    private func reject(code: String, message: String, ref: JSONFragment) async -> Bool {
+    private func reject(code: ErrorCode, message: String, ref: JSONFragment) async -> Bool {
         let errors = state.withLock { state -> Int in
             state.errors += 1
             return state.errors
@@ -201,9 +201,9 @@ final class WebSocketSession: Sendable {
         return true
     }
 
-    static func errorMessage(code: String, message: String, ref: JSONFragment) -> String {
+    static func errorMessage(code: ErrorCode, message: String, ref: JSONFragment) -> String {
         JSONWriter.object([
-            "type": .string("error"), "code": .string(code), "message": .string(message),
+            "type": .string("error"), "code": .string(code.rawValue), "message": .string(message),
             "ref": ref,
         ])
     }
@@ -225,7 +225,7 @@ final class WebSocketSession: Sendable {
     private func publish(_ event: NewEvent, ref: JSONFragment) async {
         defer { state.withLock { $0.publishesInFlight -= 1 } }
         if server.isShuttingDown {
-            await send(Self.errorMessage(code: "shutting_down", message: "the server is shutting down", ref: ref))
+            await send(Self.errorMessage(code: .shuttingDown, message: "the server is shutting down", ref: ref))
             return
         }
         let started = ContinuousClock.now
@@ -243,7 +243,7 @@ final class WebSocketSession: Sendable {
             let apiError = APIError(error)
             await send(Self.errorMessage(code: apiError.code, message: apiError.message, ref: ref))
         } catch {
-            await send(Self.errorMessage(code: "internal_error", message: "\(error)", ref: ref))
+            await send(Self.errorMessage(code: .internalError, message: "\(error)", ref: ref))
         }
     }
 
@@ -263,8 +263,9 @@ final class WebSocketSession: Sendable {
                 resetNotice = position
                 start = .live
             case .failure:
-                throw APIError.badRequest(
-                    "invalid_resume_token", "the resume token is malformed, tampered with, or from another log")
+                throw APIError(
+                    code: .invalidResumeToken,
+                    message: "the resume token is malformed, tampered with, or from another log")
             }
         case .earliest: start = .earliest
         case .live: start = .live

@@ -5,9 +5,9 @@ import NIOCore
 /// are written by EventLogWire (``SSEEncoder``, ``EventEnvelope``, ``ServerMessage``), once for every side.
 enum Wire {
     /// The error body of every failed request: `{"error":{"code":..,"message":..}}`.
-    static func errorBody(code: String, message: String, index: Int? = nil) -> String {
+    static func errorBody(code: ErrorCode, message: String, index: Int? = nil) -> String {
         let inner = JSONWriter.object([
-            "code": .string(code),
+            "code": .string(code.rawValue),
             "message": .string(message),
             "index": index.map { .int(Int64($0)) } ?? .omitted,
         ])

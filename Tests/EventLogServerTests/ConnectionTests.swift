@@ -52,18 +52,18 @@ struct ConnectionTests {
     )
     func noScheduledCloseOutlivesItsConnection(_ departure: Departure) async throws {
         // Long enough that no timeout fires during the test: only a cancellation ends a scheduled close.
-        let server = try await TestServer.start { $0.requestTimeout = .seconds(600) }
-        for _ in 0..<20 {
-            try await withTimeout(.seconds(10)) { try await Self.exchange(port: server.port, departure) }
+        try await withTestServer(configure: { $0.requestTimeout = .seconds(600) }) { server in
+            for _ in 0..<20 {
+                try await withTimeout(.seconds(10)) { try await Self.exchange(port: server.port, departure) }
+            }
+            var state = (connections: -1, pendingCloses: -1)
+            for _ in 0..<250 {
+                state = (server.server.metrics.connections, server.server.connections.pendingCloses)
+                if state == (0, 0) { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(state.connections == 0)
+            #expect(state.pendingCloses == 0)
         }
-        var state = (connections: -1, pendingCloses: -1)
-        for _ in 0..<250 {
-            state = (server.server.metrics.connections, server.server.connections.pendingCloses)
-            if state == (0, 0) { break }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        #expect(state.connections == 0)
-        #expect(state.pendingCloses == 0)
-        await server.stop()
     }
 }

@@ -39,7 +39,13 @@ final class TestServer: Sendable {
         let directory = try TemporaryDirectory()
         var logOptions = EventLog.Options()
         options(&logOptions)
-        let log = try await EventLog.open(path: directory.databasePath, options: logOptions)
+        let log: EventLog
+        do {
+            log = try await EventLog.open(path: directory.databasePath, options: logOptions)
+        } catch {
+            directory.remove()
+            throw error
+        }
         var configuration = ServerConfiguration()
         configuration.port = 0
         configuration.keepalive = .seconds(1)
@@ -47,8 +53,14 @@ final class TestServer: Sendable {
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
         let server = EventLogServer(log: log, configuration: configuration, logger: logger)
-        let port = try await server.start()
-        return TestServer(directory: directory, log: log, server: server, port: port)
+        do {
+            let port = try await server.start()
+            return TestServer(directory: directory, log: log, server: server, port: port)
+        } catch {
+            await log.close()
+            directory.remove()
+            throw error
+        }
     }
 
     private init(directory: TemporaryDirectory, log: EventLog, server: EventLogServer, port: Int) {
@@ -65,6 +77,25 @@ final class TestServer: Sendable {
         await log.close()
         directory.remove()
     }
+}
+
+/// Starts a ``TestServer``, runs `body` with it, and stops it (shutting the server down, closing the
+/// log and removing its directory) whether `body` returns or throws.
+func withTestServer<Result>(
+    configure: (inout ServerConfiguration) -> Void = { _ in },
+    options: (inout EventLog.Options) -> Void = { _ in },
+    _ body: (TestServer) async throws -> Result
+) async throws -> Result {
+    let server = try await TestServer.start(configure: configure, options: options)
+    let result: Result
+    do {
+        result = try await body(server)
+    } catch {
+        await server.stop()
+        throw error
+    }
+    await server.stop()
+    return result
 }
 
 /// A response read in full.

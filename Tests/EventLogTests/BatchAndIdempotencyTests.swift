@@ -109,6 +109,7 @@ struct BatchAndIdempotencyTests {
             let batch = try await log.append(batch: [event, NewEvent(topic: "orders/1", data: .text("next"))])
             #expect(batch.map(\.replayed) == [true, false])
             #expect(batch.map(\.event.id) == [1, 2])
+            try #require(!batch.isEmpty)
             #expect(batch[0].event == first.event)
         }
     }

@@ -120,6 +120,7 @@ struct ReadTests {
         try await Self.withSource(source) { reader, events, positions in
             for texts in selectionCases {
                 let selectors = try SelectorSet(parsing: texts)
+                try #require(positions.count >= 3)
                 let start = positions[2]
                 let expected = events.filter { $0.id > start && selectors.matches($0.topic) }
                 var collected: [Event] = []

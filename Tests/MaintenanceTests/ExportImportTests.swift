@@ -72,7 +72,7 @@ struct ExportImportTests {
             #expect(exported.earliest == 3)
 
             let lines = try String(contentsOfFile: file, encoding: .utf8).split(separator: "\n").map(String.init)
-            #expect(lines.count == 5)
+            try #require(lines.count == 5)
             #expect(
                 lines[0].hasPrefix("{\"eventlog\":\"export\",\"version\":1,\"epoch\":\"\(log.epoch)\",\"tokenKey\":\""))
             #expect(lines[0].hasSuffix("\"earliest\":3,\"head\":7,\"schemaVersion\":1,\"events\":4}"))

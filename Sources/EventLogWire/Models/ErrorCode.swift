@@ -53,7 +53,8 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
     case internalError = "internal_error"
     /// The log is closed (in-process only; a server answers `shutting_down`).
     case closed = "closed"
-    /// The database is not a valid event log (in-process only).
+    /// The database is not a valid event log (answered 503: the file is unusable now, another process may be
+    /// restoring it).
     case corrupt = "corrupt"
 
     /// The HTTP status an answer with this code has.
