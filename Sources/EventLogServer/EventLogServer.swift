@@ -157,10 +157,10 @@ public final class EventLogServer: Sendable {
     private func configureChild(_ channel: any Channel) throws -> EventLoopFuture<UpgradeResult> {
         guard !isShuttingDown, metrics.tryOpenConnection(limit: configuration.maxConnections) else {
             let status: HTTPResponseStatus = .serviceUnavailable
-            let body = Wire.errorBody(
-                code: isShuttingDown ? .shuttingDown : .tooManyConnections,
+            let body = ErrorBody(
+                code: (isShuttingDown ? ErrorCode.shuttingDown : .tooManyConnections).rawValue,
                 message: isShuttingDown ? "the server is shutting down" : "the server has too many open connections"
-            )
+            ).json
             var buffer = channel.allocator.buffer(capacity: 256)
             buffer.writeString(
                 "HTTP/1.1 \(status.code) \(status.reasonPhrase)\r\ncontent-type: application/json\r\n"

@@ -37,18 +37,7 @@ struct HistoryEndpoint {
     func topics() async throws -> Response {
         _ = try await server.log.refreshBounds()
         let topics = try await server.log.topics()
-        var body = JSONWriter()
-        body.raw("{\"topics\":[")
-        for (offset, topic) in topics.enumerated() {
-            if offset > 0 { body.raw(",") }
-            body.raw(
-                JSONWriter.object([
-                    "topic": .string(topic.topic), "count": .int(topic.count), "lastId": .int(topic.lastID),
-                ])
-            )
-        }
-        body.raw("],\"head\":\(server.log.head),\"earliest\":\(server.log.earliest)}")
-        return .json(.ok, body.text)
+        return .json(.ok, TopicSummary.listJSON(topics, head: server.log.head, earliest: server.log.earliest))
     }
 
     func health() async -> Response {

@@ -36,7 +36,7 @@ struct PublishEndpoint {
             if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
             return Response.json(
                 result.replayed ? .ok : .created,
-                Self.summary(result.event),
+                PublishAnswer(result).json,
                 headers: result.replayed ? [("Idempotent-Replayed", "true")] : []
             )
         case "application/x-ndjson":
@@ -66,26 +66,10 @@ struct PublishEndpoint {
             let results = try await server.log.append(batch: events)
             let appended = results.filter { !$0.replayed }.count
             if appended > 0 { server.metrics.appended(appended, latency: ContinuousClock.now - started) }
-            var body = JSONWriter()
-            body.raw("{\"events\":[")
-            for (offset, result) in results.enumerated() {
-                if offset > 0 { body.raw(",") }
-                body.raw(
-                    JSONWriter.object([
-                        "id": .int(result.event.id),
-                        "topic": .string(result.event.topic),
-                        "time": .string(result.event.timeText),
-                        "replayed": .bool(result.replayed),
-                    ])
-                )
-            }
-            body.raw("],\"ids\":[")
-            body.raw(results.map { String($0.event.id) }.joined(separator: ","))
-            body.raw("]}")
             let allReplayed = appended == 0
             return Response.json(
                 allReplayed ? .ok : .created,
-                body.text,
+                PublishAnswer.batchJSON(results.map(PublishAnswer.init)),
                 headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
             )
         default:
@@ -94,10 +78,5 @@ struct PublishEndpoint {
                 message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
             )
         }
-    }
-
-    /// `{"id":N,"topic":"..","time":".."}`.
-    static func summary(_ event: Event) -> String {
-        JSONWriter.object(["id": .int(event.id), "topic": .string(event.topic), "time": .string(event.timeText)])
     }
 }

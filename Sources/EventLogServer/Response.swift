@@ -1,3 +1,4 @@
+import EventLog
 import NIOHTTP1
 
 /// A response to send.
@@ -20,7 +21,7 @@ struct Response: Sendable {
     init(_ error: APIError) {
         self = .json(
             error.status,
-            Wire.errorBody(code: error.code, message: error.message, index: error.index),
+            ErrorBody(code: error.code.rawValue, message: error.message, index: error.index).json,
             headers: error.headers
         )
     }

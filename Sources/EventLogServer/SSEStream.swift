@@ -167,32 +167,19 @@ struct SSESink: SubscriptionSink {
     func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
         var text = ""
         SSEEncoder.writeRetry(milliseconds: retryMilliseconds, into: &text)
-        SSEEncoder.writeControl(
-            "eventlog.open",
-            json: JSONWriter.object([
-                "epoch": .string(epoch), "earliest": .int(earliest), "head": .int(head), "from": .int(from),
-            ]),
-            into: &text
-        )
+        let opened = ServerMessage.opened(epoch: epoch, earliest: earliest, head: head, from: from).sseControl
+        if let opened { SSEEncoder.writeControl(opened.event, json: opened.data, into: &text) }
         var buffer = channel.allocator.buffer(capacity: text.utf8.count)
         buffer.writeString(text)
         try await send(buffer)
     }
 
     func gap(requested: Int64, earliest: Int64) async throws {
-        try await control(
-            "eventlog.gap",
-            JSONWriter.object([
-                "requested": .int(requested), "earliest": .int(earliest), "reason": .string("retention"),
-            ])
-        )
+        try await control(.gap(requested: requested, earliest: earliest))
     }
 
     func reset(requested: Int64, head: Int64, epoch: String) async throws {
-        try await control(
-            "eventlog.reset",
-            JSONWriter.object(["requested": .int(requested), "head": .int(head), "epoch": .string(epoch)])
-        )
+        try await control(.reset(requested: requested, head: head, epoch: epoch))
     }
 
     func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
@@ -202,7 +189,7 @@ struct SSESink: SubscriptionSink {
     }
 
     func caughtUp(position: Int64) async throws {
-        try await control("eventlog.caughtup", JSONWriter.object(["head": .int(position)]))
+        try await control(.caughtUp(head: position))
     }
 
     func keepalive() async throws {
@@ -211,9 +198,10 @@ struct SSESink: SubscriptionSink {
         try await send(buffer)
     }
 
-    private func control(_ name: String, _ json: String) async throws {
-        var buffer = channel.allocator.buffer(capacity: json.utf8.count + 32)
-        buffer.writeSSEControl(name, json: json)
+    private func control(_ message: ServerMessage) async throws {
+        guard let text = message.sseFrame(envelope: envelope) else { return }
+        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
         try await send(buffer)
     }
 

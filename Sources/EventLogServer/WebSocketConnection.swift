@@ -197,15 +197,8 @@ final class WebSocketSession: Sendable {
             await close(.policyViolation, "too many bad messages")
             return false
         }
-        await send(Self.errorMessage(code: code, message: message, ref: ref))
+        await send(ServerMessage.webSocketError(code: code.rawValue, message: message, ref: ref))
         return true
-    }
-
-    static func errorMessage(code: ErrorCode, message: String, ref: JSONFragment) -> String {
-        JSONWriter.object([
-            "type": .string("error"), "code": .string(code.rawValue), "message": .string(message),
-            "ref": ref,
-        ])
     }
 
     // MARK: Publishing
@@ -225,25 +218,22 @@ final class WebSocketSession: Sendable {
     private func publish(_ event: NewEvent, ref: JSONFragment) async {
         defer { state.withLock { $0.publishesInFlight -= 1 } }
         if server.isShuttingDown {
-            await send(Self.errorMessage(code: .shuttingDown, message: "the server is shutting down", ref: ref))
+            await send(
+                ServerMessage.webSocketError(
+                    code: ErrorCode.shuttingDown.rawValue, message: "the server is shutting down", ref: ref))
             return
         }
         let started = ContinuousClock.now
         do {
             let result = try await server.log.append(event)
             if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
-            await send(
-                JSONWriter.object([
-                    "type": .string("ack"), "ref": ref, "id": .int(result.event.id),
-                    "topic": .string(result.event.topic), "time": .string(result.event.timeText),
-                    "replayed": .bool(result.replayed),
-                ])
-            )
+            await send(PublishAnswer(result).webSocketAck(ref: ref))
         } catch let error as EventLogError {
             let apiError = APIError(error)
-            await send(Self.errorMessage(code: apiError.code, message: apiError.message, ref: ref))
+            await send(ServerMessage.webSocketError(code: apiError.code.rawValue, message: apiError.message, ref: ref))
         } catch {
-            await send(Self.errorMessage(code: .internalError, message: "\(error)", ref: ref))
+            await send(
+                ServerMessage.webSocketError(code: ErrorCode.internalError.rawValue, message: "\(error)", ref: ref))
         }
     }
 
@@ -364,58 +354,35 @@ struct WebSocketSink: SubscriptionSink {
     private var tokens: ResumeTokenCodec { session.server.tokens }
 
     func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
-        try check()
-        await session.send(
-            JSONWriter.object([
-                "type": .string("subscribed"), "epoch": .string(epoch), "earliest": .int(earliest),
-                "head": .int(head), "from": .int(from), "resume": .string(tokens.encode(position: from)),
-            ])
-        )
+        try await send(
+            .opened(
+                epoch: epoch, earliest: earliest, head: head, from: from, resumeToken: tokens.encode(position: from)))
         if let resetNotice { try await reset(requested: resetNotice, head: head, epoch: epoch) }
     }
 
     func gap(requested: Int64, earliest: Int64) async throws {
-        try check()
-        await session.send(
-            JSONWriter.object([
-                "type": .string("gap"), "requested": .int(requested), "earliest": .int(earliest),
-                "reason": .string("retention"),
-            ])
-        )
+        try await send(.gap(requested: requested, earliest: earliest))
     }
 
     func reset(requested: Int64, head: Int64, epoch: String) async throws {
-        try check()
-        await session.send(
-            JSONWriter.object([
-                "type": .string("reset"), "requested": .int(requested), "head": .int(head), "epoch": .string(epoch),
-            ])
-        )
+        try await send(.reset(requested: requested, head: head, epoch: epoch))
     }
 
     func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
         for event in events {
-            try check()
-            await session.send(
-                JSONWriter.object([
-                    "type": .string("event"), "id": .int(event.id), "topic": .string(event.topic),
-                    "event": .string(event.type), "key": .optionalString(event.key),
-                    "time": .string(event.timeText), "data": EventData.jsonFragment(event.data),
-                    "resume": .string(tokens.encode(position: event.id)),
-                ])
-            )
+            try await send(.event(event, resumeToken: tokens.encode(position: event.id)))
         }
         session.server.metrics.webSocketDelivered(events.count)
     }
 
     func caughtUp(position: Int64) async throws {
+        try await send(.caughtUp(head: position, resumeToken: tokens.encode(position: position)))
+    }
+
+    private func send(_ message: ServerMessage) async throws {
         try check()
-        await session.send(
-            JSONWriter.object([
-                "type": .string("caughtup"), "head": .int(position),
-                "resume": .string(tokens.encode(position: position)),
-            ])
-        )
+        guard let text = message.webSocketText else { return }
+        await session.send(text)
     }
 
     func keepalive() async throws {

@@ -311,7 +311,8 @@ struct WireFormatTests {
             PublishRequest.encode(event, includeIdempotencyKey: false)
                 == #"{"topic":"orders/1","type":"created","key":"k\"1","data":{   "n": 1  }}"#
         )
-        #expect(PublishRequest.encode(NewEvent(topic: "t", data: nil), includeIdempotencyKey: true) == #"{"topic":"t"}"#)
+        #expect(
+            PublishRequest.encode(NewEvent(topic: "t", data: nil), includeIdempotencyKey: true) == #"{"topic":"t"}"#)
         #expect(
             PublishRequest.encode(NewEvent(topic: "t", data: .text("a\nb\u{1}\\")), includeIdempotencyKey: true)
                 == #"{"topic":"t","data":"a\nb\u0001\\"}"#
