@@ -2,18 +2,6 @@
 /// the server encodes).
 public typealias PublishResult = PublishAnswer
 
-/// Where a subscription starts.
-public enum StartPosition: Sendable, Hashable {
-    /// Only events published after the subscription opens.
-    case live
-    /// All retained history, then the live tail.
-    case earliest
-    /// Events with an id greater than this one.
-    case after(Int64)
-    /// The position named by a resume token from an earlier WebSocket subscription (WebSocket only).
-    case resumeToken(String)
-}
-
 /// How a subscription talks to the server.
 public enum Transport: Sendable, Hashable {
     /// Server-Sent Events (`GET /v1/events`, `Accept: text/event-stream`).

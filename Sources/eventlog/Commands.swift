@@ -393,12 +393,18 @@ extension EventLogCommand {
                 ]
             case .server(let client):
                 let health = try await client.send(method: "GET", path: "/healthz")
-                let object = (try? JSONSerialization.jsonObject(with: Data(health.body))) as? [String: Any] ?? [:]
+                let object = (try? JSONParser.parse(health.body)) ?? .object([])
+                func field(_ name: String) -> String {
+                    switch object[name] {
+                    case .number(let lexeme)?: return lexeme
+                    case .string(let text)?: return text
+                    default: return "?"
+                    }
+                }
                 let topics = try await client.topics()
                 lines = [
                     ("events", String(topics.reduce(0) { $0 + $1.count })), ("topics", String(topics.count)),
-                    ("earliest", "\(object["earliest"] ?? "?")"), ("head", "\(object["head"] ?? "?")"),
-                    ("epoch", "\(object["epoch"] ?? "?")"),
+                    ("earliest", field("earliest")), ("head", field("head")), ("epoch", field("epoch")),
                 ]
             }
             await log.close()

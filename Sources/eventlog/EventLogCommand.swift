@@ -113,9 +113,8 @@ enum LogSource {
 
 /// The message of a server error answer, or its status.
 func serverMessage(_ response: RawResponse) -> String {
-    let object = (try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any]
-    if let error = object?["error"] as? [String: Any], let message = error["message"] as? String {
-        return "server answered \(response.status): \(message)"
+    if let error = ErrorBody(decoding: response.body) {
+        return "server answered \(response.status): \(error.message)"
     }
     return "server answered \(response.status)"
 }

@@ -72,10 +72,10 @@ struct SubscriptionStateTests {
     func liveResumesFromOpenedPosition() throws {
         var state = SubscriptionState(start: .live)
         #expect(try state.nextSSEStart() == .live)
-        #expect(state.nextWebSocketStart() == .latest)
+        #expect(state.nextWebSocketStart() == .live)
         _ = try state.receive(.opened(epoch: "e", earliest: 1, head: 42, from: 42))
         #expect(try state.nextSSEStart() == .after(42))
-        #expect(state.nextWebSocketStart() == .from(42))
+        #expect(state.nextWebSocketStart() == .after(42))
     }
 
     @Test("the original start is used until the server names a position")
@@ -84,7 +84,7 @@ struct SubscriptionStateTests {
         #expect(try state.nextSSEStart() == .after(17))
         _ = state.connectionFailed()
         #expect(try state.nextSSEStart() == .after(17))
-        #expect(SubscriptionState(start: .resumeToken("t")).nextWebSocketStartCopy() == .resume("t"))
+        #expect(SubscriptionState(start: .resumeToken("t")).nextWebSocketStartCopy() == .resumeToken("t"))
         var sse = SubscriptionState(start: .resumeToken("t"))
         #expect(throws: EventLogClientError.self) { try sse.nextSSEStart() }
     }
@@ -105,12 +105,12 @@ struct SubscriptionStateTests {
         #expect(state.nextWebSocketStart() == .earliest)
         _ = try state.receive(.opened(epoch: "e", earliest: 1, head: 3, from: 0))
         _ = try state.receive(.event(event(1), resumeToken: "t1"))
-        #expect(state.nextWebSocketStart() == .resume("t1"))
+        #expect(state.nextWebSocketStart() == .resumeToken("t1"))
         #expect(try state.receive(.caughtUp(head: 3, resumeToken: "t3")) == [.caughtUp])
-        #expect(state.nextWebSocketStart() == .resume("t3"))
+        #expect(state.nextWebSocketStart() == .resumeToken("t3"))
         // An event without a token makes the older token stale: fall back to the id.
         _ = try state.receive(.event(event(4)))
-        #expect(state.nextWebSocketStart() == .from(4))
+        #expect(state.nextWebSocketStart() == .after(4))
     }
 
     @Test("a server reset moves the position to the new head and drops the old token")
@@ -184,7 +184,7 @@ struct SubscriptionStateTests {
 }
 
 extension SubscriptionState {
-    fileprivate func nextWebSocketStartCopy() -> WebSocketStart {
+    fileprivate func nextWebSocketStartCopy() -> StartPosition {
         var copy = self
         return copy.nextWebSocketStart()
     }

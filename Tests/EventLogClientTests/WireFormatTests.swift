@@ -319,21 +319,45 @@ struct WireFormatTests {
         )
     }
 
-    @Test("subscribe messages name the start position")
-    func subscribeEncoding() {
+    @Test("subscribe messages name the start position, and the server's decoder reads them back")
+    func subscribeEncoding() throws {
+        let cases: [(StartPosition, String)] = [
+            (.resumeToken("tok"), #"{"op":"subscribe","topics":["a/*","b"],"resume":"tok"}"#),
+            (.after(5), #"{"op":"subscribe","topics":["a/*","b"],"from":5}"#),
+            (.earliest, #"{"op":"subscribe","topics":["a/*","b"],"from":"earliest"}"#),
+            (.live, #"{"op":"subscribe","topics":["a/*","b"],"from":"latest"}"#),
+        ]
+        for (start, text) in cases {
+            #expect(ClientOp.subscribeText(topics: ["a/*", "b"], start: start) == text)
+            let decoded = ClientOp.decode(Array(text.utf8))
+            #expect(decoded.ref == nil)
+            guard case .success(.subscribe(let subscription)) = decoded.op else {
+                Issue.record("\(text) did not decode as a subscribe op: \(decoded.op)")
+                continue
+            }
+            #expect(subscription.topics == ["a/*", "b"])
+            #expect(subscription.selectors == SelectorSet([.prefix("a"), .topic("b")]))
+            #expect(subscription.start == start)
+        }
         #expect(
-            SubscribeMessage.text(topics: ["a/*", "b"], start: .resume("tok"))
-                == #"{"op":"subscribe","topics":["a/*","b"],"resume":"tok"}"#
+            ClientOp.subscribeText(topics: ["a"], start: .after(5), ref: .number("7"))
+                == #"{"op":"subscribe","topics":["a"],"from":5,"ref":7}"#
         )
-        #expect(SubscribeMessage.text(topics: ["a"], start: .from(5)) == #"{"op":"subscribe","topics":["a"],"from":5}"#)
+    }
+
+    @Test("a publish op encodes the publish object after op and before ref, and decodes to the same event")
+    func publishOp() throws {
+        let event = NewEvent(topic: "o/1", type: "paid", key: "k", data: .json("{\"n\":1.50}"), idempotencyKey: "i-1")
+        let text = ClientOp.publish(event).encode(ref: .string("r1"))
         #expect(
-            SubscribeMessage.text(topics: ["a"], start: .earliest)
-                == #"{"op":"subscribe","topics":["a"],"from":"earliest"}"#
+            text == #"{"op":"publish","topic":"o/1","type":"paid","key":"k","data":{"n":1.50},"idempotencyKey":"i-1","ref":"r1"}"#
         )
-        #expect(
-            SubscribeMessage.text(topics: ["a"], start: .latest)
-                == #"{"op":"subscribe","topics":["a"],"from":"latest"}"#
-        )
+        let decoded = ClientOp.decode(Array(text.utf8))
+        #expect(decoded.ref == .string("r1"))
+        #expect(try decoded.op.get() == .publish(event))
+        let bad = ClientOp.decode(Array(#"{"op":"nope","ref":3}"#.utf8))
+        #expect(bad.ref == .number("3"))
+        #expect(throws: EventLogError(.invalidOp, #"unknown op "nope""#)) { try bad.op.get() }
     }
 
     @Test("a server code is typed; an unknown one is kept as text; transient codes retry a subscription")

@@ -1,6 +1,7 @@
 import EventLog
 import EventLogClient
 import EventLogWire
+import Foundation
 import NIOCore
 import Testing
 
@@ -100,5 +101,46 @@ struct ExactNumberTests {
             Issue.record("\(error)")
         }
         await server.stop()
+    }
+
+    @Test("eventlog replay --server prints the numbers with every digit, as JSON lines and as SSE frames")
+    func exactNumbersThroughReplay() async throws {
+        try await withTestServer { server in
+            #expect(try await server.client.publish(topic: "n/object", data: objectData).status == 201)
+            #expect(try await server.client.publish(topic: "n/number", data: numberData).status == 201)
+            let url = "http://127.0.0.1:\(server.port)"
+
+            let jsonl = try runReplay(["--server", url, "--topic", "n/*", "--format", "jsonl"])
+            let lines = jsonl.split(separator: "\n").map(String.init)
+            try #require(lines.count == 2, "\(jsonl)")
+            #expect(lines[0].hasSuffix(#","data":\#(objectCanonical)}"#), "\(lines[0])")
+            #expect(lines[1].hasSuffix(#","data":\#(numberData)}"#), "\(lines[1])")
+            let stored = try await server.log.read(after: 0, selectors: .all, limit: 10).events
+            #expect(lines == stored.map(EventEnvelope.encode))
+
+            let sse = try runReplay(["--server", url, "--topic", "n/*", "--format", "sse"])
+            #expect(
+                sse
+                    == "id: 1\nevent: message\ndata: \(objectCanonical)\n\nid: 2\nevent: message\ndata: \(numberData)\n\n"
+            )
+        }
+    }
+
+    /// Runs the built `eventlog replay` and returns its standard output; fails on a non-zero exit.
+    private func runReplay(_ arguments: [String]) throws -> String {
+        let process = Process()
+        process.executableURL = ServerProcess.builtExecutable("eventlog")
+        process.arguments = ["replay"] + arguments
+        process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0, "eventlog replay failed: \(errorText)")
+        return text
     }
 }

@@ -83,8 +83,8 @@ struct ProcessTests {
         let server = try ServerProcess(databasePath: directory.databasePath)
         defer { server.kill9() }
         let client = TestHTTPClient(port: server.port)
-        let acknowledged = Shared<[(Int, String)]>([])
-        let streamEnded = Shared(false)
+        let acknowledged = Locked<[(Int, String)]>([])
+        let streamEnded = Locked(false)
         let subscriber = Task {
             try await client.sse("/v1/events?topic=*") { reader in
                 while try await reader.next() != nil {}

@@ -1,5 +1,5 @@
+import EventLogWire
 import Foundation
-import Synchronization
 
 /// An `eventlogd` child process on 127.0.0.1 with an ephemeral port, for tests that signal, kill
 /// or measure the real executable.
@@ -8,20 +8,24 @@ final class ServerProcess: @unchecked Sendable {
     let process: Process
     let port: Int
     let databasePath: String
-    private let stderrLines: Shared<[String]>
+    private let stderrLines: Locked<[String]>
 
     /// The built `eventlogd` beside the test bundle (the same build directory).
-    static var executableURL: URL {
+    static var executableURL: URL { builtExecutable("eventlogd") }
+
+    /// An executable of this package, built beside the test bundle (the test target depends on it, so
+    /// `swift test` builds it first).
+    static func builtExecutable(_ name: String) -> URL {
         let testBinary = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
         var directory = testBinary.deletingLastPathComponent()
         for _ in 0..<4 {
-            let candidate = directory.appendingPathComponent("eventlogd")
+            let candidate = directory.appendingPathComponent(name)
             if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate }
             directory = directory.deletingLastPathComponent()
         }
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent()
-        return root.appendingPathComponent(".build/debug/eventlogd")
+        return root.appendingPathComponent(".build/debug/\(name)")
     }
 
     /// Starts eventlogd on `databasePath` and waits until it listens. With `port` nil, no --port flag is given
@@ -39,9 +43,9 @@ final class ServerProcess: @unchecked Sendable {
         let errorPipe = Pipe()
         process.standardError = errorPipe
         process.standardOutput = FileHandle.nullDevice
-        let lines = Shared<[String]>([])
-        let listening = Shared<Int?>(nil)
-        let buffer = Shared("")
+        let lines = Locked<[String]>([])
+        let listening = Locked<Int?>(nil)
+        let buffer = Locked("")
         errorPipe.fileHandleForReading.readabilityHandler = { handle in
             let data = handle.availableData
             guard !data.isEmpty else {
@@ -111,11 +115,4 @@ final class ServerProcess: @unchecked Sendable {
 
 enum ServerProcessError: Error {
     case didNotStart(String)
-}
-
-/// A value behind a mutex, shareable between tasks.
-final class Shared<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R>(_ body: (inout Value) throws -> R) rethrows -> R { try mutex.withLock { try body(&$0) } }
 }

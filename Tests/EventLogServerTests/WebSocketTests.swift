@@ -264,8 +264,8 @@ struct WebSocketTests {
         for index in 1...20 {
             _ = try await client.publish(NewEvent(topic: "k/\(index % 3)", data: .text("\(index)")))
         }
-        let received = Shared<[Int64]>([])
-        let reconnects = Shared(0)
+        let received = Locked<[Int64]>([])
+        let reconnects = Locked(0)
         let consumer = Task {
             for try await element in client.subscribe(topics: ["k/*"], from: .earliest, transport: transport) {
                 switch element {

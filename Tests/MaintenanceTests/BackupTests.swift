@@ -15,7 +15,7 @@ struct BackupTests {
             for batch in 0..<5 {
                 _ = try await log.append(batch: (0..<10_000).map { event("bulk/\($0 % 100)", batch * 10_000 + $0) })
             }
-            let stop = Shared(false)
+            let stop = Locked(false)
             let appender = Task {
                 var count = 0
                 while !stop.withLock({ $0 }) {

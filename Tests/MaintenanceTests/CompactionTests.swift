@@ -134,7 +134,7 @@ struct CompactionTests {
         try await withTemporaryDirectory { directory in
             let log = try await EventLog.open(path: directory.path("events.db"))
             _ = try await log.append(batch: (0..<5000).map { event("t/\($0 % 10)", key: "k\($0 % 100)", $0) })
-            let appended = Shared<[Int64]>([])
+            let appended = Locked<[Int64]>([])
             let report = try await withThrowingTaskGroup(of: CompactionReport?.self) { group in
                 group.addTask {
                     for n in 0..<200 {

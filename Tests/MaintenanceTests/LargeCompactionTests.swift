@@ -57,10 +57,10 @@ struct LargeCompactionTests {
             print("[\(compactionPath)] fixture: \(events) events in \(fixtureTime)")
 
             let log = try await EventLog.open(path: path)
-            let stop = Shared(false)
-            let compacting = Shared(false)
-            let live = Shared<[(id: Int64, topic: String, key: String, n: Int)]>([])
-            let latencies = Shared<(before: [Duration], during: [Duration])>(([], []))
+            let stop = Locked(false)
+            let compacting = Locked(false)
+            let live = Locked<[(id: Int64, topic: String, key: String, n: Int)]>([])
+            let latencies = Locked<(before: [Duration], during: [Duration])>(([], []))
             let appenders = Task {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     for worker in 0..<4 {

@@ -138,7 +138,7 @@ struct RetentionTests {
         try await withTemporaryDirectory { directory in
             let path = directory.path("events.db")
             try await makeLog(path, (1...10).map { event("t/1", $0) })
-            let progress = Shared<[MaintenanceProgress]>([])
+            let progress = Locked<[MaintenanceProgress]>([])
             let report = try await onThread {
                 var options = LogMaintenance.Options()
                 options.batching = MaintenanceBatching(maxRows: 2, maxLockTime: .seconds(10))
@@ -159,7 +159,7 @@ struct RetentionTests {
         try await withTemporaryDirectory { directory in
             let log = try await EventLog.open(path: directory.path("events.db"))
             _ = try await log.append(batch: (1...2000).map { event("t/1", $0) })
-            let appended = Shared<[Int64]>([])
+            let appended = Locked<[Int64]>([])
             let report = try await withThrowingTaskGroup(of: RetentionReport?.self) { group in
                 group.addTask {
                     for n in 0..<200 {

@@ -163,9 +163,3 @@ struct LatencySummary: CustomStringConvertible {
     }
 }
 
-/// A flag and a list shared by concurrent appenders.
-final class Shared<Value: Sendable>: Sendable {
-    private let mutex: Mutex<Value>
-    init(_ value: Value) { mutex = Mutex(value) }
-    func withLock<R: Sendable>(_ body: (inout Value) -> R) -> R { mutex.withLock { body(&$0) } }
-}

@@ -39,7 +39,7 @@ struct ToolTests {
             process.standardInput = FileHandle.nullDevice
             try process.run()
             // Read both pipes to the end before waiting, so a full pipe cannot block the child.
-            let errorData = Shared(Data())
+            let errorData = Locked(Data())
             let drained = DispatchSemaphore(value: 0)
             Thread {
                 let data = errors.fileHandleForReading.readDataToEndOfFile()

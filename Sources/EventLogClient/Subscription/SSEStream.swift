@@ -14,7 +14,7 @@ extension SubscriptionConnector {
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "Content-Length", value: "0")
         switch try state.nextSSEStart() {
-        case .live:
+        case .live, .resumeToken:
             break
         case .earliest:
             query.append(("lastEventId", "earliest"))

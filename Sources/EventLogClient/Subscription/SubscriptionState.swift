@@ -1,25 +1,3 @@
-/// Where an SSE (re)connection asks to start.
-enum SSEStart: Sendable, Hashable {
-    /// No position: the live tail.
-    case live
-    /// `lastEventId=earliest`: all retained history.
-    case earliest
-    /// `Last-Event-ID: <id>`.
-    case after(Int64)
-}
-
-/// Where a WebSocket (re)connection asks to start.
-enum WebSocketStart: Sendable, Hashable {
-    /// `"resume": "<token>"`.
-    case resume(String)
-    /// `"from": <id>`.
-    case from(Int64)
-    /// `"from": "earliest"`.
-    case earliest
-    /// `"from": "latest"`.
-    case latest
-}
-
 /// The resume logic of a subscription, independent of the transport and of I/O.
 ///
 /// It remembers the position of the last delivered event (and, for WebSocket, the newest resume token), turns server
@@ -53,9 +31,9 @@ struct SubscriptionState: Sendable {
         self.start = start
     }
 
-    /// The start of the next SSE connection.
-    mutating func nextSSEStart() throws(EventLogClientError) -> SSEStart {
-        let start: SSEStart
+    /// The start of the next SSE connection: never a resume token.
+    mutating func nextSSEStart() throws(EventLogClientError) -> StartPosition {
+        let start: StartPosition
         if let id = self.lastEventID ?? self.openedFrom {
             start = .after(id)
         } else {
@@ -73,30 +51,25 @@ struct SubscriptionState: Sendable {
         switch start {
         case .after(let id): self.requestedPosition = id
         case .earliest: self.requestedPosition = 0
-        case .live: self.requestedPosition = nil
+        case .live, .resumeToken: self.requestedPosition = nil
         }
         return start
     }
 
     /// The start of the next WebSocket connection.
-    mutating func nextWebSocketStart() -> WebSocketStart {
-        let start: WebSocketStart
+    mutating func nextWebSocketStart() -> StartPosition {
+        let start: StartPosition
         if let token = self.resumeToken {
-            start = .resume(token)
+            start = .resumeToken(token)
         } else if let id = self.lastEventID ?? self.openedFrom {
-            start = .from(id)
+            start = .after(id)
         } else {
-            switch self.start {
-            case .live: start = .latest
-            case .earliest: start = .earliest
-            case .after(let id): start = .from(id)
-            case .resumeToken(let token): start = .resume(token)
-            }
+            start = self.start
         }
         switch start {
-        case .from(let id): self.requestedPosition = id
+        case .after(let id): self.requestedPosition = id
         case .earliest: self.requestedPosition = 0
-        case .resume, .latest: self.requestedPosition = self.lastEventID ?? self.openedFrom
+        case .resumeToken, .live: self.requestedPosition = self.lastEventID ?? self.openedFrom
         }
         return start
     }

@@ -92,7 +92,7 @@ extension SubscriptionConnector {
                 throw EventLogClient.httpError(status: response.status, body: body)
             }
         case .upgraded(let channel):
-            let subscribe = SubscribeMessage.text(topics: self.topics, start: state.nextWebSocketStart())
+            let subscribe = ClientOp.subscribeText(topics: self.topics, start: state.nextWebSocketStart())
             return try await channel.executeThenClose { inbound, outbound in
                 try await outbound.write(Self.frame(.text, ByteBuffer(string: subscribe)))
                 for try await frame in inbound {

@@ -83,20 +83,25 @@ public enum ClientOp: Sendable, Hashable {
         }
     }
 
+    /// The text of a `subscribe` op: `{"op":"subscribe","topics":[..],"resume":..}` or `..,"from":..}`. The
+    /// selectors are sent as given; the server checks them.
+    public static func subscribeText(topics: [String], start: StartPosition, ref: JSONValue? = nil) -> String {
+        var topicsText = JSONWriter()
+        topicsText.writeCanonical(.array(topics.map { .string($0) }))
+        let member = start.subscribeMember
+        return JSONWriter.object([
+            "op": .string("subscribe"), "topics": .raw(topicsText.text),
+            "resume": member.name == "resume" ? member.value : .omitted,
+            "from": member.name == "from" ? member.value : .omitted,
+            "ref": ref.map { .raw($0.canonicalText) } ?? .omitted,
+        ])
+    }
+
     /// The message's JSON text, with `ref` when given.
     public func encode(ref: JSONValue? = nil) -> String {
-        let refFragment: JSONFragment = ref.map { .raw($0.canonicalText) } ?? .omitted
         switch self {
         case .subscribe(let subscription):
-            var topics = JSONWriter()
-            topics.writeCanonical(.array(subscription.topics.map { .string($0) }))
-            let start = subscription.start.subscribeMember
-            return JSONWriter.object([
-                "op": .string("subscribe"), "topics": .raw(topics.text),
-                "resume": start.name == "resume" ? start.value : .omitted,
-                "from": start.name == "from" ? start.value : .omitted,
-                "ref": refFragment,
-            ])
+            return Self.subscribeText(topics: subscription.topics, start: subscription.start, ref: ref)
         case .publish(let event):
             let body = PublishRequest.encode(event, includeIdempotencyKey: true)
             // `{"op":"publish",` then the publish object's members.
