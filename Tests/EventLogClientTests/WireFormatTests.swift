@@ -350,7 +350,8 @@ struct WireFormatTests {
         let event = NewEvent(topic: "o/1", type: "paid", key: "k", data: .json("{\"n\":1.50}"), idempotencyKey: "i-1")
         let text = ClientOp.publish(event).encode(ref: .string("r1"))
         #expect(
-            text == #"{"op":"publish","topic":"o/1","type":"paid","key":"k","data":{"n":1.50},"idempotencyKey":"i-1","ref":"r1"}"#
+            text
+                == #"{"op":"publish","topic":"o/1","type":"paid","key":"k","data":{"n":1.50},"idempotencyKey":"i-1","ref":"r1"}"#
         )
         let decoded = ClientOp.decode(Array(text.utf8))
         #expect(decoded.ref == .string("r1"))

@@ -162,4 +162,3 @@ struct LatencySummary: CustomStringConvertible {
             + "p99 \(ms(percentile(0.99))), max \(ms(sorted.last ?? .zero))"
     }
 }
-
