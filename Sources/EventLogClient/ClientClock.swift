@@ -40,7 +40,7 @@ struct EventLoopClock: ClientClock {
     }
 
     func schedule(in delay: Duration, on eventLoop: any EventLoop, _ body: @escaping () -> Void) -> ClientTimer {
-        let scheduled = eventLoop.assumeIsolated().scheduleTask(in: delay.timeAmount, body)
+        let scheduled = eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(delay), body)
         return ClientTimer { scheduled.cancel() }
     }
 

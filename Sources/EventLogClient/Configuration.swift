@@ -76,8 +76,8 @@ extension EventLogClient {
         ///   - base: The first delay suggested by the server (SSE `retry:`); ``initial`` when `nil`.
         ///   - random: A number in `0..<1`; `0` gives the delay without jitter.
         public func delay(attempt: Int, base: Duration? = nil, random: Double) -> Duration {
-            let first = max((base ?? self.initial).seconds, 0)
-            let cap = max(self.maximum.seconds, first)
+            let first = max((base ?? self.initial).secondsValue, 0)
+            let cap = max(self.maximum.secondsValue, first)
             let exponent = Double(max(attempt, 1) - 1)
             let grown = first * pow(max(self.multiplier, 1), exponent)
             let capped = grown.isFinite ? min(grown, cap) : cap
@@ -86,23 +86,5 @@ extension EventLogClient {
             let nanoseconds = (capped * (1 - jitter) * 1e9).rounded()
             return .nanoseconds(nanoseconds < 9e18 ? Int64(nanoseconds) : Int64(9e18))
         }
-    }
-}
-
-extension Duration {
-    /// The duration in seconds, as a floating-point number.
-    var seconds: Double {
-        let (seconds, attoseconds) = self.components
-        return Double(seconds) + Double(attoseconds) * 1e-18
-    }
-
-    /// The duration as a NIO `TimeAmount`.
-    var timeAmount: TimeAmount {
-        let (seconds, attoseconds) = self.components
-        let (nanoseconds, overflow) = seconds.multipliedReportingOverflow(by: 1_000_000_000)
-        if overflow {
-            return .nanoseconds(seconds < 0 ? .min : .max)
-        }
-        return .nanoseconds(nanoseconds.addingReportingOverflow(attoseconds / 1_000_000_000).partialValue)
     }
 }

@@ -28,7 +28,7 @@ final class Metrics: Sendable {
 
     func appended(_ count: Int, latency: Duration) {
         appended.add(count, ordering: .relaxed)
-        let seconds = Double(latency.components.seconds) + Double(latency.components.attoseconds) / 1e18
+        let seconds = latency.secondsValue
         publishLatency.withLock { histogram in
             for (index, bound) in Metrics.latencyBuckets.enumerated() where seconds <= bound {
                 histogram.buckets[index] += 1

@@ -47,7 +47,7 @@ struct EventLogDaemon: AsyncParsableCommand {
     var durability = Self.logDefaults.durability.rawValue
 
     @Option(help: "Seconds between keepalive comments on idle SSE streams.")
-    var keepalive = Self.seconds(Self.serverDefaults.keepalive)
+    var keepalive = Self.serverDefaults.keepalive.secondsValue
 
     @Option(help: "The SSE retry hint sent to clients, in milliseconds.")
     var sseRetry = Self.serverDefaults.sseRetryMilliseconds
@@ -65,10 +65,10 @@ struct EventLogDaemon: AsyncParsableCommand {
     var corsOrigin = Self.serverDefaults.corsOrigins
 
     @Option(help: "Seconds between WebSocket pings; a connection that misses a pong is closed.")
-    var wsPing = Self.seconds(Self.serverDefaults.webSocketPingInterval)
+    var wsPing = Self.serverDefaults.webSocketPingInterval.secondsValue
 
     @Option(help: "Seconds a subscriber's socket may stay unwritable (the client stopped reading) before it closes.")
-    var stallTimeout = Self.seconds(Self.serverDefaults.stallTimeout)
+    var stallTimeout = Self.serverDefaults.stallTimeout.secondsValue
 
     @Option(help: "The largest WebSocket message in bytes; larger closes with 1009.")
     var maxWsFrameBytes = Self.serverDefaults.maxWebSocketFrameBytes
@@ -260,11 +260,6 @@ struct EventLogDaemon: AsyncParsableCommand {
             }
             try? await Task.sleep(for: interval)
         }
-    }
-
-    /// A duration in (fractional) seconds, as the --keepalive, --ws-ping and --stall-timeout options take it.
-    private static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 }
 

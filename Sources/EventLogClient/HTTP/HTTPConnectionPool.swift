@@ -116,7 +116,7 @@ final class HTTPConnectionPool: @unchecked Sendable {
         let maximumBodyBytes = self.configuration.maxResponseBytes
         let clock = self.configuration.clock
         return try await ClientBootstrap(group: self.group)
-            .connectTimeout(self.configuration.connectTimeout.timeAmount)
+            .connectTimeout(TimeAmount(self.configuration.connectTimeout))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHTTPClientHandlers()

@@ -81,7 +81,7 @@ struct SubscriptionConnector: Sendable {
         let clock = self.configuration.clock
         do {
             return try await ClientBootstrap(group: self.client.eventLoopGroup)
-                .connectTimeout(self.configuration.connectTimeout.timeAmount)
+                .connectTimeout(TimeAmount(self.configuration.connectTimeout))
                 .connect(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let idleTimeout {
