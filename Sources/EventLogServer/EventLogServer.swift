@@ -158,7 +158,7 @@ public final class EventLogServer: Sendable {
         guard !isShuttingDown, metrics.tryOpenConnection(limit: configuration.maxConnections) else {
             let status: HTTPResponseStatus = .serviceUnavailable
             let body = ErrorBody(
-                code: (isShuttingDown ? ErrorCode.shuttingDown : .tooManyConnections).rawValue,
+                isShuttingDown ? .shuttingDown : .tooManyConnections,
                 message: isShuttingDown ? "the server is shutting down" : "the server has too many open connections"
             ).json
             var buffer = channel.allocator.buffer(capacity: 256)

@@ -21,7 +21,7 @@ struct Response: Sendable {
     init(_ error: APIError) {
         self = .json(
             error.status,
-            ErrorBody(code: error.code.rawValue, message: error.message, index: error.index).json,
+            ErrorBody(error.code, message: error.message, index: error.index).json,
             headers: error.headers
         )
     }

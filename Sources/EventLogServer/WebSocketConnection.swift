@@ -197,7 +197,7 @@ final class WebSocketSession: Sendable {
             await close(.policyViolation, "too many bad messages")
             return false
         }
-        await send(ServerMessage.webSocketError(code: code.rawValue, message: message, ref: ref))
+        await send(ServerMessage.webSocketError(code: code, message: message, ref: ref))
         return true
     }
 
@@ -219,8 +219,7 @@ final class WebSocketSession: Sendable {
         defer { state.withLock { $0.publishesInFlight -= 1 } }
         if server.isShuttingDown {
             await send(
-                ServerMessage.webSocketError(
-                    code: ErrorCode.shuttingDown.rawValue, message: "the server is shutting down", ref: ref))
+                ServerMessage.webSocketError(code: .shuttingDown, message: "the server is shutting down", ref: ref))
             return
         }
         let started = ContinuousClock.now
@@ -230,10 +229,10 @@ final class WebSocketSession: Sendable {
             await send(PublishAnswer(result).webSocketAck(ref: ref))
         } catch let error as EventLogError {
             let apiError = APIError(error)
-            await send(ServerMessage.webSocketError(code: apiError.code.rawValue, message: apiError.message, ref: ref))
+            await send(ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref))
         } catch {
             await send(
-                ServerMessage.webSocketError(code: ErrorCode.internalError.rawValue, message: "\(error)", ref: ref))
+                ServerMessage.webSocketError(code: .internalError, message: "\(error)", ref: ref))
         }
     }
 

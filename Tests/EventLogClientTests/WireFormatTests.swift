@@ -197,7 +197,7 @@ struct WireFormatTests {
         }
         #expect(ServerMessage.ignored.webSocketText == nil)
         #expect(
-            ServerMessage.webSocketError(code: "invalid_op", message: "no", ref: .string("c1"))
+            ServerMessage.webSocketError(code: .invalidOp, message: "no", ref: .string("c1"))
                 == #"{"type":"error","code":"invalid_op","message":"no","ref":"c1"}"#
         )
         #expect(

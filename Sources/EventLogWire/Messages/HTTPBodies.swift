@@ -202,6 +202,11 @@ public struct ErrorBody: Sendable, Hashable {
         self.index = index
     }
 
+    /// Creates the error body of a code of the catalogue.
+    public init(_ code: ErrorCode, message: String, index: Int? = nil) {
+        self.init(code: code.rawValue, message: message, index: index)
+    }
+
     /// The code in the catalogue, or `nil` for a code this version does not know.
     public var errorCode: ErrorCode? { ErrorCode(rawValue: self.code) }
 

@@ -54,7 +54,7 @@ extension ServerMessage {
                 "type": .string("reset"), "requested": .int(requested), "head": .int(head), "epoch": .string(epoch),
             ])
         case .error(let code, let message):
-            return Self.webSocketError(code: code, message: message)
+            return Self.webSocketError(codeText: code, message: message)
         case .ignored:
             return nil
         }
@@ -62,7 +62,11 @@ extension ServerMessage {
 
     /// A WebSocket `error` message: `{"type":"error","code":..,"message":..,"ref":..}`, where `ref` echoes the
     /// client message's `ref` (left out when ``JSONFragment/omitted``).
-    public static func webSocketError(code: String, message: String, ref: JSONFragment = .omitted) -> String {
+    public static func webSocketError(code: ErrorCode, message: String, ref: JSONFragment = .omitted) -> String {
+        webSocketError(codeText: code.rawValue, message: message, ref: ref)
+    }
+
+    private static func webSocketError(codeText code: String, message: String, ref: JSONFragment = .omitted) -> String {
         JSONWriter.object([
             "type": .string("error"), "code": .string(code), "message": .string(message),
             "ref": ref,
