@@ -223,6 +223,7 @@ struct ServerSentEventParserTests {
                 ServerSentEventFrame(id: "3", event: "m", data: ["a", "b"]),
             ]
         )
+        try #require(frames.count == 4)
         #expect(frames[3].dataText == "a\nb")
         #expect(parser.lastEventID == "3")
         #expect(parser.reconnectionTime == 1500)

@@ -81,7 +81,7 @@ struct SubscriptionTests {
                 ]
             )
             let requests = server.recordedRequests
-            #expect(requests.count == 2)
+            try #require(requests.count == 2)
             #expect(requests[0].uri == "/v1/events?topic=orders/*&topic=a%2Bb&envelope=1&lastEventId=earliest")
             #expect(requests[0].header("Accept") == "text/event-stream")
             #expect(requests[0].header("Last-Event-ID") == nil)
@@ -134,8 +134,9 @@ struct SubscriptionTests {
                 #expect(error.serverCode == .invalidLastEventID)
             }
             #expect(try await iterator.next() == nil)
-            #expect(server.recordedRequests.count == 1)
-            #expect(server.recordedRequests[0].header("Last-Event-ID") == "-1")
+            let recorded = server.recordedRequests
+            try #require(recorded.count == 1)
+            #expect(recorded[0].header("Last-Event-ID") == "-1")
         }
     }
 

@@ -262,7 +262,8 @@ struct WireFormatTests {
             ]
         )
         #expect(PublishAnswer.batchJSON(batch) == batchText)
-        #expect(batch[0].json == #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
+        let first = try #require(batch.first)
+        #expect(first.json == #"{"id":1,"topic":"a","time":"2026-11-25T01:07:15.123Z"}"#)
 
         let pageText =
             #"{"events":[{"id":4,"topic":"a","type":"m","time":"2026-11-25T01:07:15.123Z","data":"x"}],"#
