@@ -106,9 +106,9 @@ public enum ClientOp: Sendable, Hashable {
             let body = PublishRequest.encode(event, includeIdempotencyKey: true)
             // `{"op":"publish",` then the publish object's members.
             var text = "{\"op\":\"publish\"," + body.dropFirst()
-            if ref != nil {
+            if let ref {
                 text.removeLast()
-                text += ",\"ref\":" + (ref?.canonicalText ?? "null") + "}"
+                text += ",\"ref\":" + ref.canonicalText + "}"
             }
             return text
         }
