@@ -131,11 +131,19 @@ struct TestHTTPClient: Sendable {
             requestHeaders.replaceOrAdd(name: "Host", value: "127.0.0.1:\(port)")
             if let body { requestHeaders.replaceOrAdd(name: "Content-Length", value: String(body.utf8.count)) }
             requestHeaders.replaceOrAdd(name: "Connection", value: "close")
-            try await outbound.write(
-                .head(HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: requestHeaders))
-            )
-            if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(string: body)))) }
-            try await outbound.write(.end(nil))
+            // The server may answer and close before this task gets to its last write (the `.end` of a body
+            // with a Content-Length sends nothing, and a refused body is answered early): the answer is then
+            // already in the inbound stream, so a failed write only counts when no answer follows.
+            var writeError: (any Error)?
+            do {
+                try await outbound.write(
+                    .head(HTTPRequestHead(version: .http1_1, method: method, uri: uri, headers: requestHeaders))
+                )
+                if let body { try await outbound.write(.body(.byteBuffer(ByteBuffer(string: body)))) }
+                try await outbound.write(.end(nil))
+            } catch {
+                writeError = error
+            }
             var status = 0
             var responseHeaders = HTTPHeaders()
             var buffer = ByteBuffer()
@@ -151,6 +159,7 @@ struct TestHTTPClient: Sendable {
                     return TestResponse(status: status, headers: responseHeaders, body: String(buffer: buffer))
                 }
             }
+            if let writeError, status == 0 { throw writeError }
             return TestResponse(status: status, headers: responseHeaders, body: String(buffer: buffer))
         }
     }
