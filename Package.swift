@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "EventLog", targets: ["EventLog"]),
         .library(name: "EventLogServer", targets: ["EventLogServer"]),
         .library(name: "EventLogClient", targets: ["EventLogClient"]),
+        .library(name: "EventLogAuth", targets: ["EventLogAuth"]),
         .executable(name: "eventlogd", targets: ["eventlogd"]),
         .executable(name: "eventlog", targets: ["eventlog"]),
         .executable(name: "eventlog-bench", targets: ["eventlog-bench"]),
@@ -18,7 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", exact: "2.101.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", exact: "1.16.2"),
-        .package(url: "https://github.com/apple/swift-crypto", exact: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", exact: "4.5.2"),
+        .package(url: "https://github.com/vapor/jwt-kit", exact: "5.8.0"),
     ],
     targets: [
         .systemLibrary(
@@ -36,9 +38,18 @@ let package = Package(
             ]
         ),
         .target(
+            name: "EventLogAuth",
+            dependencies: [
+                "EventLogWire",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        .target(
             name: "EventLogServer",
             dependencies: [
                 "EventLog",
+                "EventLogAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -74,6 +85,7 @@ let package = Package(
             name: "eventlog",
             dependencies: [
                 "EventLog",
+                "EventLogAuth",
                 "EventLogClient",
                 "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -107,6 +119,10 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 "eventlogd", "eventlog", "eventlog-maint",
             ]
+        ),
+        .testTarget(
+            name: "EventLogAuthTests",
+            dependencies: ["EventLogAuth", "EventLogWire"]
         ),
         .testTarget(
             name: "EventLogWireTests",

@@ -120,6 +120,19 @@ package struct JSONObject: Sendable {
         }
     }
 
+    /// An array of strings; absent or `null` is empty.
+    package func strings(_ key: String) throws(WireDecodingError) -> [String] {
+        switch self[key] {
+        case nil, .null?: return []
+        case .array(let elements)?:
+            return try elements.map { element throws(WireDecodingError) in
+                guard case .string(let text) = element else { throw self.violation(key, "an array of strings") }
+                return text
+            }
+        default: throw self.violation(key, "an array of strings")
+        }
+    }
+
     package func objects(_ key: String) throws(WireDecodingError) -> [JSONObject] {
         guard case .array(let elements)? = self[key] else {
             throw self.violation(key, "an array")

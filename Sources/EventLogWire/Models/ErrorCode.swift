@@ -27,6 +27,18 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
     case invalidOp = "invalid_op"
     /// A resume token that is malformed, tampered with, or from another log.
     case invalidResumeToken = "invalid_resume_token"
+    /// No credential was presented, and the anonymous grants do not allow the request.
+    case authenticationRequired = "authentication_required"
+    /// The token is malformed, badly signed, not yet valid, for another issuer or audience, or an unknown
+    /// API key.
+    case invalidToken = "invalid_token"
+    /// The token's `exp` has passed.
+    case tokenExpired = "token_expired"
+    /// A valid credential without the right (`/metrics` without the admin grant, a cookie from a foreign
+    /// origin).
+    case forbidden = "forbidden"
+    /// A valid credential whose grants do not cover a topic or selector of the request.
+    case forbiddenTopic = "forbidden_topic"
     /// No such path.
     case notFound = "not_found"
     /// Wrong method for the path.
@@ -64,6 +76,8 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
             .invalidIdempotencyKey, .emptyBatch, .invalidLastEventID, .invalidParameter, .invalidOp,
             .invalidResumeToken:
             return 400
+        case .authenticationRequired, .invalidToken, .tokenExpired: return 401
+        case .forbidden, .forbiddenTopic: return 403
         case .notFound: return 404
         case .methodNotAllowed: return 405
         case .idempotencyConflict: return 409
