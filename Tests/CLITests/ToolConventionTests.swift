@@ -80,8 +80,8 @@ struct ToolConventionTests {
                 checked += 1
             }
         }
-        // Every option with a value in the three tools was looked at: 21 + 27 + 39.
-        #expect(checked == 87)
+        // Every option with a value in the three tools was looked at: 21 + 27 + 47.
+        #expect(checked == 95)
         let daemon = try Run.command("eventlogd", ["--help"]).stdout
         #expect(
             daemon.contains(

@@ -506,7 +506,7 @@ struct SubscriptionTests {
                 #expect(error.code == .http)
                 #expect(error.status == 403)
                 #expect(error.serverCodeText == "forbidden")
-                #expect(error.serverCode == nil)
+                #expect(error.serverCode == .forbidden)
             }
         }
     }

@@ -152,7 +152,8 @@ struct AuthFixture {
             _ = try await server.log.append(NewEvent(topic: "orders/1", type: "t", data: .text("a")))
             _ = try await server.log.append(NewEvent(topic: "orders/2", type: "t", data: .text("b")))
             let client = server.client
-            let short = try await fixture.token(subscribe: ["orders/1"], lifetime: .seconds(2))
+            // Long enough to connect on a loaded machine; exp is in whole seconds, so it lives 4 to 5 s.
+            let short = try await fixture.token(subscribe: ["orders/1"], lifetime: .seconds(5))
 
             let refused = try await client.sse("/v1/events?topic=orders/2", headers: fixture.bearer(short)) { reader in
                 try await reader.readHead()
@@ -328,7 +329,7 @@ struct AuthFixture {
         let fixture = try AuthFixture()
         defer { fixture.directory.remove() }
         try await withTestServer(authenticator: try await fixture.authenticator()) { server in
-            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(2))
+            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(4))
             // Renewed: the warning comes, an auth op with a fresh token answers it, and the socket outlives the
             // first token while events keep arriving.
             try await withTimeout(.seconds(30)) {
@@ -346,13 +347,13 @@ struct AuthFixture {
                     let narrowed = try #require(try await socket.next())
                     #expect(narrowed["code"] as? String == "forbidden_topic")
                     #expect(narrowed["selector"] as? String == "orders/*")
-                    try await Task.sleep(for: .seconds(2.5))
+                    try await Task.sleep(for: .seconds(4.5))
                     try await socket.send(["op": "subscribe", "topics": ["orders/1"], "ref": 3])
                     #expect(try await socket.next()?["type"] as? String == "subscribed")
                 }
             }
             // Not renewed: closed with 1008 once the token has expired.
-            let another = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(2))
+            let another = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(4))
             try await withTimeout(.seconds(30)) {
                 try await TestWebSocket.connect(port: server.port, headers: fixture.bearer(another)) { socket in
                     while try await socket.next() != nil {}
