@@ -96,6 +96,7 @@ let package = Package(
             name: "eventlog-bench",
             dependencies: [
                 "EventLogWire",
+                "EventLogAuth",
                 "EventLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
