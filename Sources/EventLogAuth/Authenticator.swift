@@ -51,6 +51,10 @@ public final class Authenticator: Sendable {
     let leewayMilliseconds: Int64
     private let cache = Mutex<[String: Principal]>([:])
 
+    /// Whether any credential can be verified (a JWT key or an API key is configured). Auth on without one
+    /// leaves only the anonymous grants: nobody can publish.
+    public var acceptsCredentials: Bool { !keys.isEmpty || !apiKeys.entries.isEmpty }
+
     /// An authenticator with no auth: everyone may do everything.
     public init() {
         isEnabled = false
