@@ -124,7 +124,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogAuthTests",
-            dependencies: ["EventLogAuth", "EventLogWire"]
+            dependencies: [
+                "EventLogAuth", "EventLogWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
         ),
         .testTarget(
             name: "EventLogWireTests",
