@@ -164,7 +164,12 @@ struct KeyFileTests {
             header: #"{"alg":"ES256","kid":"zzz"}"#, payload: payload, key: P256.Signing.PrivateKey())
         expectRefusal(
             await authenticator.authenticate(stranger, now: testNow), .invalidToken,
-            "the token's signature does not verify", credential: stranger)
+            "no key is configured for the token's kid", credential: stranger)
+        // a JWKS key is reached only by its own kid: an unknown kid signed by key "a" is refused too
+        let unknownKid = try Craft.es256(header: #"{"alg":"ES256","kid":"zzz"}"#, payload: payload, key: a)
+        expectRefusal(
+            await authenticator.authenticate(unknownKid, now: testNow), .invalidToken,
+            "no key is configured for the token's kid", credential: unknownKid)
     }
 
     @Test("a JWKS key's alg follows from kty and crv when it has none")
@@ -194,7 +199,7 @@ struct KeyFileTests {
         let token = try Craft.es256(header: #"{"alg":"ES256","kid":"enc"}"#, payload: payload, key: ec)
         expectRefusal(
             await authenticator.authenticate(token, now: testNow), .invalidToken,
-            "no key is configured for ES256 tokens", credential: token)
+            "no key is configured for the token's kid", credential: token)
     }
 
     @Test("a JWKS that cannot be used is refused at start, naming the key")
