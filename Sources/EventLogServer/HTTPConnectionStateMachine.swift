@@ -82,8 +82,12 @@ struct HTTPConnectionStateMachine<C: Clock>: Sendable where C.Duration == Durati
             state = .closing
             return [.markBusy, .cancelTimer, .refuseBody(limit: maxBodyBytes), .close]
         }
+        // A request that asked to switch protocols (`Connection: upgrade`) and was not upgraded is answered, and
+        // the connection closes: NIO's decoder parses nothing after such a request, so a next one would hang.
+        let asksForUpgrade = head.headers[canonicalForm: "connection"].contains { $0.lowercased() == "upgrade" }
         state = .readingBody(
-            deadline: deadline, received: 0, keepAlive: head.isKeepAlive, isConnect: head.method == .CONNECT)
+            deadline: deadline, received: 0, keepAlive: head.isKeepAlive && !asksForUpgrade,
+            isConnect: head.method == .CONNECT)
         let expectsContinue = head.headers[canonicalForm: "expect"].contains {
             $0.lowercased() == "100-continue"
         }

@@ -129,6 +129,16 @@ struct HTTPConnectionStateMachineTests {
         #expect(machine.state == .idle(deadline: instant(.seconds(131))))
     }
 
+    @Test("a request that asked for an upgrade it did not get is answered, then the connection closes")
+    func refusedUpgradeCloses() {
+        var machine = makeMachine()
+        _ = machine.connectionOpened()
+        let upgrade = Self.head(.GET, [("Connection", "keep-alive, Upgrade"), ("Upgrade", "websocket")])
+        #expect(machine.headReceived(upgrade) == [.markBusy])
+        #expect(machine.bodyEnded() == [.cancelTimer, .respond(keepAlive: false)])
+        #expect(machine.state == .responding(keepAlive: false))
+    }
+
     @Test("a timer armed for an earlier request that fires late changes nothing")
     func staleTimerIsIgnored() {
         var machine = makeMachine()
