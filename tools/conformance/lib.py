@@ -161,6 +161,7 @@ class Server:
         name: str = "eventlogd",
         keep_tmp: Optional[bool] = None,
         env: Optional[dict] = None,
+        http_headers: Optional[dict] = None,
     ) -> None:
         self.binary = eventlogd_path(binary)
         self.args = list(args)
@@ -173,7 +174,9 @@ class Server:
         self.generation = 0
         self.log_path: Optional[str] = None
         self.keep_tmp = keep_tmp if keep_tmp is not None else bool(os.environ.get("CONFORMANCE_KEEP_TMP"))
-        self.http = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False)
+        # Sent with every request of `http` (publish, history, health): e.g. an Authorization header.
+        self.http_headers = dict(http_headers or {})
+        self.http = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False, headers=self.http_headers)
         _register(self)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -298,7 +301,7 @@ class Server:
         """Closes the keep-alive connections `http` holds (a fresh client takes its place), so the
         server's open connections are only those a check opens itself."""
         self.http.close()
-        self.http = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False)
+        self.http = httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False, headers=self.http_headers)
 
     def close(self) -> None:
         self._kill_now()

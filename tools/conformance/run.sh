@@ -31,6 +31,7 @@ SCRIPTS=(
     browser.py
     crash.py
     hostile.py
+    auth.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
@@ -93,16 +94,32 @@ if ! command -v curl >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl </dev/null
 fi
 
-# 2b. Headless Chromium and chromedriver (Debian's packages) for browser.py. When they cannot be
-# installed, browser.py still runs and fails loudly; it never skips.
+# 2b. Headless Chromium and chromedriver (Debian's packages) for browser.py and auth.py. When they
+# cannot be installed, those scripts still run and fail loudly; they never skip.
 for script in "${SCRIPTS[@]}"; do
-    if [ "$(basename "$script")" = browser.py ]; then
+    if [ "$(basename "$script")" = browser.py ] || [ "$(basename "$script")" = auth.py ]; then
         if ! { [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; } \
             || ! { [ -x /usr/bin/chromedriver ] || command -v chromedriver >/dev/null 2>&1; }; then
             echo "conformance: installing chromium and chromium-driver" >&2
             if ! { as_root apt-get update -qq </dev/null \
                 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null; }; then
-                echo "conformance: could not install chromium / chromium-driver; browser.py will fail" >&2
+                echo "conformance: could not install chromium / chromium-driver; browser.py and auth.py will fail" >&2
+            fi
+        fi
+        break
+    fi
+done
+
+# 2c. nginx (Debian's package) for auth.py's reverse-proxy check (TLS, SSE, WebSocket). auth.py runs
+# its own nginx process on a loopback port with its own configuration; the package's service is
+# not used. When nginx cannot be installed, auth.py still runs and fails loudly; it never skips.
+for script in "${SCRIPTS[@]}"; do
+    if [ "$(basename "$script")" = auth.py ]; then
+        if ! { [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1; }; then
+            echo "conformance: installing nginx" >&2
+            if ! { as_root apt-get update -qq </dev/null \
+                && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx </dev/null; }; then
+                echo "conformance: could not install nginx; auth.py will fail" >&2
             fi
         fi
         break
