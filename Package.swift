@@ -76,6 +76,7 @@ let package = Package(
             name: "eventlogd",
             dependencies: [
                 "EventLogServer",
+                "EventLogAuth",
                 "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

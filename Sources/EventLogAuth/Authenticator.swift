@@ -77,7 +77,8 @@ public final class Authenticator: Sendable {
                 String(decoding: try Self.read(path, what: "--jwt-key-file"), as: UTF8.self), source: path)
         }
         if let path = configuration.jwksFile {
-            try await keys.addJWKS(String(decoding: try Self.read(path, what: "--jwks-file"), as: UTF8.self), source: path)
+            try await keys.addJWKS(
+                String(decoding: try Self.read(path, what: "--jwks-file"), as: UTF8.self), source: path)
         }
         self.keys = keys
         if let path = configuration.apiKeysFile {
@@ -105,7 +106,9 @@ public final class Authenticator: Sendable {
 
     /// The caller behind `credential` (the bearer value, the cookie or the query token), or why it is
     /// refused. No credential is the anonymous caller. The failure's message never holds the credential.
-    public func authenticate(_ credential: String?, now: Int64 = Timestamp.nowMilliseconds()) async -> Result<
+    public func authenticate(
+        _ credential: String?, now: Int64 = Timestamp.nowMilliseconds()
+    ) async -> Result<
         Principal, AuthFailure
     > {
         guard isEnabled else { return .success(Principal(kind: .open, name: "open", grants: .everything)) }
@@ -155,7 +158,8 @@ public final class Authenticator: Sendable {
                 AuthFailure(.invalidToken, "alg \(Topic.quoted(alg)) is not accepted; use HS256, ES256 or RS256"))
         }
         if header.contains(where: { $0.0 == "crit" }) {
-            return .failure(AuthFailure(.invalidToken, "the token's header has crit extensions, which are not supported"))
+            return .failure(
+                AuthFailure(.invalidToken, "the token's header has crit extensions, which are not supported"))
         }
         var kid: String?
         if let value = header.first(where: { $0.0 == "kid" })?.1 {
@@ -183,7 +187,8 @@ public final class Authenticator: Sendable {
         }
         guard let claims else {
             return .failure(
-                AuthFailure(.invalidToken, malformed ? "the token is malformed" : "the token's signature does not verify"))
+                AuthFailure(
+                    .invalidToken, malformed ? "the token is malformed" : "the token's signature does not verify"))
         }
         return check(claims, now: now)
     }
@@ -191,12 +196,14 @@ public final class Authenticator: Sendable {
     /// The claims' times, issuer and audience, then the rights.
     func check(_ claims: EventLogClaims, now: Int64) -> Result<Principal, AuthFailure> {
         guard let exp = claims.exp, exp.isFinite else {
-            return .failure(AuthFailure(.invalidToken, "the token has no exp; eventlog accepts only tokens that expire"))
+            return .failure(
+                AuthFailure(.invalidToken, "the token has no exp; eventlog accepts only tokens that expire"))
         }
         let expiresAt = Int64(min(max(exp, 0), 1e15) * 1000) + leewayMilliseconds
         if now >= expiresAt {
             return .failure(
-                AuthFailure(.tokenExpired, "the token expired at \(Timestamp.rfc3339(milliseconds: Int64(exp * 1000)))"))
+                AuthFailure(.tokenExpired, "the token expired at \(Timestamp.rfc3339(milliseconds: Int64(exp * 1000)))")
+            )
         }
         if let nbf = claims.nbf {
             guard nbf.isFinite, now + leewayMilliseconds >= Int64(min(max(nbf, 0), 1e15) * 1000) else {

@@ -122,7 +122,8 @@ struct KeyRing: Sendable {
         if let kid, let named = keys.first(where: { $0.kid == kid }) {
             guard named.algorithm == algorithm else {
                 return .failure(
-                    AuthFailure(.invalidToken, "key \"\(kid)\" is for \(named.algorithm.rawValue), not \(algorithm.rawValue)"))
+                    AuthFailure(
+                        .invalidToken, "key \"\(kid)\" is for \(named.algorithm.rawValue), not \(algorithm.rawValue)"))
             }
             return .success([named])
         }

@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import NIOHTTP1
 
 /// An API error: a wire error code, its message and, for a batch, the line it concerns.
@@ -16,6 +17,8 @@ struct APIError: Error {
     var headers: [(String, String)]
     /// The HTTP status the error is answered with.
     let status: HTTPResponseStatus
+    /// For `forbidden_topic`, the refused selector or topic.
+    var selector: String?
 
     init(code: ErrorCode, message: String, index: Int? = nil, headers: [(String, String)] = []) {
         self.code = code
@@ -23,6 +26,13 @@ struct APIError: Error {
         self.index = index
         self.headers = headers
         self.status = HTTPResponseStatus(statusCode: code.httpStatus)
+    }
+
+    /// A refused credential or right: `401` answers carry `WWW-Authenticate` (RFC 6750, section 3).
+    init(_ failure: AuthFailure) {
+        let challenge = failure.code.httpStatus == 401 ? [("WWW-Authenticate", Access.challenge)] : []
+        self.init(code: failure.code, message: failure.message, index: failure.index, headers: challenge)
+        self.selector = failure.selector
     }
 
     /// The wire code and status for an error from the log.

@@ -4,20 +4,25 @@ import NIOHTTP1
 struct CORS: Sendable {
     /// Origins allowed; `["*"]` allows every origin, `[]` none.
     let allowedOrigins: [String]
+    /// Whether listed origins may send credentials (cookies): true when auth is on. `*` never may.
+    var credentials = false
 
     /// CORS headers for a request's `Origin`, when that origin is allowed.
     func headers(for head: HTTPRequestHead) -> [(String, String)] {
         guard !allowedOrigins.isEmpty else { return [] }
         var headers: [(String, String)] = []
-        if allowedOrigins.contains("*") {
-            headers.append(("Access-Control-Allow-Origin", "*"))
-        } else if let origin = head.headers.first(name: "origin"), allowedOrigins.contains(origin) {
+        let origin = head.headers.first(name: "origin")
+        if let origin, allowedOrigins.contains(origin) {
+            // A listed origin gets its exact value back, and with auth on may send its cookie.
             headers.append(("Access-Control-Allow-Origin", origin))
             headers.append(("Vary", "Origin"))
+            if credentials { headers.append(("Access-Control-Allow-Credentials", "true")) }
+        } else if allowedOrigins.contains("*") {
+            headers.append(("Access-Control-Allow-Origin", "*"))
         } else {
             return []
         }
-        headers.append(("Access-Control-Expose-Headers", "Idempotent-Replayed"))
+        headers.append(("Access-Control-Expose-Headers", "Idempotent-Replayed, WWW-Authenticate"))
         return headers
     }
 
@@ -27,7 +32,7 @@ struct CORS: Sendable {
             status: .noContent,
             headers: [
                 ("Access-Control-Allow-Methods", (allowed + [.OPTIONS]).map(\.rawValue).joined(separator: ", ")),
-                ("Access-Control-Allow-Headers", "Content-Type, Last-Event-ID, Idempotency-Key"),
+                ("Access-Control-Allow-Headers", "Authorization, Content-Type, Last-Event-ID, Idempotency-Key"),
                 ("Access-Control-Max-Age", "600"),
             ],
             body: ""

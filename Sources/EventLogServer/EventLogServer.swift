@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -21,12 +22,14 @@ public final class EventLogServer: Sendable {
     /// SSE frames of recent events, encoded once for all subscribers.
     let frames = FrameCache()
     let tokens: ResumeTokenCodec
+    /// Who may publish and read what (everyone everything when auth is off).
+    let auth: Authenticator
     private let group: any EventLoopGroup
     private let state = Mutex(RunState())
     let connections = ConnectionRegistry()
 
     enum UpgradeResult: Sendable {
-        case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>)
+        case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, HTTPRequestHead)
         case http(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
     }
 
@@ -43,8 +46,10 @@ public final class EventLogServer: Sendable {
         log: EventLog,
         configuration: ServerConfiguration = ServerConfiguration(),
         logger: Logger = Logger(label: "eventlogd"),
-        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        authenticator: Authenticator = Authenticator()
     ) {
+        self.auth = authenticator
         self.log = log
         self.configuration = configuration
         self.logger = logger
@@ -181,7 +186,7 @@ public final class EventLogServer: Sendable {
                 }
                 return channel.eventLoop.makeSucceededFuture(HTTPHeaders())
             },
-            upgradePipelineHandler: { channel, _ in
+            upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ClientFrameRequirements())
                     // Reassemble fragmented messages, bounded in size and count (1009 beyond).
@@ -195,7 +200,7 @@ public final class EventLogServer: Sendable {
                     let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
                         wrappingChannelSynchronously: channel
                     )
-                    return UpgradeResult.webSocket(asyncChannel)
+                    return UpgradeResult.webSocket(asyncChannel, head)
                 }
             }
         )
@@ -220,7 +225,20 @@ public final class EventLogServer: Sendable {
         let upgradeHandler = try channel.pipeline.syncOperations.handler(
             type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self
         )
-        try channel.pipeline.syncOperations.addHandler(UpgradeRequestFilter(), position: .before(upgradeHandler))
+        // A credential given at the upgrade must authenticate; if it does not, the request goes on as plain HTTP
+        // and is answered 401. No credential: an anonymous socket, which may send an `auth` op.
+        var authorize: (@Sendable (HTTPRequestHead, any EventLoop) -> EventLoopFuture<Bool>)?
+        if auth.isEnabled {
+            authorize = { head, eventLoop in
+                eventLoop.makeFutureWithTask { () async -> Bool in
+                    let query = Request(head: head, body: ByteBuffer()).query
+                    let caller = try? await Access(server: self).principal(head, query: query, log: false)
+                    return caller != nil
+                }
+            }
+        }
+        try channel.pipeline.syncOperations.addHandler(
+            UpgradeRequestFilter(authorize: authorize), position: .before(upgradeHandler))
         // Until the first request head arrives the connection is idle; a client that never sends one
         // is closed after the request timeout (slow-loris defence).
         let scheduled = connections.scheduleClose(channel, in: configuration.requestTimeout)
@@ -236,8 +254,8 @@ public final class EventLogServer: Sendable {
             switch try await upgrade.get() {
             case .http(let channel):
                 try await HTTPConnection(server: self, channel: channel).run()
-            case .webSocket(let channel):
-                try await WebSocketConnection(server: self, channel: channel).run()
+            case .webSocket(let channel, let head):
+                try await WebSocketConnection(server: self, channel: channel, head: head).run()
             }
         } catch is ConnectionRefused {
             return

@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import NIOCore
 import NIOHTTP1
 
@@ -14,7 +15,9 @@ struct HTTPConnection {
     let server: EventLogServer
     let channel: NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>
 
-    private var cors: CORS { CORS(allowedOrigins: server.configuration.corsOrigins) }
+    private var cors: CORS {
+        CORS(allowedOrigins: server.configuration.corsOrigins, credentials: server.auth.isEnabled)
+    }
 
     func run() async throws {
         let underlying = channel.channel
@@ -139,22 +142,51 @@ struct HTTPConnection {
     /// Answers one request. Returns whether the connection may carry another.
     private func respond(to request: Request, keepAlive: Bool, outbound: Outbound) async throws -> Bool {
         let head = request.head
+        server.logger.debug(
+            "request", metadata: ["method": "\(head.method.rawValue)", "target": "\(Access.redacted(head.uri))"])
         let response: Response
         do {
-            switch try Router(server: server).route(request) {
+            let route = try Router(server: server).route(request)
+            let access = Access(server: server)
+            switch route {
             case .respond(let result):
                 response = result
-            case .publish:
-                response = try await PublishEndpoint(server: server).handle(request)
-            case .history:
-                response = try await HistoryEndpoint(server: server).history(request)
-            case .topics:
-                response = try await HistoryEndpoint(server: server).topics()
             case .health:
                 response = await HistoryEndpoint(server: server).health()
+            case .publish:
+                let caller = try await access.principal(head, query: request.query)
+                response = try await PublishEndpoint(server: server).handle(request, caller: caller)
+            case .history:
+                let caller = try await access.principal(head, query: request.query)
+                response = try await HistoryEndpoint(server: server).history(request, caller: caller)
+            case .topics:
+                let caller = try await access.principal(head, query: request.query)
+                response = try await HistoryEndpoint(server: server).topics(caller: caller)
+            case .metrics:
+                let caller = try await access.principal(head, query: request.query)
+                if let failure = caller.authorizeAdmin("/metrics") {
+                    throw access.refuse(failure, head, principal: caller)
+                }
+                response = Response(
+                    status: .ok,
+                    headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
+                    body: server.metrics.render(head: server.log.head, earliest: server.log.earliest)
+                )
+            case .webSocketPath:
+                // An upgrade whose credential does not authenticate arrives here as a plain request: answer 401.
+                _ = try await access.principal(head, query: request.query)
+                throw APIError(
+                    code: .upgradeRequired,
+                    message: "/v1/ws takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
+                    headers: [("Upgrade", "websocket")]
+                )
             case .subscribe(let subscription):
+                let caller = try await access.principal(head, query: request.query)
+                if let failure = caller.authorizeSubscribe(subscription.selectors) {
+                    throw access.refuse(failure, head, principal: caller)
+                }
                 try await SSEStream(server: server, channel: channel.channel, outbound: outbound)
-                    .run(subscription, head: head, corsHeaders: cors.headers(for: head))
+                    .run(subscription, head: head, corsHeaders: cors.headers(for: head), until: caller.expiresAt)
                 return false
             }
         } catch let error as APIError {

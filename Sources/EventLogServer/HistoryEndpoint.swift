@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import NIOHTTP1
 
 /// `GET /v1/events` as JSON pages, `GET /v1/topics` and `GET /healthz`.
@@ -8,12 +9,15 @@ struct HistoryEndpoint {
     /// The largest `limit` a history page may ask for.
     static let maxLimit = 1000
 
-    func history(_ request: Request) async throws -> Response {
+    func history(_ request: Request, caller: Principal) async throws -> Response {
         // Picks up what other processes did to the file (eventlog-maint retention or compaction): the
         // current earliest, and no deleted events served from memory.
         _ = try await server.log.refreshBounds()
         let texts = request.queryValues("topic")
         let selectors = try HistoryEndpoint.selectors(texts.isEmpty ? ["*"] : texts)
+        if let failure = caller.authorizeSubscribe(selectors) {
+            throw Access(server: server).refuse(failure, request.head, principal: caller)
+        }
         let after = try HistoryEndpoint.integer(
             request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
         let limit = try HistoryEndpoint.integer(
@@ -34,9 +38,10 @@ struct HistoryEndpoint {
         return .json(.ok, page.json)
     }
 
-    func topics() async throws -> Response {
+    /// The topics the caller may read.
+    func topics(caller: Principal) async throws -> Response {
         _ = try await server.log.refreshBounds()
-        let topics = try await server.log.topics()
+        let topics = try await server.log.topics().filter { caller.grants.mayRead($0.topic) }
         return .json(.ok, TopicSummary.listJSON(topics, head: server.log.head, earliest: server.log.earliest))
     }
 

@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import NIOCore
 import NIOHTTP1
 
@@ -19,7 +20,7 @@ enum PublishDecoder {
 struct PublishEndpoint {
     let server: EventLogServer
 
-    func handle(_ request: Request) async throws -> Response {
+    func handle(_ request: Request, caller: Principal) async throws -> Response {
         if server.isShuttingDown {
             throw APIError(code: .shuttingDown, message: "the server is shutting down")
         }
@@ -32,6 +33,7 @@ struct PublishEndpoint {
         switch contentType {
         case "application/json":
             let event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
+            try authorize([event.topic], batch: false, caller: caller, request)
             let result = try await server.log.append(event)
             if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
             return Response.json(
@@ -63,6 +65,8 @@ struct PublishEndpoint {
                     throw indexed
                 }
             }
+            // A batch with one event its caller may not publish is refused whole, naming that event.
+            try authorize(events.map(\.topic), batch: true, caller: caller, request)
             let results = try await server.log.append(batch: events)
             let appended = results.filter { !$0.replayed }.count
             if appended > 0 { server.metrics.appended(appended, latency: ContinuousClock.now - started) }
@@ -77,6 +81,12 @@ struct PublishEndpoint {
                 code: .unsupportedMediaType,
                 message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
             )
+        }
+    }
+
+    private func authorize(_ topics: [String], batch: Bool, caller: Principal, _ request: Request) throws(APIError) {
+        if let failure = caller.authorizePublish(topics, batch: batch) {
+            throw Access(server: server).refuse(failure, request.head, principal: caller)
         }
     }
 }

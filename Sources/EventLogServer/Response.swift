@@ -21,7 +21,7 @@ struct Response: Sendable {
     init(_ error: APIError) {
         self = .json(
             error.status,
-            ErrorBody(error.code, message: error.message, index: error.index).json,
+            ErrorBody(error.code, message: error.message, index: error.index, selector: error.selector).json,
             headers: error.headers
         )
     }

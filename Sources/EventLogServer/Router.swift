@@ -12,7 +12,10 @@ struct Router {
         case history
         case topics
         case health
+        case metrics
         case subscribe(SSEStream.Subscription)
+        /// A plain request on the WebSocket path (or an upgrade whose credential did not authenticate).
+        case webSocketPath
     }
 
     /// The route for a request; throws `404 not_found`, `405 method_not_allowed` (with `Allow`), the
@@ -45,23 +48,9 @@ struct Router {
         case "/healthz":
             return try only([.GET]) { .health }
         case "/metrics":
-            return try only([.GET]) {
-                .respond(
-                    Response(
-                        status: .ok,
-                        headers: [("Content-Type", "text/plain; version=0.0.4; charset=utf-8")],
-                        body: server.metrics.render(head: server.log.head, earliest: server.log.earliest)
-                    )
-                )
-            }
+            return try only([.GET]) { .metrics }
         case "/v1/ws":
-            return try only([.GET]) {
-                throw APIError(
-                    code: .upgradeRequired,
-                    message: "/v1/ws takes a WebSocket upgrade (Connection: Upgrade, Upgrade: websocket)",
-                    headers: [("Upgrade", "websocket")]
-                )
-            }
+            return try only([.GET]) { .webSocketPath }
         case "/":
             return try only([.GET]) {
                 .respond(

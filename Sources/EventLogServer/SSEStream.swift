@@ -50,7 +50,12 @@ struct SSEStream {
     let channel: any Channel
     let outbound: Outbound
 
-    func run(_ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)]) async throws {
+    /// Streams until the client leaves, the server stops, or `until` (Unix milliseconds: when the caller's token
+    /// stops being accepted) passes; then the response ends cleanly and the client reconnects with a fresh
+    /// token and its Last-Event-ID.
+    func run(
+        _ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)], until: Int64? = nil
+    ) async throws {
         var headers = HTTPHeaders([
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-store"),
@@ -78,7 +83,7 @@ struct SSEStream {
             keepalive: server.configuration.keepalive,
             metrics: server.metrics
         )
-        let ended = await runUntilClosed(channel) {
+        let ended = await runUntilClosed(channel, until: until) {
             try await loop.run(sink)
         }
         if ended {
@@ -89,11 +94,25 @@ struct SSEStream {
     }
 }
 
-/// Runs `body` until it finishes or `channel` closes (the client went away), whichever is first;
-/// the other is cancelled. Returns true when `body` ended by itself with the log's `closed`
-/// error (shutdown), false when the channel closed or `body` failed otherwise.
-func runUntilClosed(_ channel: any Channel, _ body: @escaping @Sendable () async throws -> Void) async -> Bool {
+/// Runs `body` until it finishes, `channel` closes (the client went away) or `until` (Unix milliseconds)
+/// passes, whichever is first; the others are cancelled. Returns true when `body` ended by itself with the
+/// log's `closed` error (shutdown) or the deadline passed, false when the channel closed or `body` failed
+/// otherwise.
+func runUntilClosed(
+    _ channel: any Channel, until: Int64? = nil, _ body: @escaping @Sendable () async throws -> Void
+) async -> Bool {
     await withTaskGroup(of: Bool.self) { group in
+        if let until {
+            group.addTask {
+                let remaining = max(0, until - Timestamp.nowMilliseconds())
+                do {
+                    try await Task.sleep(for: .milliseconds(remaining))
+                } catch {
+                    return false
+                }
+                return true
+            }
+        }
         group.addTask {
             do {
                 try await body()

@@ -27,6 +27,8 @@ public struct ServerConfiguration: Sendable {
     public var webSocketPingInterval: Duration = .seconds(30)
     /// The largest WebSocket frame accepted, in bytes (close 1009 beyond).
     public var maxWebSocketFrameBytes = 1 << 20
+    /// Whether a token may come as the `access_token` query parameter (it is then redacted from logs).
+    public var allowQueryToken = false
     /// Error messages a WebSocket client may provoke before it is closed with 1008.
     public var maxWebSocketErrors = 20
 

@@ -1,5 +1,7 @@
 import EventLog
+import EventLogAuth
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import Synchronization
 
@@ -12,6 +14,8 @@ struct WebSocketConnection {
     typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
     let server: EventLogServer
     let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
+    /// The upgrade request, with the credential the socket starts with (if any).
+    let head: HTTPRequestHead
 
     /// Close codes (RFC 6455, section 7.4.1).
     enum CloseCode: UInt16 {
@@ -32,8 +36,19 @@ struct WebSocketConnection {
         server.connections.register(underlying)
         server.connections.setIdle(underlying, false)
         defer { server.connections.unregister(underlying) }
+        // The upgrader authenticated this credential already (a cache hit now); it can only fail here if the
+        // token expired in between.
+        let caller = try? await Access(server: server).principal(
+            head, query: Request(head: head, body: ByteBuffer()).query)
         try await channel.executeThenClose { inbound, outbound in
-            let session = WebSocketSession(server: server, channel: underlying, outbound: outbound)
+            let session = WebSocketSession(
+                server: server, channel: underlying, outbound: outbound,
+                caller: caller ?? Principal(kind: .anonymous, name: "anonymous", grants: .nothing))
+            guard caller != nil else {
+                await session.close(.policyViolation, "the token expired")
+                return
+            }
+            session.watchExpiry()
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await session.read(inbound) }
                 group.addTask { await session.ping() }
@@ -45,7 +60,7 @@ struct WebSocketConnection {
                 // Whichever ends first ends the connection.
                 await group.next()
                 group.cancelAll()
-                await session.stopSubscription()
+                await session.stopSubscription(endingConnection: true)
             }
         }
     }
@@ -61,21 +76,30 @@ final class WebSocketSession: Sendable {
 
     private struct State {
         var subscription: Task<Void, Never>?
+        /// The selectors of the current subscription, rechecked when the credential changes.
+        var selectors: SelectorSet?
+        /// Who the socket acts for; an `auth` op replaces it.
+        var caller: Principal
+        /// Warns before the caller's token expires and closes the socket when it has.
+        var expiry: Task<Void, Never>?
         var errors = 0
         var lastPong = ContinuousClock.now
         var closing = false
         var publishesInFlight = 0
     }
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     /// Publishes a connection may have waiting for their commit at once; the reader pauses beyond.
     static let maxPublishesInFlight = 64
 
-    init(server: EventLogServer, channel: any Channel, outbound: Outbound) {
+    init(server: EventLogServer, channel: any Channel, outbound: Outbound, caller: Principal) {
         self.server = server
         self.channel = channel
         self.outbound = outbound
+        self.state = Mutex(State(caller: caller))
     }
+
+    private var caller: Principal { state.withLock { $0.caller } }
 
     // MARK: Reading
 
@@ -174,6 +198,9 @@ final class WebSocketSession: Sendable {
         case .failure(let error):
             return await reject(code: error.code, message: error.message, ref: ref)
         case .success(.subscribe(let subscription)):
+            if let failure = caller.authorizeSubscribe(subscription.selectors) {
+                return await reject(failure, ref: ref)
+            }
             do {
                 try await subscribe(subscription)
             } catch {
@@ -181,14 +208,25 @@ final class WebSocketSession: Sendable {
             }
             return true
         case .success(.publish(let event)):
+            if let failure = caller.authorizePublish([event.topic], batch: false) {
+                return await reject(failure, ref: ref)
+            }
             await waitForPublishSlot()
             publishes.addTask { await self.publish(event, ref: ref) }
             return true
+        case .success(.auth(let token)):
+            return await authenticate(token, ref: ref)
         }
     }
 
+    /// A refused right: an `error` message naming the selector.
+    private func reject(_ failure: AuthFailure, ref: JSONFragment) async -> Bool {
+        Access(server: server).logRefusal(failure, path: "/v1/ws", caller: caller)
+        return await reject(code: failure.code, message: failure.message, ref: ref, selector: failure.selector)
+    }
+
     /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
-    private func reject(code: ErrorCode, message: String, ref: JSONFragment) async -> Bool {
+    private func reject(code: ErrorCode, message: String, ref: JSONFragment, selector: String? = nil) async -> Bool {
         let errors = state.withLock { state -> Int in
             state.errors += 1
             return state.errors
@@ -197,8 +235,68 @@ final class WebSocketSession: Sendable {
             await close(.policyViolation, "too many bad messages")
             return false
         }
-        await send(ServerMessage.webSocketError(code: code, message: message, ref: ref))
+        await send(ServerMessage.webSocketError(code: code, message: message, ref: ref, selector: selector))
         return true
+    }
+
+    // MARK: Authenticating
+
+    /// An `auth` op: the token replaces the socket's credential. A bad one ends the socket (1008); a good one is
+    /// answered `authenticated`, and the current subscription is checked against the new grants.
+    private func authenticate(_ token: String, ref: JSONFragment) async -> Bool {
+        let principal: Principal
+        switch await server.auth.authenticate(token) {
+        case .failure(let failure):
+            Access(server: server).logRefusal(failure, path: "/v1/ws", caller: nil)
+            await send(ServerMessage.webSocketError(code: failure.code, message: failure.message, ref: ref))
+            await close(.policyViolation, failure.code.rawValue)
+            return false
+        case .success(let found):
+            principal = found
+        }
+        let selectors = state.withLock { state -> SelectorSet? in
+            state.caller = principal
+            return state.selectors
+        }
+        watchExpiry()
+        await send(ServerMessage.authenticatedText(subject: principal.name, expiresAt: principal.expiresAt, ref: ref))
+        if let selectors, let failure = principal.authorizeSubscribe(selectors) {
+            // The new grants no longer cover the subscription: it stops, and says why.
+            await stopSubscription()
+            await send(
+                ServerMessage.webSocketError(code: failure.code, message: failure.message, selector: failure.selector))
+        }
+        return true
+    }
+
+    /// Starts watching the current caller's expiry (replacing an earlier watch): a `token_expired` warning
+    /// before it, at `expiresAt - min(30 s, half the time left)`, and close 1008 at it, unless an `auth` op
+    /// renews the credential first.
+    func watchExpiry() {
+        let caller = self.caller
+        let watch: Task<Void, Never>? = caller.expiresAt.map { expiresAt in
+            Task {
+                let left = expiresAt - Timestamp.nowMilliseconds()
+                let warnIn = left - min(30_000, left / 2)
+                do {
+                    try await Task.sleep(for: .milliseconds(max(0, warnIn)))
+                    await self.send(
+                        ServerMessage.webSocketError(
+                            code: .tokenExpired,
+                            message: "the token expires at \(Timestamp.rfc3339(milliseconds: expiresAt));"
+                                + " send {\"op\":\"auth\",\"token\":..} with a fresh one"))
+                    try await Task.sleep(for: .milliseconds(max(0, expiresAt - Timestamp.nowMilliseconds())))
+                } catch {
+                    return
+                }
+                await self.close(.policyViolation, "the token expired")
+            }
+        }
+        let previous = state.withLock { state -> Task<Void, Never>? in
+            defer { state.expiry = watch }
+            return state.expiry
+        }
+        previous?.cancel()
     }
 
     // MARK: Publishing
@@ -279,14 +377,25 @@ final class WebSocketSession: Sendable {
             }
         }
         let previous = state.withLock { state -> Task<Void, Never>? in
-            defer { state.subscription = task }
+            defer {
+                state.subscription = task
+                state.selectors = selectors
+            }
             return state.subscription
         }
         previous?.cancel()
     }
 
-    func stopSubscription() async {
-        let task = state.withLock { $0.subscription }
+    /// Stops the subscription (and, at the end of the connection, the expiry watch).
+    func stopSubscription(endingConnection: Bool = false) async {
+        let (task, expiry) = state.withLock { state in
+            defer {
+                state.selectors = nil
+                if endingConnection { state.expiry = nil }
+            }
+            return (state.subscription, endingConnection ? state.expiry : nil)
+        }
+        expiry?.cancel()
         task?.cancel()
         await task?.value
     }

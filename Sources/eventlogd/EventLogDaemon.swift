@@ -1,6 +1,7 @@
 import ArgumentParser
 import Dispatch
 import EventLog
+import EventLogAuth
 import EventLogCommandLine
 import EventLogServer
 import Foundation
@@ -106,12 +107,44 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel = Logger.Level.info.rawValue
 
+    @Option(help: "Auth: a file holding an HS256 secret (32 bytes or more) that JWTs are signed with; repeatable.")
+    var jwtSecretFile: [String] = []
+
+    @Option(help: "Auth: a PEM public key (EC P-256 for ES256, RSA for RS256) that JWTs are signed with; repeatable.")
+    var jwtKeyFile: [String] = []
+
+    @Option(help: "Auth: a JWKS file of ES256/RS256 public keys, told apart by the token's kid.")
+    var jwksFile: String?
+
+    @Option(help: "Auth: the iss every JWT must carry.")
+    var jwtIssuer: String?
+
+    @Option(help: "Auth: a value every JWT's aud must hold.")
+    var jwtAudience: String?
+
+    @Option(help: "Auth: how far a JWT's exp and nbf may be off (clock skew), e.g. 10s.")
+    var jwtLeeway = "10s"
+
+    @Option(help: "Auth: a JSON file of API keys (their SHA-256, a name, publish and subscribe selectors).")
+    var apiKeys: String?
+
+    @Option(help: "Auth: a selector callers without a credential may read, repeatable (e.g. 'public/*').")
+    var anonymousSubscribe: [String] = []
+
+    @Flag(help: "Auth: accept a token as the access_token query parameter (it is redacted from logs).")
+    var allowQueryToken = false
+
     mutating func validate() throws {
         _ = try retentionPolicy()
         do {
             _ = try MaintenanceText.parseDuration(retainInterval)
         } catch {
             throw ValidationError("--retain-interval: \(error)")
+        }
+        do {
+            _ = try MaintenanceText.parseDuration(jwtLeeway)
+        } catch {
+            throw ValidationError("--jwt-leeway: \(error)")
         }
         if EventLog.Durability(rawValue: durability) == nil {
             throw ValidationError("--durability must be full or normal, not \(durability)")
@@ -163,6 +196,22 @@ struct EventLogDaemon: AsyncParsableCommand {
         configuration.webSocketPingInterval = .milliseconds(Int(wsPing * 1000))
         configuration.stallTimeout = .milliseconds(Int(stallTimeout * 1000))
         configuration.corsOrigins = corsOrigin
+        configuration.allowQueryToken = allowQueryToken
+
+        let authenticator: Authenticator
+        do {
+            authenticator = try await Authenticator(authConfiguration())
+        } catch {
+            FileHandle.standardError.write(Data("eventlogd: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        if !authenticator.isEnabled {
+            logger.warning(
+                """
+                auth is off: anyone who can reach this port may publish to and read every topic; configure \
+                --jwt-secret-file, --jwt-key-file, --jwks-file, --api-keys or --anonymous-subscribe
+                """)
+        }
 
         let path = databasePath
         let files = NewFiles(databasePath: path)
@@ -187,7 +236,8 @@ struct EventLogDaemon: AsyncParsableCommand {
             files.remove()
             throw ExitCode(1)
         }
-        let server = EventLogServer(log: log, configuration: configuration, logger: logger)
+        let server = EventLogServer(
+            log: log, configuration: configuration, logger: logger, authenticator: authenticator)
         do {
             try await server.start()
         } catch {
@@ -224,6 +274,20 @@ struct EventLogDaemon: AsyncParsableCommand {
         await log.close()
         lock.release()
         logger.info("log closed", metadata: ["head": "\(log.head)"])
+    }
+
+    /// What the auth options say.
+    private func authConfiguration() -> AuthConfiguration {
+        var auth = AuthConfiguration()
+        auth.secretFiles = jwtSecretFile
+        auth.keyFiles = jwtKeyFile
+        auth.jwksFile = jwksFile
+        auth.issuer = jwtIssuer
+        auth.audience = jwtAudience
+        auth.leeway = (try? MaintenanceText.parseDuration(jwtLeeway)) ?? .seconds(10)
+        auth.apiKeysFile = apiKeys
+        auth.anonymousSubscribe = anonymousSubscribe
+        return auth
     }
 
     /// The retention policy the --retain-* options describe, or nil when none is set.

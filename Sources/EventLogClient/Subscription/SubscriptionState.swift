@@ -134,7 +134,7 @@ struct SubscriptionState: Sendable {
             }
             throw EventLogClientError(.server, serverCode: code, message: message)
 
-        case .ignored:
+        case .ignored, .authenticated:
             self.suppressNextReset = suppressReset
             return []
         }

@@ -5,6 +5,8 @@ public enum ClientOp: Sendable, Hashable {
     case subscribe(Subscription)
     /// `{"op":"publish","topic":..,...}`: the publish object with `op` (and `ref`).
     case publish(NewEvent)
+    /// `{"op":"auth","token":..}`: authenticates the connection, or replaces its credential (a renewal).
+    case auth(token: String)
 
     /// A subscribe op's selectors and start.
     public struct Subscription: Sendable, Hashable {
@@ -58,7 +60,7 @@ public enum ClientOp: Sendable, Hashable {
 
     private static func op(of message: JSONValue) throws(EventLogError) -> ClientOp {
         guard case .string(let op) = message["op"] else {
-            throw EventLogError(.invalidOp, "a message needs \"op\": subscribe or publish")
+            throw EventLogError(.invalidOp, "a message needs \"op\": subscribe, publish or auth")
         }
         switch op {
         case "subscribe":
@@ -78,6 +80,11 @@ public enum ClientOp: Sendable, Hashable {
             return .subscribe(Subscription(topics: topics, selectors: selectors, start: start))
         case "publish":
             return .publish(try PublishRequest.event(from: message, extraFields: ["op", "ref"]))
+        case "auth":
+            guard case .string(let token) = message["token"] else {
+                throw EventLogError(.invalidField, "auth needs \"token\": a string")
+            }
+            return .auth(token: token)
         default:
             throw EventLogError(.invalidOp, "unknown op \"\(op.prefix(40))\"")
         }
@@ -111,6 +118,10 @@ public enum ClientOp: Sendable, Hashable {
                 text += ",\"ref\":" + ref.canonicalText + "}"
             }
             return text
+        case .auth(let token):
+            return JSONWriter.object([
+                "op": .string("auth"), "token": .string(token), "ref": ref.map { .raw($0.canonicalText) } ?? .omitted,
+            ])
         }
     }
 }

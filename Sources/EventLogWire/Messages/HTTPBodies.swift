@@ -194,17 +194,20 @@ public struct ErrorBody: Sendable, Hashable {
     public var message: String
     /// For a failed batch, the zero-based line that caused it.
     public var index: Int?
+    /// For `forbidden_topic`, the selector (or, on publish, the topic) that was refused.
+    public var selector: String?
 
     /// Creates an error body.
-    public init(code: String, message: String, index: Int? = nil) {
+    public init(code: String, message: String, index: Int? = nil, selector: String? = nil) {
         self.code = code
         self.message = message
         self.index = index
+        self.selector = selector
     }
 
     /// Creates the error body of a code of the catalogue.
-    public init(_ code: ErrorCode, message: String, index: Int? = nil) {
-        self.init(code: code.rawValue, message: message, index: index)
+    public init(_ code: ErrorCode, message: String, index: Int? = nil, selector: String? = nil) {
+        self.init(code: code.rawValue, message: message, index: index, selector: selector)
     }
 
     /// The code in the catalogue, or `nil` for a code this version does not know.
@@ -216,6 +219,7 @@ public struct ErrorBody: Sendable, Hashable {
             "code": .string(self.code),
             "message": .string(self.message),
             "index": self.index.map { .int(Int64($0)) } ?? .omitted,
+            "selector": .optionalString(self.selector),
         ])
         return JSONWriter.object(["error": .raw(inner)])
     }
@@ -231,6 +235,8 @@ public struct ErrorBody: Sendable, Hashable {
         }
         let message = (try? error.optionalString("message")) ?? nil
         let index = ((try? error.optionalInt64("index")) ?? nil) ?? ((try? object.optionalInt64("index")) ?? nil)
-        self.init(code: code, message: message ?? code, index: index.map { Int(truncatingIfNeeded: $0) })
+        let selector = (try? error.optionalString("selector")) ?? nil
+        self.init(
+            code: code, message: message ?? code, index: index.map { Int(truncatingIfNeeded: $0) }, selector: selector)
     }
 }

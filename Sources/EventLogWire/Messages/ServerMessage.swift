@@ -16,6 +16,9 @@ public enum ServerMessage: Sendable, Hashable {
     /// A WebSocket `error` message; `code` is kept as sent, since a newer server may send a code this catalogue
     /// does not know (``ErrorCode(rawValue:)`` maps it).
     case error(code: String, message: String)
+    /// WebSocket `authenticated`: the answer to an `auth` op, with the token's subject and when it stops being
+    /// accepted (Unix milliseconds; `nil` for a credential that does not expire).
+    case authenticated(subject: String, expiresAt: Int64?)
     /// Anything a subscriber does not need: an `ack`, an unknown control event or message type.
     case ignored
 }
@@ -55,21 +58,37 @@ extension ServerMessage {
             ])
         case .error(let code, let message):
             return Self.webSocketError(codeText: code, message: message)
+        case .authenticated(let subject, let expiresAt):
+            return Self.authenticatedText(subject: subject, expiresAt: expiresAt)
         case .ignored:
             return nil
         }
     }
 
-    /// A WebSocket `error` message: `{"type":"error","code":..,"message":..,"ref":..}`, where `ref` echoes the
-    /// client message's `ref` (left out when ``JSONFragment/omitted``).
-    public static func webSocketError(code: ErrorCode, message: String, ref: JSONFragment = .omitted) -> String {
-        webSocketError(codeText: code.rawValue, message: message, ref: ref)
+    /// The answer to an `auth` op: `{"type":"authenticated","subject":..,"expiresAt":"<RFC 3339>"|null,"ref":..}`.
+    public static func authenticatedText(subject: String, expiresAt: Int64?, ref: JSONFragment = .omitted) -> String {
+        JSONWriter.object([
+            "type": .string("authenticated"), "subject": .string(subject),
+            "expiresAt": expiresAt.map { .string(Timestamp.rfc3339(milliseconds: $0)) } ?? .raw("null"),
+            "ref": ref,
+        ])
     }
 
-    private static func webSocketError(codeText code: String, message: String, ref: JSONFragment = .omitted) -> String {
+    /// A WebSocket `error` message: `{"type":"error","code":..,"message":..,"ref":..}`, where `ref` echoes the
+    /// client message's `ref` (left out when ``JSONFragment/omitted``).
+    /// `selector` names the selector or topic a `forbidden_topic` refused.
+    public static func webSocketError(
+        code: ErrorCode, message: String, ref: JSONFragment = .omitted, selector: String? = nil
+    ) -> String {
+        webSocketError(codeText: code.rawValue, message: message, ref: ref, selector: selector)
+    }
+
+    private static func webSocketError(
+        codeText code: String, message: String, ref: JSONFragment = .omitted, selector: String? = nil
+    ) -> String {
         JSONWriter.object([
             "type": .string("error"), "code": .string(code), "message": .string(message),
-            "ref": ref,
+            "selector": .optionalString(selector), "ref": ref,
         ])
     }
 
@@ -115,6 +134,17 @@ extension ServerMessage {
                 return .error(code: try nested.string("code"), message: try nested.optionalString("message") ?? "")
             }
             return .error(code: try object.string("code"), message: try object.optionalString("message") ?? "")
+        case "authenticated":
+            let expiresAt: Int64?
+            if let text = try object.optionalString("expiresAt") {
+                guard let milliseconds = Timestamp.parseRFC3339(text) else {
+                    throw WireDecodingError("authenticated: \"expiresAt\" is not an RFC 3339 time")
+                }
+                expiresAt = milliseconds
+            } else {
+                expiresAt = nil
+            }
+            return .authenticated(subject: try object.optionalString("subject") ?? "", expiresAt: expiresAt)
         default:
             return .ignored
         }
@@ -151,7 +181,7 @@ extension ServerMessage {
                 "eventlog.reset",
                 JSONWriter.object(["requested": .int(requested), "head": .int(head), "epoch": .string(epoch)])
             )
-        case .event, .error, .ignored:
+        case .event, .error, .authenticated, .ignored:
             return nil
         }
     }
