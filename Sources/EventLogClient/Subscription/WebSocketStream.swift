@@ -144,8 +144,7 @@ extension SubscriptionConnector {
         guard let token, !token.isEmpty else {
             return
         }
-        // TODO(lead): ClientOp.auth(token:).encode(ref:) once it is on main; the same text.
-        let op = JSONWriter.object(["op": .string("auth"), "token": .string(token), "ref": .string(Self.authRef)])
+        let op = ClientOp.auth(token: token).encode(ref: .string(Self.authRef))
         try await outbound.write(Self.frame(.text, ByteBuffer(string: op)))
     }
 
