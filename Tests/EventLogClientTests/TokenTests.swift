@@ -35,6 +35,19 @@ private func wsEvent(_ id: Int64) -> String {
     #"{"type":"event","id":\#(id),"topic":"orders/1","event":"created","time":"2026-11-25T01:07:15.123Z","data":\#(id)}"#
 }
 
+/// The error that ends a subscription: the next element must be one, and the iterator is finished after it.
+private func endingError(_ iterator: inout Subscription.AsyncIterator) async throws -> EventLogClientError {
+    do {
+        let element = try await iterator.next()
+        Issue.record("expected an error, got \(String(describing: element))")
+        throw CancellationError()
+    } catch let error as EventLogClientError {
+        let after = try await iterator.next()
+        #expect(after == nil)
+        return error
+    }
+}
+
 /// The `Authorization` header of every request the server recorded, in order.
 private func authorizations(_ server: FakeServer) -> [String?] {
     server.recordedRequests.map { $0.header("Authorization") }
@@ -199,15 +212,10 @@ struct TokenTests {
                 let tokens = NumberedTokens()
                 let client = EventLogClient(baseURL: server.baseURL, configuration: tokens.configuration())
                 var iterator = client.subscribe(topics: ["orders/*"], transport: transport).makeAsyncIterator()
-                do {
-                    _ = try await iterator.next()
-                    Issue.record("expected an error")
-                } catch let error as EventLogClientError {
-                    #expect(error.code == .http)
-                    #expect(error.status == 401)
-                    #expect(error.serverCode == .tokenExpired)
-                }
-                #expect(try await iterator.next() == nil)
+                let error = try await endingError(&iterator)
+                #expect(error.code == .http)
+                #expect(error.status == 401)
+                #expect(error.serverCode == .tokenExpired)
                 #expect(authorizations(server) == ["Bearer t-1", "Bearer t-2"], "\(transport)")
                 #expect(tokens.count == 2)
             }
@@ -298,15 +306,10 @@ struct TokenTests {
             let tokens = NumberedTokens()
             let client = EventLogClient(baseURL: server.baseURL, configuration: tokens.configuration())
             var iterator = client.subscribe(topics: ["orders/2"], transport: .webSocket).makeAsyncIterator()
-            do {
-                _ = try await iterator.next()
-                Issue.record("expected an error")
-            } catch let error as EventLogClientError {
-                #expect(error.code == .server)
-                #expect(error.serverCode == code)
-                #expect(error.description == "server \(code.rawValue): not allowed to read \"orders/2\"")
-            }
-            #expect(try await iterator.next() == nil)
+            let error = try await endingError(&iterator)
+            #expect(error.code == .server)
+            #expect(error.serverCode == code)
+            #expect(error.description == "server \(code.rawValue): not allowed to read \"orders/2\"")
             #expect(server.acceptedConnections == 1)
             #expect(tokens.count == 1)
         }
@@ -323,12 +326,8 @@ struct TokenTests {
             let tokens = NumberedTokens()
             let client = EventLogClient(baseURL: server.baseURL, configuration: tokens.configuration())
             var iterator = client.subscribe(topics: ["*"]).makeAsyncIterator()
-            do {
-                _ = try await iterator.next()
-                Issue.record("expected an error")
-            } catch let error as EventLogClientError {
-                #expect(error.description == "http 403 forbidden_topic: not allowed to read \"*\"")
-            }
+            let error = try await endingError(&iterator)
+            #expect(error.description == "http 403 forbidden_topic: not allowed to read \"*\"")
             #expect(server.recordedRequests.count == 1)
         }
     }
