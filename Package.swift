@@ -140,7 +140,8 @@ let package = Package(
         .testTarget(
             name: "EventLogServerTests",
             dependencies: [
-                "EventLogServer", "EventLogClient", "EventLog", "EventLogWire", "eventlogd", "eventlog", "eventlog-maint",
+                "EventLogServer", "EventLogClient", "EventLog", "EventLogWire", "EventLogAuth", "eventlogd", "eventlog",
+                "eventlog-maint",
             ]
         ),
         .testTarget(

@@ -10,7 +10,12 @@ enum BrowserClient {
         //     topics: ["orders/*"], from: "earliest",            // or resume: "<token>"
         //     onEvent(e) {}, onCaughtUp() {}, onGap(info) {}, onReset(info) {}, onError(err) {},
         //     onStatus(s) {}                                     // "open" | "reconnecting" | "closed"
+        //     token: "<jwt>" or async () => "<jwt>",             // optional: sent as an auth op at every
+        //                                                        // connect and again when the server warns
+        //                                                        // that it expires (token_expired)
+        //     onAuthenticated(info) {}                           // {subject, expiresAt} after each auth op
         //   });
+        //   Without `token`, a same-origin page authenticates with its eventlog_token cookie.
         //   const ack = await log.publish({topic: "orders/1", type: "created", data: {...}, idempotencyKey: "k1"});
         //   log.resumeToken  // the token of the last event seen; log.close() to stop.
         "use strict";
@@ -35,8 +40,10 @@ enum BrowserClient {
             if (this.closed) return;
             const ws = new WebSocket(this.url);
             this.ws = ws;
-            ws.onopen = () => {
+            ws.onopen = async () => {
               this.attempt = 0;
+              // The auth op goes first: the server handles a socket's messages in order.
+              if (!(await this.authenticate(ws))) return;
               const op = { op: "subscribe", topics: this.topics };
               if (this.resumeToken) op.resume = this.resumeToken; else op.from = this.from;
               ws.send(JSON.stringify(op));
@@ -53,6 +60,23 @@ enum BrowserClient {
               setTimeout(() => this.connect(), base / 2 + Math.random() * base / 2);
             };
             ws.onerror = () => {};
+          }
+          // Sends {"op":"auth"} with the token from options.token (a string or a function, possibly async),
+          // fetched anew each time. False when the socket went away meanwhile or the token could not be had.
+          async authenticate(ws) {
+            const source = this.options.token;
+            if (source === undefined || source === null) return true;
+            let token;
+            try {
+              token = typeof source === "function" ? await source() : source;
+            } catch (error) {
+              if (this.options.onError) this.options.onError({ code: "token_unavailable", message: String(error) });
+              ws.close(1000);
+              return false;
+            }
+            if (ws.readyState !== WebSocket.OPEN) return false;
+            if (token) ws.send(JSON.stringify({ op: "auth", token }));
+            return true;
           }
           receive(text) {
             let message;
@@ -74,6 +98,7 @@ enum BrowserClient {
                 if (message.resume) this.resumeToken = message.resume;
                 call("onCaughtUp", message);
                 break;
+              case "authenticated": call("onAuthenticated", message); break;
               case "gap": call("onGap", message); break;
               case "reset":
                 this.lastId = null;
@@ -86,6 +111,11 @@ enum BrowserClient {
                   this.pending.delete(String(message.ref));
                   if (message.type === "ack") waiter.resolve(message); else waiter.reject(message);
                 } else if (message.type === "error") {
+                  if (message.code === "token_expired" && this.ws) {
+                    // The credential expires soon: renew it on this socket before the server closes it.
+                    this.authenticate(this.ws);
+                    break;
+                  }
                   call("onError", message);
                   if (message.code === "invalid_resume_token") {
                     // The log no longer knows this position (reset or replaced): start over from `from`.

@@ -205,14 +205,6 @@ struct EventLogDaemon: AsyncParsableCommand {
             FileHandle.standardError.write(Data("eventlogd: \(error)\n".utf8))
             throw ExitCode(1)
         }
-        if !authenticator.isEnabled {
-            logger.warning(
-                """
-                auth is off: anyone who can reach this port may publish to and read every topic; configure \
-                --jwt-secret-file, --jwt-key-file, --jwks-file, --api-keys or --anonymous-subscribe
-                """)
-        }
-
         let path = databasePath
         let files = NewFiles(databasePath: path)
         let lock: ServerLock
@@ -248,6 +240,13 @@ struct EventLogDaemon: AsyncParsableCommand {
             lock.release()
             files.remove()
             throw ExitCode(1)
+        }
+        if !authenticator.isEnabled {
+            logger.warning(
+                """
+                auth is off: anyone who can reach this port may publish to and read every topic; configure \
+                --jwt-secret-file, --jwt-key-file, --jwks-file, --api-keys or --anonymous-subscribe
+                """)
         }
 
         let retention = try retentionPolicy().map { policy in

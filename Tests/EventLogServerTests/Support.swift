@@ -1,4 +1,5 @@
 import EventLog
+import EventLogAuth
 import EventLogWire
 import Foundation
 import Logging
@@ -34,7 +35,8 @@ final class TestServer: Sendable {
 
     static func start(
         configure: (inout ServerConfiguration) -> Void = { _ in },
-        options: (inout EventLog.Options) -> Void = { _ in }
+        options: (inout EventLog.Options) -> Void = { _ in },
+        authenticator: Authenticator = Authenticator()
     ) async throws -> TestServer {
         let directory = try TemporaryDirectory()
         var logOptions = EventLog.Options()
@@ -52,7 +54,8 @@ final class TestServer: Sendable {
         configure(&configuration)
         var logger = Logger(label: "test-server")
         logger.logLevel = .warning
-        let server = EventLogServer(log: log, configuration: configuration, logger: logger)
+        let server = EventLogServer(
+            log: log, configuration: configuration, logger: logger, authenticator: authenticator)
         do {
             let port = try await server.start()
             return TestServer(directory: directory, log: log, server: server, port: port)
@@ -84,9 +87,10 @@ final class TestServer: Sendable {
 func withTestServer<Result>(
     configure: (inout ServerConfiguration) -> Void = { _ in },
     options: (inout EventLog.Options) -> Void = { _ in },
+    authenticator: Authenticator = Authenticator(),
     _ body: (TestServer) async throws -> Result
 ) async throws -> Result {
-    let server = try await TestServer.start(configure: configure, options: options)
+    let server = try await TestServer.start(configure: configure, options: options, authenticator: authenticator)
     let result: Result
     do {
         result = try await body(server)

@@ -14,6 +14,7 @@ struct TestWebSocket {
     /// Connects to `/v1/ws` and runs `body` with the connection; it closes when `body` returns.
     static func connect<T: Sendable>(
         port: Int,
+        headers extraHeaders: [(String, String)] = [],
         _ body: (inout TestWebSocket.Connection) async throws -> T
     ) async throws -> T {
         let upgrade: EventLoopFuture<UpgradeResult> = try await ClientBootstrap(
@@ -32,6 +33,7 @@ struct TestWebSocket {
                 var headers = HTTPHeaders()
                 headers.add(name: "Host", value: "127.0.0.1:\(port)")
                 headers.add(name: "Content-Length", value: "0")
+                headers.add(contentsOf: extraHeaders)
                 let configuration = NIOTypedHTTPClientUpgradeConfiguration(
                     upgradeRequestHead: HTTPRequestHead(
                         version: .http1_1, method: .GET, uri: "/v1/ws", headers: headers),
