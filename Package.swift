@@ -96,6 +96,7 @@ let package = Package(
             name: "eventlog-bench",
             dependencies: [
                 "EventLogWire",
+                "EventLogAuth",
                 "EventLog",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -123,7 +124,11 @@ let package = Package(
         ),
         .testTarget(
             name: "EventLogAuthTests",
-            dependencies: ["EventLogAuth", "EventLogWire"]
+            dependencies: [
+                "EventLogAuth", "EventLogWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ]
         ),
         .testTarget(
             name: "EventLogWireTests",

@@ -77,7 +77,11 @@ struct APIKeys: Sendable {
 
     private static func bytes(hex: String) -> [UInt8]? {
         let digits = Array(hex.utf8)
-        guard digits.count % 2 == 0 else { return nil }
+        // only hex digits: UInt8(_:radix:) alone would also take a sign ("+f", "-0")
+        let isHexDigit = { (byte: UInt8) in
+            (0x30...0x39).contains(byte) || (0x41...0x46).contains(byte) || (0x61...0x66).contains(byte)
+        }
+        guard digits.count % 2 == 0, digits.allSatisfy(isHexDigit) else { return nil }
         var bytes: [UInt8] = []
         for pair in stride(from: 0, to: digits.count, by: 2) {
             guard let byte = UInt8(String(decoding: digits[pair...pair + 1], as: UTF8.self), radix: 16) else {

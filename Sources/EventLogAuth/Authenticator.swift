@@ -51,6 +51,10 @@ public final class Authenticator: Sendable {
     let leewayMilliseconds: Int64
     private let cache = Mutex<[String: Principal]>([:])
 
+    /// Whether any credential can be verified (a JWT key or an API key is configured). Auth on without one
+    /// leaves only the anonymous grants: nobody can publish.
+    public var acceptsCredentials: Bool { !keys.isEmpty || !apiKeys.entries.isEmpty }
+
     /// An authenticator with no auth: everyone may do everything.
     public init() {
         isEnabled = false
@@ -119,8 +123,10 @@ public final class Authenticator: Sendable {
         guard !credential.isEmpty else { return .failure(AuthFailure(.invalidToken, "the token is empty")) }
         if let cached = cache.withLock({ $0[credential] }) {
             if let expiresAt = cached.expiresAt, now >= expiresAt {
+                // expiresAt holds the leeway; the message names exp itself, as a first verification does
+                let exp = expiresAt - leewayMilliseconds
                 return .failure(
-                    AuthFailure(.tokenExpired, "the token expired at \(Timestamp.rfc3339(milliseconds: expiresAt))"))
+                    AuthFailure(.tokenExpired, "the token expired at \(Timestamp.rfc3339(milliseconds: exp))"))
             }
             return .success(cached)
         }

@@ -34,7 +34,8 @@ struct EventLogClaims: JWTPayload, Equatable {
     var sub: String?
     var iss: String?
     var aud: Audience?
-    var iat: Int64?
+    /// A NumericDate, which may have a fraction (RFC 7519, section 2), as `nbf` and `exp`.
+    var iat: Double?
     var nbf: Double?
     var exp: Double?
     var eventlog: Rights?

@@ -116,8 +116,9 @@ struct KeyRing: Sendable {
         if entries.isEmpty { throw ConfigurationError("\(source): the JWKS holds no keys") }
     }
 
-    /// The keys a token with this header may be verified with: the key named by `kid` when there is one
-    /// (its algorithm must be `alg`), otherwise every key configured for `alg`.
+    /// The keys a token with this header may be verified with: the key its `kid` names (whose algorithm must
+    /// be `alg`); otherwise the keys configured without a kid (secrets and PEM keys) for `alg`. A JWKS key is
+    /// reached only through its kid, except by a token without one when no kid-less key is configured.
     func candidates(algorithm: Algorithm, kid: String?) -> Result<[Key], AuthFailure> {
         if let kid, let named = keys.first(where: { $0.kid == kid }) {
             guard named.algorithm == algorithm else {
@@ -126,6 +127,11 @@ struct KeyRing: Sendable {
                         .invalidToken, "key \"\(kid)\" is for \(named.algorithm.rawValue), not \(algorithm.rawValue)"))
             }
             return .success([named])
+        }
+        let kidless = keys.filter { $0.kid == nil && $0.algorithm == algorithm }
+        if !kidless.isEmpty { return .success(kidless) }
+        if kid != nil {
+            return .failure(AuthFailure(.invalidToken, "no key is configured for the token's kid"))
         }
         let matching = keys.filter { $0.algorithm == algorithm }
         guard !matching.isEmpty else {

@@ -35,7 +35,7 @@ public enum TokenMinter {
             sub: request.subject,
             iss: request.issuer,
             aud: request.audience.map { EventLogClaims.Audience([$0]) },
-            iat: seconds,
+            iat: Double(seconds),
             nbf: nil,
             exp: Double(seconds + max(1, request.lifetime.wholeMilliseconds / 1000)),
             eventlog: EventLogClaims.Rights(

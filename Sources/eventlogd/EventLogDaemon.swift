@@ -247,6 +247,12 @@ struct EventLogDaemon: AsyncParsableCommand {
                 auth is off: anyone who can reach this port may publish to and read every topic; configure \
                 --jwt-secret-file, --jwt-key-file, --jwks-file, --api-keys or --anonymous-subscribe
                 """)
+        } else if !authenticator.acceptsCredentials {
+            logger.warning(
+                """
+                auth is on with anonymous grants only: no token or API key can be verified, so nobody may publish; \
+                add --jwt-secret-file, --jwt-key-file, --jwks-file or --api-keys
+                """)
         }
 
         let retention = try retentionPolicy().map { policy in

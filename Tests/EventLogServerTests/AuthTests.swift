@@ -363,3 +363,63 @@ struct AuthFixture {
         }
     }
 }
+
+/// eventlogd's auth options, on the real binary.
+@Suite("eventlogd's auth options", .serialized, .timeLimit(.minutes(3)))
+struct AuthDaemonTests {
+    @Test("a bad key file stops the start with one line naming it; a good one turns auth on")
+    func keyFiles() async throws {
+        let fixture = try AuthFixture()
+        defer { fixture.directory.remove() }
+        let short = fixture.directory.url.appendingPathComponent("short").path
+        try Data("too-short".utf8).write(to: URL(fileURLWithPath: short))
+        let database = fixture.directory.databasePath
+        let refused = try Exited.run(
+            ServerProcess.executableURL,
+            ["--host", "127.0.0.1", "--port", "0", "--db", database, "--jwt-secret-file", short])
+        #expect(refused.status == 1)
+        #expect(refused.stderr == "eventlogd: \(short): an HS256 secret needs at least 32 bytes, this one has 9\n")
+        #expect(!FileManager.default.fileExists(atPath: database))
+
+        let missing = try Exited.run(
+            ServerProcess.executableURL,
+            ["--host", "127.0.0.1", "--port", "0", "--db", database, "--api-keys", "/nonexistent/keys.json"])
+        #expect(missing.status == 1)
+        #expect(missing.stderr == "eventlogd: --api-keys /nonexistent/keys.json: cannot read the file\n")
+
+        let badLeeway = try Exited.run(
+            ServerProcess.executableURL,
+            ["--db", database, "--jwt-secret-file", fixture.secretPath, "--jwt-leeway", "soon"])
+        #expect(badLeeway.status == 2)
+        #expect(badLeeway.stderr.contains("--jwt-leeway"))
+
+        // The secret through its variable; a query token in a debug log is redacted.
+        let token = try await fixture.token(subscribe: ["orders/*"])
+        let server = try ServerProcess(
+            databasePath: database, arguments: ["--allow-query-token", "--log-level", "debug"],
+            environment: ["EVENTLOG_JWT_SECRET_FILE": fixture.secretPath])
+        defer { server.kill9() }
+        let client = TestHTTPClient(port: server.port)
+        #expect(try await client.request(.GET, "/v1/events?topic=orders/1").status == 401)
+        #expect(try await client.request(.GET, "/v1/events?topic=orders/1&access_token=\(token)").status == 200)
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        let log = server.log.joined(separator: "\n")
+        #expect(log.contains("target=/v1/events?topic=orders/1&access_token=REDACTED"))
+        #expect(log.contains("code=authentication_required path=/v1/events"))
+        #expect(!log.contains(token))
+        #expect(!log.contains("auth is off"))
+    }
+
+    @Test("without auth options the server is open and says so once")
+    func openWarning() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let server = try ServerProcess(databasePath: directory.databasePath)
+        defer { server.kill9() }
+        #expect(try await TestHTTPClient(port: server.port).publish(topic: "open/1").status == 201)
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        #expect(server.log.filter { $0.contains("auth is off") }.count == 1)
+    }
+}

@@ -127,8 +127,10 @@ final class BenchEnvironment: Sendable {
 
     /// Starts a fresh `eventlogd` (`--durability full`, a new database in a temporary directory), runs
     /// `body`, and stops the server whatever happens.
-    func withEventLog<T: Sendable>(_ body: (StartedServer) async throws -> T) async throws -> T {
-        let server = try await startEventLog()
+    func withEventLog<T: Sendable>(
+        arguments: [String] = [], _ body: (StartedServer) async throws -> T
+    ) async throws -> T {
+        let server = try await startEventLog(arguments: arguments)
         do {
             let result = try await body(server)
             await stop(server)
@@ -153,7 +155,7 @@ final class BenchEnvironment: Sendable {
         }
     }
 
-    private func startEventLog() async throws -> StartedServer {
+    private func startEventLog(arguments: [String]) async throws -> StartedServer {
         var lastLog = ""
         for _ in 1...3 {
             let directory = try Processes.makeTemporaryDirectory(prefix: "eventlog-bench-db")
@@ -163,7 +165,7 @@ final class BenchEnvironment: Sendable {
                 [
                     "--host", "127.0.0.1", "--port", String(port), "--db", directory + "/bench.db",
                     "--durability", "full", "--max-connections", "12000", "--log-level", "warning",
-                ],
+                ] + arguments,
                 logPath: directory + "/eventlogd.log")
             let server = StartedServer(kind: .eventlogd, pid: pid, port: port, directory: directory)
             ServerRegistry.shared.add(server)

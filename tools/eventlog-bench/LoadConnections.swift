@@ -291,7 +291,7 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
     private var parser = ServerSentEventParser(maximumEventBytes: .max)
 
     /// `selectors` are sent as `topic=` parameters; `lastEventID` as the `Last-Event-ID` header.
-    init(eventLoop: any EventLoop, selectors: [String], lastEventID: Int64?, options: Options) {
+    init(eventLoop: any EventLoop, selectors: [String], lastEventID: Int64?, options: Options, headers: String = "") {
         self.eventLoop = eventLoop
         self.options = options
         caughtUp = eventLoop.makePromise(of: CaughtUp.self)
@@ -299,7 +299,7 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
         var text = "GET /v1/events?\(query.joined(separator: "&")) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         text += "Accept: text/event-stream\r\n"
         if let lastEventID { text += "Last-Event-ID: \(lastEventID)\r\n" }
-        request = ByteBuffer(string: text + "\r\n")
+        request = ByteBuffer(string: text + headers + "\r\n")
     }
 
     /// What it has seen so far. Call on the event loop.
