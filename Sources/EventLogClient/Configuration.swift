@@ -31,8 +31,24 @@ extension EventLogClient {
         /// How many subscription elements are read ahead of the consumer before the client stops reading from
         /// the connection.
         public var subscriptionBufferSize = 16
-        /// Headers added to every request, e.g. `Authorization`.
+        /// Headers added to every request. An `Authorization` header here replaces the token: ``tokenProvider``
+        /// and ``token`` are then not used.
         public var additionalHeaders: [(name: String, value: String)] = []
+        /// Where the bearer token comes from: called before every publish, history, topics and
+        /// ``EventLogClient/send(method:path:headers:body:)`` request and at every subscription (re)connect, SSE
+        /// and WebSocket. Its value goes in `Authorization: Bearer <token>`; `nil` or `""` sends no credential
+        /// (the server's anonymous grants apply). When set, ``token`` is not used.
+        ///
+        /// A WebSocket subscription also calls it when the server warns that the connection's token expires soon
+        /// (an `error` `token_expired` without `ref`), and sends the new token on the same socket in an `auth` op.
+        /// A `401 token_expired` answer is retried once at once with a new token from the provider.
+        ///
+        /// What it throws fails that request; a subscription treats it like a failed connection (it reconnects with
+        /// backoff, within ``maxReconnectAttempts``). It should be quick (return a cached token that is still
+        /// valid): a WebSocket subscription stops reading while it waits for it.
+        public var tokenProvider: TokenProvider?
+        /// A fixed bearer token (a JWT or an API key), when ``tokenProvider`` is `nil`.
+        public var token: String?
         /// The `User-Agent` header.
         public var userAgent = "eventlog-client/1"
         /// What the client's own timers run on; tests replace it with a clock they advance themselves.
@@ -41,6 +57,9 @@ extension EventLogClient {
         /// Creates the default configuration.
         public init() {}
     }
+
+    /// Supplies the bearer token of a request or a connection; see ``Configuration/tokenProvider``.
+    public typealias TokenProvider = @Sendable () async throws -> String?
 
     /// Exponential backoff with jitter, for subscription reconnects.
     ///

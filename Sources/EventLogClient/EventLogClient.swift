@@ -182,7 +182,8 @@ public struct EventLogClient: Sendable {
     /// - Parameters:
     ///   - method: The HTTP method, e.g. `GET`.
     ///   - path: The path and query after the base URL, e.g. `/healthz`.
-    ///   - headers: Request headers; `Host`, `User-Agent` and `Content-Length` are added.
+    ///   - headers: Request headers; `Host`, `User-Agent` and `Content-Length` are added, and `Authorization` with
+    ///     the configured token unless these headers hold one.
     ///   - body: The request body.
     public func send(
         method: String,
@@ -244,7 +245,8 @@ extension EventLogClient {
         try self.address.get()
     }
 
-    /// The headers of every request: `Host`, `User-Agent`, the configured extras, and the content type.
+    /// The headers of every request: `Host`, `User-Agent`, the configured extras, and the content type; the
+    /// credential is added when the request is sent (``authorize(_:)``).
     func headers(contentType: String? = nil) throws(EventLogClientError) -> HTTPHeaders {
         let address = try self.resolvedAddress()
         var headers = HTTPHeaders()
@@ -294,14 +296,51 @@ extension EventLogClient {
         var headers = headers
         headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
         let target = rawPath ? address.pathPrefix + path : address.target(path, query: query)
-        let request = HTTPRequest(
-            method: method,
-            target: target,
-            headers: headers,
-            body: body,
-            isReplayable: isReplayable
+        var authorized = headers
+        let sentToken = try await self.authorize(&authorized)
+        let response = try await pool.execute(
+            HTTPRequest(method: method, target: target, headers: authorized, body: body, isReplayable: isReplayable)
         )
-        return try await pool.execute(request)
+        // The server refused the request before acting on it, so sending it again is safe whatever it is.
+        guard sentToken, self.configuration.tokenProvider != nil, response.status == 401,
+            Self.httpError(response).isTokenExpired
+        else {
+            return response
+        }
+        var renewed = headers
+        try await self.authorize(&renewed)
+        return try await pool.execute(
+            HTTPRequest(method: method, target: target, headers: renewed, body: body, isReplayable: isReplayable)
+        )
+    }
+
+    /// Adds `Authorization: Bearer <token>` with the token of ``Configuration/tokenProvider`` (called now) or
+    /// ``Configuration/token``, unless `headers` already hold an `Authorization` or there is no token.
+    ///
+    /// - Returns: Whether a token was added.
+    @discardableResult
+    func authorize(_ headers: inout HTTPHeaders) async throws -> Bool {
+        guard !headers.contains(name: "Authorization") else {
+            return false
+        }
+        let token: String?
+        if let provider = self.configuration.tokenProvider {
+            token = try await provider()
+        } else {
+            token = self.configuration.token
+        }
+        guard let token, !token.isEmpty else {
+            return false
+        }
+        // Visible ASCII only: a space, a control character or a line break would change the request.
+        guard token.utf8.allSatisfy({ (0x21...0x7E).contains($0) }) else {
+            throw EventLogClientError(
+                .invalidArgument,
+                message: "the token holds a character an HTTP header cannot carry (only visible ASCII can)"
+            )
+        }
+        headers.add(name: "Authorization", value: "Bearer " + token)
+        return true
     }
 
     private static func isReplayed(_ response: HTTPResponse) -> Bool {

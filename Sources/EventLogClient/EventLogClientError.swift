@@ -182,6 +182,11 @@ extension EventLogClientError {
         }
     }
 
+    /// Whether the server refused the credential because it expired (`token_expired`): a new token may help.
+    var isTokenExpired: Bool {
+        self.serverCode == .tokenExpired
+    }
+
     /// Whether a subscription should reconnect after this error rather than end.
     ///
     /// Errors that would repeat on every attempt (a bad request, a rejected token, a server this client does not

@@ -14,15 +14,24 @@ public struct OptionEnvironment: Sendable {
     }
 
     private let selection: Selection
-    private let alternatives: Bool
+    /// Options that are ways to say one thing: naming one on the command line keeps the environment from
+    /// supplying the others.
+    private let alternatives: Set<String>
 
     /// Every option that takes a value.
-    public static let allOptions = OptionEnvironment(selection: .all, alternatives: false)
+    public static let allOptions = OptionEnvironment(selection: .all, alternatives: [])
 
     /// Only the options with these long names (without the dashes). With `alternatives`, they are ways to
     /// say one thing (`--db` or `--server`): naming one of them on the command line keeps the environment
     /// from supplying the others.
     public static func options(_ longNames: Set<String>, alternatives: Bool = false) -> OptionEnvironment {
+        OptionEnvironment(selection: .named(longNames), alternatives: alternatives ? longNames : [])
+    }
+
+    /// Only the options with these long names, of which `alternatives` are ways to say one thing: naming one
+    /// of those on the command line keeps the environment from supplying the other alternatives, while the
+    /// rest of `longNames` (`--token` beside `--db` or `--server`) still read their variables.
+    public static func options(_ longNames: Set<String>, alternatives: Set<String>) -> OptionEnvironment {
         OptionEnvironment(selection: .named(longNames), alternatives: alternatives)
     }
 
@@ -43,7 +52,7 @@ public struct OptionEnvironment: Sendable {
         counts as unset.
         """
 
-    private init(selection: Selection, alternatives: Bool) {
+    private init(selection: Selection, alternatives: Set<String>) {
         self.selection = selection
         self.alternatives = alternatives
     }
@@ -73,13 +82,13 @@ public struct OptionEnvironment: Sendable {
         // Everything after `--` is a positional value, never an option.
         let given = commandLine[pathEnd...].prefix { $0 != "--" }
         let options = backedOptions(of: command)
-        if alternatives && options.contains(where: { $0.isGiven(in: given) }) {
-            return PreparedCommandLine(arguments: commandLine, fromEnvironment: [])
+        let alternativeGiven = options.contains { option in
+            option.longName.map(alternatives.contains) == true && option.isGiven(in: given)
         }
         var added: [String] = []
         var used: [PreparedCommandLine.Origin] = []
         for option in options where !option.isGiven(in: given) {
-            guard let name = option.longName else { continue }
+            guard let name = option.longName, !(alternativeGiven && alternatives.contains(name)) else { continue }
             let variable = Self.variableName(forOption: name)
             guard let value = variables[variable], !value.isEmpty else { continue }
             let values =

@@ -13,18 +13,22 @@ struct EventLogCommand: AsyncParsableCommand {
         discussion: """
             Every command works on a database file (--db PATH: read-only, safe beside a running eventlogd, never \
             blocks it) or on a server (--server URL); when the command line gives neither, their environment \
-            variables can. Exit status: 0 on success, 1 for an error (one line on stderr), 2 for a usage error.
+            variables can. A server with access control needs --token (a JWT or an API key; `eventlog token` \
+            makes them). Exit status: 0 on success, 1 for an error (one line on stderr, a server's refusal with its \
+            message), 2 for a usage error.
 
             \(OptionEnvironment.ruleDescription)
             """,
         version: CommandLineTool.version,
-        subcommands: [Replay.self, Tail.self, Publish.self, Topics.self, Stats.self]
+        subcommands: [Replay.self, Tail.self, Publish.self, Topics.self, Stats.self, Token.self]
     )
 
-    /// Runs with the exit statuses every eventlog tool shares; `--db` and `--server` also read their variables.
+    /// Runs with the exit statuses every eventlog tool shares; `--db`, `--server` and `--token` also read their
+    /// variables (`--db` and `--server` as alternatives: one on the command line keeps the other's variable out).
     static func main() async {
         await CommandLineTool.main(
-            Self.self, environment: .options(["db", "server"], alternatives: true), describe: UserError.describe)
+            Self.self, environment: .options(["db", "server", "token"], alternatives: ["db", "server"]),
+            describe: UserError.describe)
     }
 }
 
@@ -51,6 +55,9 @@ struct SourceOptions: ParsableArguments {
     @Option(help: "A server's base URL, e.g. http://127.0.0.1:8080.")
     var server: String?
 
+    @Option(help: "The bearer token (a JWT or an API key) sent to the server; ignored with --db.")
+    var token: String?
+
     func validate() throws {
         if (databasePath == nil) == (server == nil) {
             throw ValidationError("give exactly one of --db PATH or --server URL")
@@ -59,7 +66,11 @@ struct SourceOptions: ParsableArguments {
 
     /// Opens the source.
     func open(readOnly: Bool = true) async throws -> LogSource {
-        if let server { return .server(EventLogClient(baseURL: server)) }
+        if let server {
+            var configuration = EventLogClient.Configuration()
+            configuration.token = token
+            return .server(EventLogClient(baseURL: server, configuration: configuration))
+        }
         guard let path = databasePath else { throw UserError("give --db PATH or --server URL") }
         guard FileManager.default.fileExists(atPath: path) || !readOnly else {
             throw UserError("no database at \(path)")

@@ -6,24 +6,24 @@ import Testing
 
 @testable import EventLogClient
 
-private let sseHeaders = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-store")]
+let sseHeaders = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-store")]
 
-private func sseEvent(_ id: Int64, topic: String = "orders/1") -> String {
+func sseEvent(_ id: Int64, topic: String = "orders/1") -> String {
     "id: \(id)\nevent: created\n"
         + "data: {\"id\":\(id),\"topic\":\"\(topic)\",\"type\":\"created\",\"time\":\"2026-11-25T01:07:15.123Z\",\"data\":\(id)}\n\n"
 }
 
-private func sseOpen(epoch: String = "ep", earliest: Int64 = 1, head: Int64, from: Int64) -> String {
+func sseOpen(epoch: String = "ep", earliest: Int64 = 1, head: Int64, from: Int64) -> String {
     "retry: 10\nevent: eventlog.open\n"
         + "data: {\"epoch\":\"\(epoch)\",\"earliest\":\(earliest),\"head\":\(head),\"from\":\(from)}\n\n"
 }
 
-private func received(_ id: Int64, topic: String = "orders/1") -> SubscriptionElement {
+func received(_ id: Int64, topic: String = "orders/1") -> SubscriptionElement {
     .event(Event(id: id, topic: topic, type: "created", key: nil, data: .json("\(id)"), time: testTime))
 }
 
 /// A configuration that reconnects quickly.
-private func fastConfiguration() -> EventLogClient.Configuration {
+func fastConfiguration() -> EventLogClient.Configuration {
     var configuration = EventLogClient.Configuration()
     configuration.reconnectBackoff = .init(initial: .milliseconds(5), maximum: .milliseconds(50), jitter: 0)
     configuration.honourServerRetry = false
@@ -38,7 +38,7 @@ private func manualConfiguration(_ clock: ManualClock) -> EventLogClient.Configu
 }
 
 /// Reads `count` elements, replacing reconnect reasons with "" so they compare exactly.
-private func take(
+func take(
     _ count: Int,
     from iterator: inout Subscription.AsyncIterator
 ) async throws -> [SubscriptionElement] {

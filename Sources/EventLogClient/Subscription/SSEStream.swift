@@ -10,6 +10,7 @@ extension SubscriptionConnector {
         var query = self.topics.map { ("topic", $0) }
         query.append(("envelope", "1"))
         var headers = try self.client.headers()
+        try await self.client.authorize(&headers)
         headers.add(name: "Accept", value: "text/event-stream")
         headers.add(name: "Cache-Control", value: "no-store")
         headers.add(name: "Content-Length", value: "0")

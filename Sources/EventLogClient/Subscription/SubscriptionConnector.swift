@@ -15,8 +15,12 @@ struct SubscriptionConnector: Sendable {
     var configuration: EventLogClient.Configuration { self.client.configuration }
 
     /// Connects and reconnects until cancelled or failed.
+    ///
+    /// A connection refused with `token_expired` is tried again at once, with a new token from the provider, before
+    /// the refusal counts: a second one in a row ends the subscription.
     func run() async throws {
         var state = SubscriptionState(start: self.start)
+        var retriedExpiredToken = false
         while true {
             try Task.checkCancellation()
             let reason: String
@@ -29,12 +33,19 @@ struct SubscriptionConnector: Sendable {
                 if Task.isCancelled || error is CancellationError {
                     throw CancellationError()
                 }
+                if !retriedExpiredToken, self.configuration.tokenProvider != nil,
+                    (error as? EventLogClientError)?.isTokenExpired == true
+                {
+                    retriedExpiredToken = true
+                    continue
+                }
                 let failure = Self.classify(error)
                 guard let retryReason = failure.retryReason else {
                     throw failure.error
                 }
                 reason = retryReason
             }
+            retriedExpiredToken = false
             try Task.checkCancellation()
             let attempt = state.connectionFailed()
             if let limit = self.configuration.maxReconnectAttempts, attempt > limit {

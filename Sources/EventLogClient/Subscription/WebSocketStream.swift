@@ -23,6 +23,7 @@ extension SubscriptionConnector {
     func streamWebSocket(_ state: inout SubscriptionState) async throws -> String {
         let address = try self.client.resolvedAddress()
         var headers = try self.client.headers()
+        try await self.client.authorize(&headers)
         headers.add(name: "Content-Length", value: "0")
         let requestHead = HTTPRequestHead(
             version: .http1_1,
@@ -98,8 +99,13 @@ extension SubscriptionConnector {
                 for try await frame in inbound {
                     switch frame.opcode {
                     case .text:
-                        let message = try WireDecoding.webSocketMessage(Array(frame.unmaskedData.readableBytesView))
-                        try await self.deliver(message, state: &state)
+                        let bytes = Array(frame.unmaskedData.readableBytesView)
+                        let message = try WireDecoding.webSocketMessage(bytes)
+                        if WireDecoding.isTokenExpiryWarning(message, bytes) {
+                            try await self.renewToken(outbound)
+                        } else {
+                            try await self.deliver(message, state: &state)
+                        }
                     case .ping:
                         try await outbound.write(Self.frame(.pong, frame.unmaskedData))
                     case .connectionClose:
@@ -112,6 +118,34 @@ extension SubscriptionConnector {
                 return "the connection closed without a close frame"
             }
         }
+    }
+
+    /// The `ref` of the `auth` ops this client sends: the server's answer to one carries it, and so tells a refused
+    /// renewal (closed by the server) from its warning, which has no `ref`.
+    static let authRef = "auth"
+
+    /// Answers the server's warning that the connection's token expires soon: the provider's new token, sent in an
+    /// `auth` op on the same socket (`{"op":"auth","token":..,"ref":"auth"}`). The server answers `authenticated`.
+    ///
+    /// Without a provider, or when it fails or has no token, nothing is sent: the server closes the connection at the
+    /// expiry, and the reconnect asks the provider again.
+    func renewToken(_ outbound: NIOAsyncChannelOutboundWriter<WebSocketFrame>) async throws {
+        guard let provider = self.configuration.tokenProvider else {
+            return
+        }
+        let token: String?
+        do {
+            token = try await provider()
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            return
+        }
+        guard let token, !token.isEmpty else {
+            return
+        }
+        let op = ClientOp.auth(token: token).encode(ref: .string(Self.authRef))
+        try await outbound.write(Self.frame(.text, ByteBuffer(string: op)))
     }
 
     /// A client frame: final and masked, as RFC 6455 requires of a client.

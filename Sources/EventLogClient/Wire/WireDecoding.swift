@@ -23,6 +23,19 @@ enum WireDecoding {
     static func webSocketMessage(_ bytes: [UInt8]) throws(EventLogClientError) -> ServerMessage {
         try self.decode { () throws(WireDecodingError) in try ServerMessage.decodeWebSocket(bytes) }
     }
+
+    /// Whether `message` (decoded from `bytes`) is the server's warning that the connection's token expires soon:
+    /// an `error` `token_expired` without `ref`. With a `ref` it answers an `auth` op, whose token was refused.
+    static func isTokenExpiryWarning(_ message: ServerMessage, _ bytes: [UInt8]) -> Bool {
+        guard case .error(let code, _) = message, code == ErrorCode.tokenExpired.rawValue else {
+            return false
+        }
+        // Only this rare message is parsed a second time, for the `ref` that ServerMessage does not keep.
+        switch try? JSONObject(parsing: bytes, what: "a WebSocket message")["ref"] {
+        case nil, .null?: return true
+        default: return false
+        }
+    }
 }
 
 extension ServerSentEventParser {
