@@ -23,6 +23,25 @@
      horizontal scrolling at 1024 and 420 px with a 5000-character data value, a long topic and
      type, and the resume token in the header. SSE mode: its reader reconnects after SIGKILL with
      Last-Event-ID and nothing is lost or doubled.
+  4) Auth (eventlogd with --jwt-secret-file and --jwt-leeway 0s; HS256 tokens minted here with the
+     standard library; publishing with a Bearer token): on a page of eventlogd's origin,
+     `new EventLogSocket(..., {token: async () => window.nextToken, onAuthenticated, ...})` with a
+     first token that lives 5 s and a fresh one put in window.nextToken after the first
+     `authenticated`: the server's `token_expired` warning (no ref) makes eventlog.js call the
+     function again and send an auth op on the same socket; onAuthenticated twice (each token's
+     exp), one WebSocket never closed, status only "open", every orders/1 id once in order while
+     events are published across the first exp, no orders/2 event (a WebSocket wrapper records
+     what eventlog.js sends and gets, and each close).
+  5) Auth, no renewal (window.nextToken stays the expired token): the server closes with 1008 at
+     exp; eventlog.js reconnects, its auth op is refused with token_expired (and 1008); onError
+     reports token_expired; the reconnects back off; nothing published after exp is delivered.
+     Then a fresh token in window.nextToken: the next reconnect authenticates and resumes from the
+     last id it had, every event once.
+  6) Auth, the live view with the httpOnly `eventlog_token` cookie: `/?topic=orders/1` in SSE and
+     WebSocket mode shows exactly the orders/1 events (history and live); `/?topic=orders/*` is one
+     error forbidden_topic naming orders/*; without the cookie, SSE mode is one error
+     authentication_required and status "closed", WebSocket mode one error authentication_required
+     naming orders/1; nothing is shown.
 
 Chromium runs with --headless=new --no-sandbox --disable-dev-shm-usage --disable-gpu and a
 private profile; every wait polls `window.eventlog` against a deadline. The browser (chromedriver
@@ -38,8 +57,13 @@ Prints `ok - ...` / `FAIL - ...` per check and ends with `N passed, M failed`; e
 
 from __future__ import annotations
 
+import base64
+import datetime
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -62,6 +86,7 @@ from lib import (  # noqa: E402
     HOST,
     Checks,
     Server,
+    ServerError,
     _die_with_parent,
     eventlogd_path,
     install_deadline,
@@ -880,6 +905,444 @@ def scenario_view(sse: bool) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# 4) - 6) Access control: eventlog.js with a token (renewal, expiry) and the live view with the cookie
+
+JWT_LEEWAY = "0s"
+OTHER_TOPIC = "orders/2"  # published to, never subscribed: must never reach the page
+AUTH_TOPIC = "orders/1"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def mint_jwt(secret: bytes, subject: str, exp: int, *, subscribe: "list | tuple" = (),
+             publish: "list | tuple" = ()) -> str:
+    """An HS256 JWT as the auth spec describes it, made with the standard library only."""
+    header = {"alg": "HS256", "typ": "JWT"}
+    payload = {"sub": subject, "exp": int(exp), "eventlog": {"subscribe": list(subscribe), "publish": list(publish)}}
+    signing_input = ".".join(_b64url(json.dumps(part, separators=(",", ":")).encode("utf-8"))
+                             for part in (header, payload))
+    signature = hmac.new(secret, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64url(signature)}"
+
+
+class AuthServer:
+    """An eventlogd with HS256 auth on (`--jwt-secret-file`, `--jwt-leeway 0s`) and a publisher token."""
+
+    def __init__(self, name: str) -> None:
+        # 40 printable bytes: no trailing newline for the server to strip.
+        self.secret = secrets.token_hex(20).encode("ascii")
+        self.server = Server(BINARY, name=name)
+        secret_file = os.path.join(self.server.tmp, "jwt-secret")  # removed with the server's temp directory
+        with open(secret_file, "wb") as handle:
+            handle.write(self.secret)
+        self.server.args += ["--jwt-secret-file", secret_file, "--jwt-leeway", JWT_LEEWAY]
+        self.server.start()
+        self.publisher = self.mint("conformance-publisher", 3600, publish=["orders/*"], subscribe=["orders/*"])
+
+    def mint(self, subject: str, ttl: float, **grants: Any) -> str:
+        return mint_jwt(self.secret, subject, int(time.time() + ttl), **grants)
+
+    def mint_at(self, subject: str, exp: int, **grants: Any) -> str:
+        return mint_jwt(self.secret, subject, exp, **grants)
+
+    def publish(self, topic: str, data: Any, *, client: Optional[httpx.Client] = None,
+                token: Optional[str] = None, expect_status: int = 201) -> httpx.Response:
+        """POST /v1/events with `Authorization: Bearer` (lib.Server.publish sends no credential)."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        response = (client or self.server.http).post(self.server.url("/v1/events"),
+                                                     content=json.dumps({"topic": topic, "data": data}),
+                                                     headers=headers)
+        if response.status_code != expect_status:
+            raise ServerError(f"publish to {topic}: expected HTTP {expect_status}, got {response.status_code}: "
+                              f"{response.text[:300]}")
+        return response
+
+
+class AuthPublished(Published):
+    """Published, through an AuthServer with its publisher token; events to OTHER_TOPIC are kept apart."""
+
+    def __init__(self, auth: AuthServer) -> None:
+        super().__init__(auth.server)
+        self.auth = auth
+        self.others: list = []  # ids published to OTHER_TOPIC
+
+    def add(self, topic: str, data: Any, *, type: Optional[str] = None,  # noqa: A002
+            key: Optional[str] = None, client: Optional[httpx.Client] = None) -> int:
+        if type is not None or key is not None:
+            raise ValueError("AuthPublished publishes data only")
+        answer = self.auth.publish(topic, data, client=client, token=self.auth.publisher).json()
+        self.events.append({"id": int(answer["id"]), "topic": topic, "type": "message", "key": None,
+                            "time": answer["time"], "data": data})
+        return int(answer["id"])
+
+    def other(self, data: Any, client: Optional[httpx.Client] = None) -> int:
+        answer = self.auth.publish(OTHER_TOPIC, data, client=client, token=self.auth.publisher).json()
+        self.others.append(int(answer["id"]))
+        return int(answer["id"])
+
+
+def rfc3339_seconds(text: Any) -> Optional[float]:
+    """An RFC 3339 time as Unix seconds (None when it is not one)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+# Loads /v1/eventlog.js into the current (eventlogd-origin) document. Async: calls back when loaded.
+LOAD_CLIENT_JS = """
+const done = arguments[arguments.length - 1];
+if (typeof EventLogSocket === "function") { done("already"); return; }
+const script = document.createElement("script");
+script.src = "/v1/eventlog.js";
+script.onload = () => done(typeof EventLogSocket);
+script.onerror = () => done("load error");
+document.head.appendChild(script);
+"""
+
+# window.eventlog as the live view keeps it (received, controls, status, opens: Browser.wait and the helpers
+# above read it), for an EventLogSocket with `token:`; every callback is a control entry with the browser's
+# time. `wire` sees below eventlog.js: each WebSocket it makes, the ops it sends (with the token), the
+# messages it gets and each close with its code. arguments: url, topics, "async" | "sync".
+AUTH_SOCKET_JS = """
+const [url, topics, mode] = arguments;
+const state = window.eventlog = {received: [], controls: [], status: "connecting", opens: 0};
+const wire = state.wire = {sockets: 0, opened: [], sent: [], messages: [], closes: [], tokenCalls: []};
+const Native = window.WebSocket;
+window.WebSocket = class extends Native {
+  constructor(...args) {
+    super(...args);
+    const n = this.socketNumber = ++wire.sockets;
+    wire.opened.push(Date.now());
+    this.addEventListener("message", (m) => {
+      let v; try { v = JSON.parse(m.data); } catch (e) { v = {type: "unparsable"}; }
+      wire.messages.push({socket: n, at: Date.now(), type: v.type, code: v.code, ref: v.ref, id: v.id,
+                          subject: v.subject, expiresAt: v.expiresAt});
+    });
+    this.addEventListener("close", (c) => wire.closes.push({socket: n, at: Date.now(), code: c.code, reason: c.reason}));
+  }
+  send(data) {
+    let v; try { v = JSON.parse(data); } catch (e) { v = {}; }
+    wire.sent.push({socket: this.socketNumber, at: Date.now(), op: v.op, token: v.token, ref: v.ref});
+    super.send(data);
+  }
+};
+const note = (type, data) => state.controls.push({type, data, at: Date.now()});
+const token = mode === "async"
+  ? async () => { wire.tokenCalls.push(Date.now()); await new Promise((r) => setTimeout(r, 20)); return window.nextToken; }
+  : () => { wire.tokenCalls.push(Date.now()); return window.nextToken; };
+state.socket = new EventLogSocket(url, {
+  topics, from: "earliest", token,
+  onEvent: (e) => state.received.push({id: e.id, topic: e.topic, type: e.event, data: e.data, at: Date.now(),
+                                        socket: state.socket && state.socket.ws ? state.socket.ws.socketNumber : null}),
+  onSubscribed: (m) => { state.opens++; note("subscribed", m); },
+  onCaughtUp: (m) => note("caughtup", m),
+  onAuthenticated: (info) => note("authenticated", info),
+  onError: (err) => note("error", err),
+  onGap: (m) => note("gap", m),
+  onReset: (m) => note("reset", m),
+  onStatus: (s) => { state.status = s; note("status", s); },
+});
+return true;
+"""
+
+
+def wire_of(browser: Browser) -> dict:
+    return browser.js("return window.eventlog ? window.eventlog.wire : null") or {}
+
+
+def control_entries(state: dict, name: str) -> list:
+    """The control entries (with their browser time `at`, ms) of one kind."""
+    return [c for c in state.get("controls", []) if c.get("type") == name]
+
+
+def auth_socket_page(label: str, auth: AuthServer, browser: Browser, first_token: str, mode: str) -> None:
+    """A document on eventlogd's origin with /v1/eventlog.js loaded, window.nextToken set and an
+    EventLogSocket on orders/1 with `token: () => window.nextToken`."""
+    browser.open(auth.server.url("/healthz"))
+    checks.equal(browser.js_async(LOAD_CLIENT_JS), "function",
+                 f"{label}: <script src=\"/v1/eventlog.js\"> loads into a page on eventlogd's origin")
+    browser.js("window.nextToken = arguments[0]", first_token)
+    browser.js(AUTH_SOCKET_JS, f"ws://{HOST}:{auth.server.port}/v1/ws", [AUTH_TOPIC], mode)
+
+
+def scenario_auth_renewal() -> None:
+    """4) A short-lived token renewed on the open socket after the server's token_expired warning."""
+    label = "auth renewal"
+    auth = AuthServer("browser-auth-renewal")
+    server = auth.server
+    refused = auth.publish(AUTH_TOPIC, {"anonymous": True}, expect_status=401)
+    checks.equal(refused.json().get("error", {}).get("code"), "authentication_required",
+                 f"{label}: auth is on (a publish without a credential is 401 authentication_required)")
+    published = AuthPublished(auth)
+    for n in range(3):
+        published.add(AUTH_TOPIC, {"phase": "history", "n": n})
+        published.other({"phase": "history", "n": n})
+    browser = Browser(f"chromium {label}")
+    # Minted only now that the browser is up: the first token lives 5 s (4 to 5 s: exp is whole seconds).
+    exp1 = int(time.time()) + 5
+    token1 = auth.mint_at("browser-renew", exp1, subscribe=[AUTH_TOPIC])
+    auth_socket_page(label, auth, browser, token1, "async")
+
+    # Live events all along, across the warning and the first token's exp (each ~0.2 s, for ~8 s).
+    failure: dict = {}
+
+    def publisher() -> None:
+        with httpx.Client(timeout=httpx.Timeout(10.0), trust_env=False) as client:
+            try:
+                for n in range(40):
+                    published.add(AUTH_TOPIC, {"phase": "live", "n": n}, client=client)
+                    if n % 4 == 0:
+                        published.other({"phase": "live", "n": n}, client=client)
+                    time.sleep(0.2)
+            except Exception as error:  # noqa: BLE001 - reported below
+                failure["error"] = f"{type(error).__name__}: {error}"
+
+    thread = threading.Thread(target=publisher, name="auth-publisher", daemon=True)
+    thread.start()
+    state = browser.wait(lambda s: control_entries(s, "authenticated"), "the first authenticated", timeout=max(1.0, exp1 - time.time()))
+    exp2 = int(time.time()) + 120
+    token2 = auth.mint_at("browser-renew", exp2, subscribe=[AUTH_TOPIC])
+    browser.js("window.nextToken = arguments[0]", token2)
+    renewed_set_at = time.time()
+    checks.check(renewed_set_at < exp1, f"{label}: window.nextToken holds a fresh token before the first one "
+                                        f"expires ({exp1 - renewed_set_at:.1f} s left)")
+
+    state = browser.wait(lambda s: len(control_entries(s, "authenticated")) >= 2, "the renewal's authenticated",
+                         timeout=max(1.0, exp1 - time.time() + 5))
+    thread.join(WAIT)
+    checks.check(not thread.is_alive() and not failure, f"{label}: 40 events to {AUTH_TOPIC} and 10 to {OTHER_TOPIC} "
+                                                       f"published over ~8 s", failure or "publisher still running")
+    state = browser.wait(has_all(published), "every orders/1 event")
+    time.sleep(1.0)  # a duplicate or an orders/2 event would arrive now
+    state = browser.state() or state
+    wire = wire_of(browser)
+    browser_now = browser.js("return Date.now()") / 1000
+
+    auths = [c["data"] for c in control_entries(state, "authenticated")]
+    checks.equal([(a.get("subject"), rfc3339_seconds(a.get("expiresAt"))) for a in auths],
+                 [("browser-renew", float(exp1)), ("browser-renew", float(exp2))],
+                 f"{label}: onAuthenticated twice: the auth at connect (exp of the first token) and the renewal "
+                 f"(exp of the second)")
+    checks.equal(len(wire.get("tokenCalls", [])), 2,
+                 f"{label}: the token function was called twice (at connect and at the warning)")
+    warnings = [m for m in wire.get("messages", []) if m.get("type") == "error"]
+    checks.check(len(warnings) == 1 and warnings[0].get("code") == "token_expired" and warnings[0].get("ref") is None
+                 and warnings[0]["socket"] == 1
+                 and control_entries(state, "authenticated")[0]["at"] < warnings[0]["at"] < exp1 * 1000,
+                 f"{label}: the server's one warning {{type: error, code: token_expired}} (no ref) came after "
+                 f"the first authenticated and before exp", warnings)
+    sent = [(s.get("socket"), s.get("op"), s.get("token")) for s in wire.get("sent", [])]
+    checks.equal(sent, [(1, "auth", token1), (1, "subscribe", None), (1, "auth", token2)],
+                 f"{label}: on one socket: auth (first token), subscribe, then after the warning auth (fresh token)")
+    renewal_sent = [s["at"] for s in wire.get("sent", []) if s.get("token") == token2]
+    checks.check(renewal_sent and warnings and warnings[0]["at"] <= renewal_sent[0] < exp1 * 1000,
+                 f"{label}: the renewal auth op went out after the warning and before exp",
+                 (renewal_sent, warnings, exp1 * 1000))
+    checks.check(not control_entries(state, "error"), f"{label}: onError was not called (the warning is handled "
+                                                      f"by renewing)", control_entries(state, "error"))
+    checks.equal([c["data"] for c in control_entries(state, "status")], ["open"],
+                 f"{label}: onStatus said 'open' once and nothing else (never reconnecting or closed)")
+    checks.equal((wire.get("sockets"), wire.get("closes"), state.get("wsState")), (1, [], 1),
+                 f"{label}: one WebSocket, never closed, still OPEN {browser_now - exp1:.1f} s after the first exp")
+    check_received(label, state, published, "across the renewal", sse=False)
+    late = [r["id"] for r in state.get("received", []) if r.get("at", 0) > exp1 * 1000 + 500]
+    checks.check(len(late) >= 5, f"{label}: {len(late)} events arrived on the same socket more than 0.5 s after "
+                                 f"the first token's exp", summarize(state))
+    leaked = sorted(set(published.others) & set(received_ids(state)))
+    checks.check(not leaked and all(r.get("topic") == AUTH_TOPIC for r in state.get("received", [])),
+                 f"{label}: none of the {len(published.others)} {OTHER_TOPIC} events arrived", leaked)
+    checks.equal(len(control_entries(state, "subscribed")), 1, f"{label}: subscribed once")
+    browser.report_console()
+    browser.close()
+    server.close()
+
+
+def scenario_auth_expiry() -> None:
+    """5) No renewal: closed with 1008 at exp, the reconnect's auth op is refused with token_expired,
+    nothing is delivered meanwhile; a fresh token later resumes without loss."""
+    label = "auth expiry"
+    auth = AuthServer("browser-auth-expiry")
+    server = auth.server
+    published = AuthPublished(auth)
+    for n in range(3):
+        published.add(AUTH_TOPIC, {"phase": "history", "n": n})
+    published.other({"phase": "history"})
+    browser = Browser(f"chromium {label}")
+    exp = int(time.time()) + 4
+    token = auth.mint_at("browser-expiry", exp, subscribe=[AUTH_TOPIC])
+    auth_socket_page(label, auth, browser, token, "sync")
+    browser.wait(lambda s: control_entries(s, "caughtup"), "caughtup", timeout=max(1.0, exp - time.time()))
+    # Live while the token is good (up to 1 s before exp), then after exp.
+    n = 0
+    while time.time() < exp - 1.0:
+        published.add(AUTH_TOPIC, {"phase": "valid", "n": n})
+        published.other({"phase": "valid", "n": n})
+        n += 1
+        time.sleep(0.25)
+    before_exp = list(published.ids)
+    checks.check(n >= 1, f"{label}: {n} live events published while the token was valid")
+    state = browser.wait(has_all(published), "the live events before exp", timeout=max(1.0, exp - time.time() + 2))
+    while time.time() < exp + 0.3:
+        time.sleep(0.05)
+    after_exp: list = []
+    # Keep publishing after exp while the client reconnects with the expired token (~5 s).
+    for n in range(10):
+        after_exp.append(published.add(AUTH_TOPIC, {"phase": "expired", "n": n}))
+        published.other({"phase": "expired", "n": n})
+        time.sleep(0.5)
+    state = browser.state() or {}
+    wire = wire_of(browser)
+
+    closes = wire.get("closes", [])
+    first = closes[0] if closes else {}
+    checks.check(first.get("socket") == 1 and first.get("code") == 1008
+                 and exp * 1000 - 250 <= first.get("at", 0) <= exp * 1000 + 2000,
+                 f"{label}: the first socket was closed by the server with 1008 at exp "
+                 f"({(first.get('at', 0) - exp * 1000) / 1000:+.2f} s)", first)
+    # PROTOCOL.md: the warning is "sent once" before exp. window.nextToken still holds the same token, so there
+    # is nothing to renew with: no second warning, no second authenticated on the first socket.
+    on_first = [(m.get("type"), m.get("code")) for m in wire.get("messages", [])
+                if m.get("socket") == 1 and m.get("type") in ("error", "authenticated")]
+    auth_ops = [s for s in wire.get("sent", []) if s.get("socket") == 1 and s.get("op") == "auth"]
+    checks.check(on_first == [("authenticated", None), ("error", "token_expired")],
+                 f"{label}: the first socket got one authenticated and one token_expired warning before exp",
+                 f"{on_first.count(('error', 'token_expired'))} warnings and {on_first.count(('authenticated', None))} "
+                 f"authenticated: eventlog.js sent the unchanged token in {len(auth_ops)} auth ops at "
+                 f"{[s['at'] - exp * 1000 for s in auth_ops]} ms from exp; each restarts the server's expiry watch")
+    refusals = [m for m in wire.get("messages", []) if m.get("socket", 0) >= 2 and m.get("type") == "error"]
+    checks.check(wire.get("sockets", 0) >= 2 and refusals and all(m.get("code") == "token_expired" for m in refusals),
+                 f"{label}: eventlog.js reconnected ({wire.get('sockets')} sockets) and the server refused its auth op "
+                 f"with token_expired", (refusals[:3], wire.get("closes", [])[:3]))
+    refused_sockets = sorted({m["socket"] for m in refusals})
+    closed_1008 = sorted({c["socket"] for c in closes if c.get("code") == 1008})
+    checks.check(refused_sockets and set(refused_sockets) <= set(closed_1008),
+                 f"{label}: each refused socket was closed with 1008", (refused_sockets, closes[:5]))
+    errors = [c["data"] for c in control_entries(state, "error")]
+    checks.check(any(e.get("code") == "token_expired" for e in errors),
+                 f"{label}: onError reported the refusal with code 'token_expired'",
+                 f"onError calls: {errors}; auth ops sent on each refused socket: "
+                 f"{[sum(1 for s in wire.get('sent', []) if s.get('socket') == n and s.get('op') == 'auth') for n in refused_sockets][:10]}"
+                 f" (the refusal, without a ref, was taken for the expiry warning)")
+    statuses = [c["data"] for c in control_entries(state, "status")]
+    checks.check(statuses[:2] == ["open", "reconnecting"], f"{label}: onStatus: 'open', then 'reconnecting' at the "
+                                                          f"close", statuses[:8])
+    checks.equal(received_ids(state), before_exp, f"{label}: exactly the events published before exp arrived, "
+                                                  f"each once, in order; none of the {len(after_exp)} published after")
+    late = [r["id"] for r in state.get("received", []) if r.get("at", 0) >= exp * 1000]
+    checks.equal(late, [], f"{label}: nothing was delivered after exp")
+    # After the refusal the client keeps reconnecting (a fresh token may come), with backoff, not in a loop:
+    # with a delay doubling from 250 ms (half of it jitter) at most 6 sockets can open in the 5 s after the close.
+    close_at = first.get("at", 0)
+    opened = [at for at in wire.get("opened", []) if close_at <= at <= close_at + 5000]
+    checks.check(close_at and len(opened) <= 6,
+                 f"{label}: the reconnects after the refused auth ops back off ({len(opened)} WebSockets opened "
+                 f"in the 5 s after the close; at most 6 with a backoff doubling from 250 ms)",
+                 f"gaps between reconnects (ms): {[b - a for a, b in zip(opened, opened[1:])][:15]}")
+
+    # A fresh token: the next reconnect authenticates and resumes where the first socket stopped.
+    fresh_exp = int(time.time()) + 120
+    browser.js("window.nextToken = arguments[0]", auth.mint_at("browser-expiry", fresh_exp, subscribe=[AUTH_TOPIC]))
+    state = browser.wait(has_all(published), "the events published after exp, once a fresh token is there",
+                         timeout=WAIT)
+    time.sleep(0.5)
+    state = browser.state() or state
+    check_received(label, state, published, "after a fresh token", sse=False)
+    subscribed = [c["data"] for c in control_entries(state, "subscribed")]
+    checks.equal(subscribed[-1].get("from") if subscribed else None, before_exp[-1],
+                 f"{label}: with a fresh token the reconnect resumed from the last id it had ({before_exp[-1]})")
+    auths = [c["data"] for c in control_entries(state, "authenticated")]
+    checks.equal(rfc3339_seconds(auths[-1].get("expiresAt")) if auths else None, float(fresh_exp),
+                 f"{label}: onAuthenticated with the fresh token's exp")
+    checks.check(not set(published.others) & set(received_ids(state)),
+                 f"{label}: none of the {OTHER_TOPIC} events arrived", received_ids(state))
+    browser.js("window.eventlog.socket.close()")
+    browser.console()  # the refused connections are logged by the browser; that is the point here
+    browser.close()
+    server.close()
+
+
+def scenario_auth_view() -> None:
+    """6) The live view on eventlogd's origin authenticates with the eventlog_token cookie, SSE and WebSocket;
+    without the cookie it says authentication_required."""
+    label = "auth view"
+    auth = AuthServer("browser-auth-view")
+    server = auth.server
+    published = AuthPublished(auth)
+    for n in range(3):
+        published.add(AUTH_TOPIC, {"phase": "before", "n": n})
+        published.other({"phase": "before", "n": n})
+    viewer = auth.mint("browser-viewer", 600, subscribe=[AUTH_TOPIC])
+    browser = Browser(f"chromium {label}")
+    browser.open(server.url("/healthz"))
+    browser.driver.add_cookie({"name": "eventlog_token", "value": viewer, "path": "/", "httpOnly": True})
+    checks.check("eventlog_token" not in (browser.js("return document.cookie") or ""),
+                 f"{label}: the eventlog_token cookie is httpOnly (not in document.cookie)")
+
+    for mode in ("sse", "ws"):
+        what = f"cookie, {mode}"
+        open_name, caught_name = ("eventlog.open", "eventlog.caughtup") if mode == "sse" else ("subscribed", "caughtup")
+        browser.open(server.url(f"/?topic={AUTH_TOPIC}" + ("&transport=ws" if mode == "ws" else "")))
+        state = browser.wait(lambda s: has_all(published)(s) and controls_of(s, caught_name), f"{what}: the replay")
+        published.add(AUTH_TOPIC, {"phase": f"live {mode}", "n": 0})
+        published.other({"phase": f"live {mode}"})
+        published.add(AUTH_TOPIC, {"phase": f"live {mode}", "n": 1})
+        state = browser.wait(has_all(published), f"{what}: live events")
+        time.sleep(0.5)  # a duplicate or an orders/2 event would arrive now
+        state = browser.state() or state
+        checks.equal(received_ids(state), published.ids,
+                     f"{label}: {what}: window.eventlog.received is exactly the {len(published.ids)} {AUTH_TOPIC} "
+                     f"events (history and live), in order")
+        checks.equal(([c.get("type") for c in state.get("controls", [])], state.get("status")),
+                     ([open_name, caught_name], "open"), f"{label}: {what}: connected, caught up, no error, open")
+        checks.check(not set(published.others) & set(received_ids(state)),
+                     f"{label}: {what}: no {OTHER_TOPIC} event", received_ids(state))
+        # The cookie's grants are enforced, not only its presence: orders/* is not covered by orders/1.
+        browser.open(server.url("/?topic=orders/*" + ("&transport=ws" if mode == "ws" else "")))
+        state = browser.wait(lambda s: controls_of(s, "error"), f"{what}: an error for orders/*")
+        errors = controls_of(state, "error")
+        checks.equal([(e.get("code"), e.get("selector")) for e in errors], [("forbidden_topic", "orders/*")],
+                     f"{label}: {what}: /?topic=orders/* is refused: one error forbidden_topic naming orders/*")
+        checks.equal(received_ids(state), [], f"{label}: {what}: nothing shown for orders/*")
+        browser.console()  # the browser logs the refused request itself
+
+    browser.driver.delete_cookie("eventlog_token")
+    checks.equal(browser.driver.get_cookie("eventlog_token"), None, f"{label}: the cookie is deleted")
+    for mode in ("sse", "ws"):
+        what = f"no cookie, {mode}"
+        browser.open(server.url(f"/?topic={AUTH_TOPIC}" + ("&transport=ws" if mode == "ws" else "")))
+        state = browser.wait(lambda s: controls_of(s, "error"), f"{what}: an error line")
+        published.add(AUTH_TOPIC, {"phase": f"no cookie {mode}"})
+        time.sleep(1.5)  # a retry, or an event, would show by now
+        state = browser.state() or state
+        rows = browser.js(ROWS_JS) or []
+        errors = controls_of(state, "error")
+        if mode == "sse":
+            checks.equal(([c.get("type") for c in state.get("controls", [])], [e.get("code") for e in errors],
+                          state.get("status")), (["error"], ["authentication_required"], "closed"),
+                         f"{label}: {what}: one error control authentication_required, status 'closed' (no retries)")
+        else:
+            checks.equal(([c.get("type") for c in state.get("controls", [])],
+                          [(e.get("code"), e.get("selector")) for e in errors]),
+                         (["error"], [("authentication_required", AUTH_TOPIC)]),
+                         f"{label}: {what}: the anonymous socket's subscribe is refused: one error control "
+                         f"authentication_required naming {AUTH_TOPIC}")
+        checks.check([r["kind"] for r in rows] == ["control error"]
+                     and rows[0]["text"].startswith("error authentication_required: "),
+                     f"{label}: {what}: the page shows one line 'error authentication_required: ...'", rows)
+        checks.equal(received_ids(state), [], f"{label}: {what}: no event shown")
+        browser.console()
+    browser.close()
+    server.close()
+
+
+# --------------------------------------------------------------------------------------------
 
 
 def main(argv: list) -> int:
@@ -902,6 +1365,12 @@ def main(argv: list) -> int:
                             "after SIGKILL", lambda: scenario_view(sse=True))
         checks.run_scenario("3) the live view, WebSocket: every type, text only, no horizontal scrolling",
                             lambda: scenario_view(sse=False))
+        checks.run_scenario("4) auth: EventLogSocket with token: () => window.nextToken renews a 5 s token on the "
+                            "open socket after the token_expired warning", scenario_auth_renewal)
+        checks.run_scenario("5) auth: without renewal, close 1008 at exp, the reconnect's auth op refused "
+                            "(token_expired), nothing delivered; a fresh token resumes", scenario_auth_expiry)
+        checks.run_scenario("6) auth: the live view with the eventlog_token cookie (SSE and WebSocket), and "
+                            "without it", scenario_auth_view)
     except BaseException as error:  # noqa: BLE001 - deadline, missing binary, Ctrl-C: still summarize
         checks.fail(f"run aborted by {type(error).__name__}", str(error))
     finally:
