@@ -71,10 +71,10 @@ public final class Authenticator: Sendable {
         isEnabled = configuration.isEnabled
         var keys = KeyRing()
         for path in configuration.secretFiles {
-            var bytes = try Self.read(path, what: "--jwt-secret-file")
-            if bytes.last == 0x0A { bytes.removeLast() }
-            if bytes.last == 0x0D { bytes.removeLast() }
-            try await keys.addSecret(bytes, source: path)
+            guard let secret = HS256Secret.read(path: path) else {
+                throw ConfigurationError("--jwt-secret-file \(path): cannot read the file")
+            }
+            try await keys.addSecret(secret, source: path)
         }
         for path in configuration.keyFiles {
             try await keys.addPEM(

@@ -29,9 +29,7 @@ struct KeyRing: Sendable {
 
     /// An HS256 secret; at least 32 bytes.
     mutating func addSecret(_ secret: [UInt8], source: String) async throws(ConfigurationError) {
-        guard secret.count >= 32 else {
-            throw ConfigurationError("\(source): an HS256 secret needs at least 32 bytes, this one has \(secret.count)")
-        }
+        if let problem = HS256Secret.problem(secret) { throw ConfigurationError("\(source): \(problem)") }
         let collection = JWTKeyCollection()
         await collection.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
         keys.append(Key(kid: nil, algorithm: .hs256, collection: collection, source: source))

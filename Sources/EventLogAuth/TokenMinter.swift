@@ -25,9 +25,7 @@ public enum TokenMinter {
     /// secret must be at least 32 bytes, as eventlogd requires.
     public static func mint(_ request: Request, secret: [UInt8]) async throws -> String {
         _ = try Grants(publish: request.publish, subscribe: request.subscribe, admin: request.admin)
-        guard secret.count >= 32 else {
-            throw ConfigurationError("an HS256 secret needs at least 32 bytes, this one has \(secret.count)")
-        }
+        if let problem = HS256Secret.problem(secret) { throw ConfigurationError(problem) }
         let keys = JWTKeyCollection()
         await keys.add(hmac: HMACKey(key: SymmetricKey(data: secret)), digestAlgorithm: .sha256)
         let seconds = request.now / 1000

@@ -41,9 +41,10 @@ enum BrowserClient {
             const ws = new WebSocket(this.url);
             this.ws = ws;
             ws.onopen = async () => {
-              this.attempt = 0;
+              // The backoff starts over at "subscribed", not here: a server that takes the connection and then
+              // refuses it (an expired token) must not be reconnected to in a loop.
               // The auth op goes first: the server handles a socket's messages in order.
-              if (!(await this.authenticate(ws))) return;
+              if (!(await this.authenticate(ws, false))) return;
               const op = { op: "subscribe", topics: this.topics };
               if (this.resumeToken) op.resume = this.resumeToken; else op.from = this.from;
               ws.send(JSON.stringify(op));
@@ -63,7 +64,9 @@ enum BrowserClient {
           }
           // Sends {"op":"auth"} with the token from options.token (a string or a function, possibly async),
           // fetched anew each time. False when the socket went away meanwhile or the token could not be had.
-          async authenticate(ws) {
+          // A renewal with the token already in force is not sent: the server would only warn again.
+          // The op carries a ref, so that a refusal is not taken for the expiry warning (which has none).
+          async authenticate(ws, renewal) {
             const source = this.options.token;
             if (source === undefined || source === null) return true;
             let token;
@@ -75,7 +78,9 @@ enum BrowserClient {
               return false;
             }
             if (ws.readyState !== WebSocket.OPEN) return false;
-            if (token) ws.send(JSON.stringify({ op: "auth", token }));
+            if (renewal && token === this.token) return true;
+            this.token = token;
+            if (token) ws.send(JSON.stringify({ op: "auth", token, ref: "auth" }));
             return true;
           }
           receive(text) {
@@ -84,6 +89,7 @@ enum BrowserClient {
             const call = (name, arg) => { if (this.options[name]) this.options[name](arg); };
             switch (message.type) {
               case "subscribed":
+                this.attempt = 0;  // a working subscription: the next reconnect starts with the shortest delay
                 // Until the first event, resume from where this subscription started.
                 if (!this.resumeToken && message.resume) this.resumeToken = message.resume;
                 call("onSubscribed", message);
@@ -111,9 +117,9 @@ enum BrowserClient {
                   this.pending.delete(String(message.ref));
                   if (message.type === "ack") waiter.resolve(message); else waiter.reject(message);
                 } else if (message.type === "error") {
-                  if (message.code === "token_expired" && this.ws) {
+                  if (message.code === "token_expired" && message.ref === undefined && this.ws) {
                     // The credential expires soon: renew it on this socket before the server closes it.
-                    this.authenticate(this.ws);
+                    this.authenticate(this.ws, true);
                     break;
                   }
                   call("onError", message);

@@ -82,6 +82,9 @@ final class WebSocketSession: Sendable {
         var caller: Principal
         /// Warns before the caller's token expires and closes the socket when it has.
         var expiry: Task<Void, Never>?
+        /// The expiry the `token_expired` warning was sent for: an `auth` op with the same token (the same
+        /// expiry) does not bring a second warning.
+        var warnedFor: Int64?
         var errors = 0
         var lastPong = ContinuousClock.now
         var closing = false
@@ -280,11 +283,17 @@ final class WebSocketSession: Sendable {
                 let warnIn = left - min(30_000, left / 2)
                 do {
                     try await Task.sleep(for: .milliseconds(max(0, warnIn)))
-                    await self.send(
-                        ServerMessage.webSocketError(
-                            code: .tokenExpired,
-                            message: "the token expires at \(Timestamp.rfc3339(milliseconds: expiresAt));"
-                                + " send {\"op\":\"auth\",\"token\":..} with a fresh one"))
+                    let warned = self.state.withLock { state -> Bool in
+                        defer { state.warnedFor = expiresAt }
+                        return state.warnedFor == expiresAt
+                    }
+                    if !warned {
+                        await self.send(
+                            ServerMessage.webSocketError(
+                                code: .tokenExpired,
+                                message: "the token expires at \(Timestamp.rfc3339(milliseconds: expiresAt));"
+                                    + " send {\"op\":\"auth\",\"token\":..} with a fresh one"))
+                    }
                     try await Task.sleep(for: .milliseconds(max(0, expiresAt - Timestamp.nowMilliseconds())))
                 } catch {
                     return

@@ -68,20 +68,13 @@ extension EventLogCommand.Token {
 
         /// The secret as eventlogd reads it: the file's bytes without one trailing newline; `nil` when the file
         /// cannot be read.
-        private var secret: [UInt8]? {
-            guard var bytes = FileManager.default.contents(atPath: secretFile).map(Array.init) else { return nil }
-            if bytes.last == 0x0A { bytes.removeLast() }
-            if bytes.last == 0x0D { bytes.removeLast() }
-            return bytes
-        }
+        private var secret: [UInt8]? { HS256Secret.read(path: secretFile) }
 
         func validate() throws {
             if ttl < .seconds(1) { throw ValidationError("--ttl must be at least 1s") }
             // eventlogd refuses a shorter secret at start; so does the minter, but here it is a usage error.
-            if let secret, secret.count < 32 {
-                throw ValidationError(
-                    "--secret-file \(secretFile): an HS256 secret needs at least 32 bytes, this one has \(secret.count)"
-                )
+            if let secret, let problem = HS256Secret.problem(secret) {
+                throw ValidationError("--secret-file \(secretFile): \(problem)")
             }
         }
 

@@ -329,7 +329,8 @@ struct AuthFixture {
         let fixture = try AuthFixture()
         defer { fixture.directory.remove() }
         try await withTestServer(authenticator: try await fixture.authenticator()) { server in
-            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(4))
+            // Lifetimes long enough to connect on a loaded machine (exp is in whole seconds: 7 to 8 s).
+            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(8))
             // Renewed: the warning comes, an auth op with a fresh token answers it, and the socket outlives the
             // first token while events keep arriving.
             try await withTimeout(.seconds(30)) {
@@ -347,13 +348,13 @@ struct AuthFixture {
                     let narrowed = try #require(try await socket.next())
                     #expect(narrowed["code"] as? String == "forbidden_topic")
                     #expect(narrowed["selector"] as? String == "orders/*")
-                    try await Task.sleep(for: .seconds(4.5))
+                    try await Task.sleep(for: .seconds(8.5))
                     try await socket.send(["op": "subscribe", "topics": ["orders/1"], "ref": 3])
                     #expect(try await socket.next()?["type"] as? String == "subscribed")
                 }
             }
             // Not renewed: closed with 1008 once the token has expired.
-            let another = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(4))
+            let another = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(8))
             try await withTimeout(.seconds(30)) {
                 try await TestWebSocket.connect(port: server.port, headers: fixture.bearer(another)) { socket in
                     while try await socket.next() != nil {}
