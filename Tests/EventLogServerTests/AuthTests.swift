@@ -1,5 +1,6 @@
 import EventLog
 import EventLogAuth
+import EventLogClient
 import EventLogWire
 import Foundation
 import NIOHTTP1
@@ -422,5 +423,62 @@ struct AuthDaemonTests {
         server.signal(SIGTERM)
         #expect(await server.waitForExit() == 0)
         #expect(server.log.filter { $0.contains("auth is off") }.count == 1)
+    }
+}
+
+/// EventLogClient with a token provider against the server with auth on: short tokens are renewed (WebSocket)
+/// or replaced at the reconnect that follows the stream's end (SSE), and nothing is lost or repeated.
+@Suite("EventLogClient with a token provider, across expiries")
+struct ClientTokenTests {
+    @Test(
+        "every event exactly once, in order, while 8 s tokens expire and are replaced",
+        arguments: [
+            Transport.sse, .webSocket,
+        ])
+    func renewal(transport: Transport) async throws {
+        let fixture = try AuthFixture()
+        defer { fixture.directory.remove() }
+        try await withTestServer(
+            configure: { $0.sseRetryMilliseconds = 50 }, authenticator: try await fixture.authenticator()
+        ) { server in
+            // The subscriber's tokens come from the provider; the publisher has one long token of its own.
+            let provided = Locked(0)
+            var configuration = EventLogClient.Configuration()
+            configuration.reconnectBackoff = .init(initial: .milliseconds(50), maximum: .milliseconds(200))
+            configuration.tokenProvider = {
+                provided.withLock { $0 += 1 }
+                return try await fixture.token(subscribe: ["orders/1"], lifetime: .seconds(8))
+            }
+            let client = EventLogClient(baseURL: "http://127.0.0.1:\(server.port)", configuration: configuration)
+            var publisherConfiguration = EventLogClient.Configuration()
+            publisherConfiguration.token = try await fixture.token(publish: ["orders/*"])
+            let publisher = EventLogClient(
+                baseURL: "http://127.0.0.1:\(server.port)", configuration: publisherConfiguration)
+            let received = Locked<[Int64]>([])
+            let consumer = Task {
+                for try await element in client.subscribe(topics: ["orders/1"], from: .earliest, transport: transport) {
+                    if case .event(let event) = element { received.withLock { $0.append(event.id) } }
+                }
+            }
+            defer { consumer.cancel() }
+            // 14 s of publishes, 4 a second, every other one outside the subscription: past one expiry at least.
+            var expected: [Int64] = []
+            let clock = ContinuousClock()
+            let end = clock.now + .seconds(14)
+            var index = 0
+            while clock.now < end {
+                let topic = index % 2 == 0 ? "orders/1" : "orders/2"
+                let answer = try await publisher.publish(NewEvent(topic: topic, data: .text("\(index)")))
+                if topic == "orders/1" { expected.append(answer.id) }
+                index += 1
+                try await Task.sleep(for: .milliseconds(250))
+            }
+            let count = expected.count
+            try await waitUntil(timeout: .seconds(30)) { received.withLock { $0.count } >= count }
+            #expect(received.withLock { $0 } == expected)
+            // The provider was asked again when the first token ran out: the WebSocket renewed it on its socket,
+            // the SSE stream ended at its expiry and reconnected with a fresh one.
+            #expect(provided.withLock { $0 } >= 2)
+        }
     }
 }
