@@ -231,7 +231,7 @@ public final class EventLogServer: Sendable {
         if auth.isEnabled {
             authorize = { head, eventLoop in
                 eventLoop.makeFutureWithTask { () async -> Bool in
-                    let query = Request(head: head, body: ByteBuffer()).query
+                    let query = Request(head: head).query
                     let caller = try? await Access(server: self).principal(head, query: query, log: false)
                     return caller != nil
                 }

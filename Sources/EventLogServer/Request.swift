@@ -16,6 +16,11 @@ struct Request: Sendable {
         query = parts.count > 1 ? Request.parseQuery(String(parts[1])) : []
     }
 
+    /// The query of a request head that has no body to read (a WebSocket upgrade).
+    init(head: HTTPRequestHead) {
+        self.init(head: head, body: ByteBuffer())
+    }
+
     /// Every value of a query parameter, percent-decoded.
     func queryValues(_ name: String) -> [String] {
         query.filter { $0.0 == name }.map(\.1)

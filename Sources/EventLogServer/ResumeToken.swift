@@ -1,5 +1,5 @@
 import Crypto
-import Foundation
+import EventLogWire
 
 /// Resume tokens for WebSocket subscriptions: opaque, URL-safe, versioned, and HMAC-SHA256 signed
 /// with the key kept in the log's meta table, so they survive restarts and cannot be forged or
@@ -31,17 +31,17 @@ struct ResumeTokenCodec: Sendable {
         payload.reserveCapacity(8 + epoch.utf8.count)
         withUnsafeBytes(of: UInt64(bitPattern: position).bigEndian) { payload.append(contentsOf: $0) }
         payload.append(contentsOf: epoch.utf8)
-        let body = "v1." + Self.base64URL(payload)
+        let body = "v1." + Base64URL.encode(payload)
         let mac = HMAC<SHA256>.authenticationCode(for: Array(body.utf8), using: key)
-        return body + "." + Self.base64URL(Array(mac.prefix(16)))
+        return body + "." + Base64URL.encode(mac.prefix(16))
     }
 
     /// The position a token names, after checking its version, signature and epoch.
     func decode(_ token: String) -> Result<Int64, Failure> {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard token.utf8.count <= 512, parts.count == 3, parts[0] == "v1",
-            let payload = Self.fromBase64URL(parts[1]), payload.count >= 8,
-            let signature = Self.fromBase64URL(parts[2]), signature.count == 16
+            let payload = Base64URL.decode(parts[1].utf8), payload.count >= 8,
+            let signature = Base64URL.decode(parts[2].utf8), signature.count == 16
         else { return .failure(.malformed) }
         let body = "v1." + parts[1]
         let mac = HMAC<SHA256>.authenticationCode(for: Array(body.utf8), using: key)
@@ -53,24 +53,5 @@ struct ResumeTokenCodec: Sendable {
         guard position >= 0 else { return .failure(.malformed) }
         guard String(decoding: payload[8...], as: UTF8.self) == epoch else { return .failure(.otherEpoch(position)) }
         return .success(position)
-    }
-
-    static func base64URL(_ bytes: [UInt8]) -> String {
-        Data(bytes).base64EncodedString()
-            .replacingOccurrences(of: "+", with: "-")
-            .replacingOccurrences(of: "/", with: "_")
-            .replacingOccurrences(of: "=", with: "")
-    }
-
-    static func fromBase64URL(_ text: Substring) -> [UInt8]? {
-        guard
-            text.utf8.allSatisfy({ byte in
-                (0x30...0x39).contains(byte) || (0x41...0x5A).contains(byte) || (0x61...0x7A).contains(byte)
-                    || byte == UInt8(ascii: "-") || byte == UInt8(ascii: "_")
-            })
-        else { return nil }
-        var base64 = text.replacingOccurrences(of: "-", with: "+").replacingOccurrences(of: "_", with: "/")
-        while base64.utf8.count % 4 != 0 { base64 += "=" }
-        return Data(base64Encoded: base64).map { Array($0) }
     }
 }

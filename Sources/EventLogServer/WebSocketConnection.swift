@@ -39,7 +39,7 @@ struct WebSocketConnection {
         // The upgrader authenticated this credential already (a cache hit now); it can only fail here if the
         // token expired in between.
         let caller = try? await Access(server: server).principal(
-            head, query: Request(head: head, body: ByteBuffer()).query)
+            head, query: Request(head: head).query)
         try await channel.executeThenClose { inbound, outbound in
             let session = WebSocketSession(
                 server: server, channel: underlying, outbound: outbound,

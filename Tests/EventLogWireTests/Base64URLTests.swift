@@ -1,7 +1,6 @@
+import EventLogWire
 import Foundation
 import Testing
-
-@testable import EventLogAuth
 
 @Suite("Base64URL: unpadded base64url")
 struct Base64URLTests {

@@ -1,9 +1,9 @@
-/// Base64url without padding (RFC 4648, section 5), as JWT segments use it.
-enum Base64URL {
+/// Base64url without padding (RFC 4648, section 5): JWT segments and resume tokens.
+package enum Base64URL {
     private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
 
     /// The bytes of `text`, or `nil` when it is not unpadded base64url.
-    static func decode(_ text: Substring.UTF8View) -> [UInt8]? {
+    package static func decode(_ text: Substring.UTF8View) -> [UInt8]? {
         var values: [UInt8] = []
         values.reserveCapacity(text.count)
         for byte in text {
@@ -33,7 +33,7 @@ enum Base64URL {
     }
 
     /// `bytes` as unpadded base64url.
-    static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let bytes = Array(bytes)
         var out: [UInt8] = []
         out.reserveCapacity((bytes.count + 2) / 3 * 4)
