@@ -19,8 +19,10 @@ public final class EventLogServer: Sendable {
     public let configuration: ServerConfiguration
     let logger: Logger
     let metrics = Metrics()
-    /// SSE frames of recent events, encoded once for all subscribers.
-    let frames = FrameCache()
+    /// Frames of recent events (SSE and WebSocket), encoded once for all subscribers.
+    let frames: FrameCache
+    /// The subscribers of each event loop.
+    let hubs: SubscriberHubs
     let tokens: ResumeTokenCodec
     /// Who may publish and read what (everyone everything when auth is off).
     let auth: Authenticator
@@ -54,7 +56,19 @@ public final class EventLogServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = eventLoopGroup
-        self.tokens = ResumeTokenCodec(key: log.tokenKey, epoch: log.epoch)
+        let tokens = ResumeTokenCodec(key: log.tokenKey, epoch: log.epoch)
+        self.tokens = tokens
+        self.frames = FrameCache(tokens: tokens)
+        self.hubs = SubscriberHubs(
+            group: eventLoopGroup, log: log, sweepInterval: Self.sweepInterval(configuration))
+    }
+
+    /// How often each event loop sweeps its subscribers: often enough for the shortest of the keepalive, the
+    /// WebSocket ping and the stall timeout (a quarter of it), at most once a second, at least every 5 ms.
+    static func sweepInterval(_ configuration: ServerConfiguration) -> TimeAmount {
+        let shortest = min(configuration.keepalive, configuration.webSocketPingInterval, configuration.stallTimeout)
+        let quarter = TimeAmount(shortest / 4)
+        return max(.milliseconds(5), min(.seconds(1), quarter))
     }
 
     /// True once shutdown has begun.

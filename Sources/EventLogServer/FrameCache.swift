@@ -2,15 +2,24 @@ import EventLog
 import NIOCore
 import Synchronization
 
-/// The SSE frames of recent events, encoded once and shared by every subscriber that sends them.
+/// The encoded frames of recent events, encoded once and shared by every subscriber that sends them: the SSE
+/// frame (plain or enveloped) and the WebSocket `event` message with its resume token.
 ///
-/// Live subscribers all send the same newest events; without the cache each of them would encode
-/// each event again. Only events near the newest one seen are kept (`capacity` ids back), so a
-/// replay of old history passes through without evicting the live tail.
+/// Live subscribers all send the same newest events; without the cache each of them would encode each event
+/// (and sign its resume token) again. A subscriber writes the cached buffer itself, so the bytes in its
+/// channel's queue are shared, not copied. Only events near the newest one seen are kept (`capacity` ids back),
+/// so a replay of old history passes through without evicting the live tail.
 final class FrameCache: Sendable {
+    /// Which encoding of an event.
+    enum Kind: UInt8, Sendable {
+        case sse
+        case sseEnvelope
+        case webSocket
+    }
+
     private struct Key: Hashable {
         let id: Int64
-        let envelope: Bool
+        let kind: Kind
     }
 
     private struct State {
@@ -20,23 +29,34 @@ final class FrameCache: Sendable {
 
     private let state = Mutex(State())
     private let capacity: Int64
+    private let tokens: ResumeTokenCodec
 
-    init(capacity: Int = 8192) {
+    init(tokens: ResumeTokenCodec, capacity: Int = 8192) {
+        self.tokens = tokens
         self.capacity = Int64(capacity)
     }
 
-    /// Appends the frames of `events` to `buffer`, encoding only those not cached yet.
+    /// The frame of `event` in `kind`, encoded now if it is not cached yet.
+    func frame(_ event: Event, _ kind: Kind) -> ByteBuffer {
+        let key = Key(id: event.id, kind: kind)
+        if let cached = state.withLock({ $0.frames[key] }) { return cached }
+        var frame = ByteBuffer()
+        switch kind {
+        case .sse: frame.writeSSEEvent(event, envelope: false)
+        case .sseEnvelope: frame.writeSSEEvent(event, envelope: true)
+        case .webSocket:
+            frame.writeString(
+                ServerMessage.event(event, resumeToken: tokens.encode(position: event.id)).webSocketText ?? "")
+        }
+        store(frame, for: key)
+        return frame
+    }
+
+    /// Appends the SSE frames of `events` to `buffer` (for a history read), encoding only those not cached yet.
     func write(_ events: [Event], envelope: Bool, into buffer: inout ByteBuffer) {
         for event in events {
-            let key = Key(id: event.id, envelope: envelope)
-            if var cached = state.withLock({ $0.frames[key] }) {
-                buffer.writeBuffer(&cached)
-                continue
-            }
-            var frame = ByteBuffer()
-            frame.writeSSEEvent(event, envelope: envelope)
-            buffer.writeImmutableBuffer(frame)
-            store(frame, for: key)
+            var frame = frame(event, envelope ? .sseEnvelope : .sse)
+            buffer.writeBuffer(&frame)
         }
     }
 
@@ -46,7 +66,7 @@ final class FrameCache: Sendable {
             let oldest = state.newest - capacity
             guard key.id > oldest else { return }
             state.frames[key] = frame
-            if state.frames.count > Int(capacity) * 2 {
+            if state.frames.count > Int(capacity) * 3 {
                 // Keep the newest half of the window; ids only grow, so this is amortised O(1) per insert.
                 let keepAbove = state.newest - capacity / 2
                 state.frames = state.frames.filter { $0.key.id > keepAbove }

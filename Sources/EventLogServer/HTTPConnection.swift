@@ -185,7 +185,7 @@ struct HTTPConnection {
                 if let failure = caller.authorizeSubscribe(subscription.selectors) {
                     throw access.refuse(failure, head, principal: caller)
                 }
-                try await SSEStream(server: server, channel: channel.channel, outbound: outbound)
+                try await SSEStream(server: server, channel: channel.channel)
                     .run(subscription, head: head, corsHeaders: cors.headers(for: head), until: caller.expiresAt)
                 return false
             }

@@ -5,8 +5,6 @@ import Synchronization
 
 /// An SSE subscription (`GET /v1/events` with `Accept: text/event-stream`).
 struct SSEStream {
-    typealias Outbound = NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
-
     /// What the request asks for, validated before the stream opens (a bad request gets a 400).
     struct Subscription: Sendable {
         let selectors: SelectorSet
@@ -48,11 +46,11 @@ struct SSEStream {
 
     let server: EventLogServer
     let channel: any Channel
-    let outbound: Outbound
 
     /// Streams until the client leaves, the server stops, or `until` (Unix milliseconds: when the caller's token
     /// stops being accepted) passes; then the response ends cleanly and the client reconnects with a fresh
-    /// token and its Last-Event-ID.
+    /// token and its Last-Event-ID. The stream itself runs on the channel's event loop (``Subscriber``); this
+    /// task only waits for its end.
     func run(
         _ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)], until: Int64? = nil
     ) async throws {
@@ -63,73 +61,31 @@ struct SSEStream {
             ("Connection", "close"),
         ])
         headers.add(contentsOf: corsHeaders)
-        server.metrics.responded(status: 200)
-        try await outbound.write(.head(HTTPResponseHead(version: head.version, status: .ok, headers: headers)))
+        let responseHead = HTTPResponseHead(version: head.version, status: .ok, headers: headers)
+        let configuration = server.configuration
         server.metrics.sseOpened()
         defer { server.metrics.sseClosed() }
-        let sink = SSESink(
-            outbound: outbound,
-            channel: channel,
-            envelope: subscription.envelope,
-            frames: server.frames,
-            retryMilliseconds: server.configuration.sseRetryMilliseconds,
-            stallTimeout: server.configuration.stallTimeout
-        )
-        let loop = SubscriptionLoop(
-            log: server.log,
-            selectors: subscription.selectors,
+        let now = NIODeadline.now()
+        let cursor = SubscriptionCursor(
             start: subscription.start,
-            pageSize: server.configuration.pageSize,
-            keepalive: server.configuration.keepalive,
-            metrics: server.metrics
+            pageSize: configuration.pageSize,
+            keepalive: TimeAmount(configuration.keepalive),
+            stallTimeout: TimeAmount(configuration.stallTimeout),
+            deadline: until.map { now + .milliseconds($0 - Timestamp.nowMilliseconds()) },
+            now: now
         )
-        let ended = await runUntilClosed(channel, until: until) {
-            try await loop.run(sink)
+        let transport = Subscriber.Transport.sse(
+            head: responseHead, envelope: subscription.envelope,
+            retryMilliseconds: configuration.sseRetryMilliseconds)
+        let (server, channel) = (self.server, self.channel)
+        let finished = channel.eventLoop.flatSubmit {
+            let subscriber = Subscriber(
+                server: server, channel: channel, selectors: subscription.selectors, transport: transport,
+                cursor: cursor)
+            subscriber.start()
+            return subscriber.finished
         }
-        if ended {
-            // The server is shutting down (or the log closed): end the stream cleanly so the
-            // client reconnects elsewhere with its Last-Event-ID.
-            try? await outbound.write(.end(nil))
-        }
-    }
-}
-
-/// Runs `body` until it finishes, `channel` closes (the client went away) or `until` (Unix milliseconds)
-/// passes, whichever is first; the others are cancelled. Returns true when `body` ended by itself with the
-/// log's `closed` error (shutdown) or the deadline passed, false when the channel closed or `body` failed
-/// otherwise.
-func runUntilClosed(
-    _ channel: any Channel, until: Int64? = nil, _ body: @escaping @Sendable () async throws -> Void
-) async -> Bool {
-    await withTaskGroup(of: Bool.self) { group in
-        if let until {
-            group.addTask {
-                let remaining = max(0, until - Timestamp.nowMilliseconds())
-                do {
-                    try await Task.sleep(for: .milliseconds(remaining))
-                } catch {
-                    return false
-                }
-                return true
-            }
-        }
-        group.addTask {
-            do {
-                try await body()
-                return true
-            } catch let error as EventLogError where error.code == .closed {
-                return true
-            } catch {
-                return false
-            }
-        }
-        group.addTask {
-            await waitForClose(channel)
-            return false
-        }
-        let first = await group.next() ?? false
-        group.cancelAll()
-        return first
+        _ = try await finished.get()
     }
 }
 
@@ -170,66 +126,6 @@ final class OnceContinuation: Sendable {
             return state.continuation
         }
         continuation?.resume()
-    }
-}
-
-/// Writes SSE frames for a subscription, waiting for the socket to drain (backpressure).
-struct SSESink: SubscriptionSink {
-    typealias Outbound = NIOAsyncChannelOutboundWriter<HTTPServerResponsePart>
-    let outbound: Outbound
-    let channel: any Channel
-    let envelope: Bool
-    let frames: FrameCache
-    let retryMilliseconds: Int
-    let stallTimeout: Duration
-
-    func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
-        var text = ""
-        SSEEncoder.writeRetry(milliseconds: retryMilliseconds, into: &text)
-        let opened = ServerMessage.opened(epoch: epoch, earliest: earliest, head: head, from: from).sseControl
-        if let opened { SSEEncoder.writeControl(opened.event, json: opened.data, into: &text) }
-        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
-        buffer.writeString(text)
-        try await send(buffer)
-    }
-
-    func gap(requested: Int64, earliest: Int64) async throws {
-        try await control(.gap(requested: requested, earliest: earliest))
-    }
-
-    func reset(requested: Int64, head: Int64, epoch: String) async throws {
-        try await control(.reset(requested: requested, head: head, epoch: epoch))
-    }
-
-    func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
-        var buffer = channel.allocator.buffer(capacity: events.count * 128)
-        frames.write(events, envelope: envelope, into: &buffer)
-        try await send(buffer)
-    }
-
-    func caughtUp(position: Int64) async throws {
-        try await control(.caughtUp(head: position))
-    }
-
-    func keepalive() async throws {
-        var buffer = channel.allocator.buffer(capacity: 16)
-        buffer.writeString(SSEEncoder.keepalive)
-        try await send(buffer)
-    }
-
-    private func control(_ message: ServerMessage) async throws {
-        guard let text = message.sseFrame(envelope: envelope) else { return }
-        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
-        buffer.writeString(text)
-        try await send(buffer)
-    }
-
-    /// Writes and waits until the channel takes more. A subscriber that has not drained its socket
-    /// for the stall timeout is disconnected; it can resume with Last-Event-ID.
-    private func send(_ buffer: ByteBuffer) async throws {
-        try await writeWithStallTimeout(channel: channel, timeout: stallTimeout) {
-            try await outbound.write(.body(.byteBuffer(buffer)))
-        }
     }
 }
 

@@ -7,9 +7,9 @@ import Synchronization
 
 /// One WebSocket connection on `/v1/ws`: `subscribe` and `publish` ops in, JSON messages out.
 ///
-/// Three tasks share the connection: the reader (ops, pings, close), the subscription's cursor loop
-/// (the same ``SubscriptionLoop`` as SSE) and the pinger. Writes from all of them go through one
-/// outbound writer that awaits the socket (backpressure).
+/// The reader task handles ops, pings and close; the subscription runs on the channel's event loop (a
+/// ``Subscriber``, as for SSE); the pinger is a task. Every write goes straight to the channel, so the order
+/// of the messages is the order of the writes on the loop.
 struct WebSocketConnection {
     typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
     let server: EventLogServer
@@ -40,12 +40,12 @@ struct WebSocketConnection {
         // token expired in between.
         let caller = try? await Access(server: server).principal(
             head, query: Request(head: head).query)
-        try await channel.executeThenClose { inbound, outbound in
+        try await channel.executeThenClose { inbound, _ in
             let session = WebSocketSession(
-                server: server, channel: underlying, outbound: outbound,
+                server: server, channel: underlying,
                 caller: caller ?? Principal(kind: .anonymous, name: "anonymous", grants: .nothing))
             guard caller != nil else {
-                await session.close(.policyViolation, "the token expired")
+                session.close(.policyViolation, "the token expired")
                 return
             }
             session.watchExpiry()
@@ -54,7 +54,7 @@ struct WebSocketConnection {
                 group.addTask { await session.ping() }
                 group.addTask {
                     await server.waitForShutdown()
-                    await session.close(.goingAway, "the server is shutting down")
+                    session.close(.goingAway, "the server is shutting down")
                 }
                 group.addTask { await waitForClose(underlying) }
                 // Whichever ends first ends the connection.
@@ -68,14 +68,13 @@ struct WebSocketConnection {
 
 /// The state of one WebSocket connection, shared by its tasks.
 final class WebSocketSession: Sendable {
-    typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
     typealias CloseCode = WebSocketConnection.CloseCode
     let server: EventLogServer
     let channel: any Channel
-    let outbound: Outbound
 
     private struct State {
-        var subscription: Task<Void, Never>?
+        /// The current subscription, on the channel's event loop.
+        var subscription: Subscriber?
         /// The selectors of the current subscription, rechecked when the credential changes.
         var selectors: SelectorSet?
         /// Who the socket acts for; an `auth` op replaces it.
@@ -89,16 +88,17 @@ final class WebSocketSession: Sendable {
         var lastPong = ContinuousClock.now
         var closing = false
         var publishesInFlight = 0
+        /// The reader, waiting for a publish slot.
+        var slotWaiter: CheckedContinuation<Void, Never>?
     }
     private let state: Mutex<State>
 
     /// Publishes a connection may have waiting for their commit at once; the reader pauses beyond.
     static let maxPublishesInFlight = 64
 
-    init(server: EventLogServer, channel: any Channel, outbound: Outbound, caller: Principal) {
+    init(server: EventLogServer, channel: any Channel, caller: Principal) {
         self.server = server
         self.channel = channel
-        self.outbound = outbound
         self.state = Mutex(State(caller: caller))
     }
 
@@ -122,9 +122,9 @@ final class WebSocketSession: Sendable {
             } catch let error as NIOWebSocketFrameAggregator.Error {
                 switch error {
                 case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
-                    await close(.messageTooLarge, "the message is over the limit")
+                    close(.messageTooLarge, "the message is over the limit")
                 default:
-                    await close(.protocolError, "bad fragmentation")
+                    close(.protocolError, "bad fragmentation")
                 }
             } catch {
                 // The decoder's own protocol errors were answered by NIO's error handler (1002/1009).
@@ -142,15 +142,15 @@ final class WebSocketSession: Sendable {
             guard let text = data.getString(at: data.readerIndex, length: data.readableBytes),
                 String(validating: data.readableBytesView, as: UTF8.self) != nil
             else {
-                await close(.invalidPayload, "text frames must be valid UTF-8")
+                close(.invalidPayload, "text frames must be valid UTF-8")
                 return .closedByServer
             }
             return await handle(text, publishes: &publishes) ? .more : .closedByServer
         case .binary:
-            await close(.unsupportedData, "binary frames are not supported; send JSON text frames")
+            close(.unsupportedData, "binary frames are not supported; send JSON text frames")
             return .closedByServer
         case .ping:
-            try await outbound.write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
+            await sendFrame(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
             return .more
         case .pong:
             state.withLock { $0.lastPong = .now }
@@ -158,12 +158,12 @@ final class WebSocketSession: Sendable {
         case .connectionClose:
             // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error.
             switch Self.closeFrameProblem(frame.unmaskedData) {
-            case nil: await close(.normal, nil)
-            case .some(let problem): await close(.protocolError, problem)
+            case nil: close(.normal, nil)
+            case .some(let problem): close(.protocolError, problem)
             }
             return .closedByClient
         default:
-            await close(.protocolError, "unexpected frame")
+            close(.protocolError, "unexpected frame")
             return .closedByServer
         }
     }
@@ -235,7 +235,7 @@ final class WebSocketSession: Sendable {
             return state.errors
         }
         if errors > server.configuration.maxWebSocketErrors {
-            await close(.policyViolation, "too many bad messages")
+            close(.policyViolation, "too many bad messages")
             return false
         }
         await send(ServerMessage.webSocketError(code: code, message: message, ref: ref, selector: selector))
@@ -252,7 +252,7 @@ final class WebSocketSession: Sendable {
         case .failure(let failure):
             Access(server: server).logRefusal(failure, path: "/v1/ws", caller: nil)
             await send(ServerMessage.webSocketError(code: failure.code, message: failure.message, ref: ref))
-            await close(.policyViolation, failure.code.rawValue)
+            close(.policyViolation, failure.code.rawValue)
             return false
         case .success(let found):
             principal = found
@@ -298,7 +298,7 @@ final class WebSocketSession: Sendable {
                 } catch {
                     return
                 }
-                await self.close(.policyViolation, "the token expired")
+                self.close(.policyViolation, "the token expired")
             }
         }
         let previous = state.withLock { state -> Task<Void, Never>? in
@@ -310,20 +310,38 @@ final class WebSocketSession: Sendable {
 
     // MARK: Publishing
 
+    /// Takes a publish slot, waiting (without polling) for one of the publishes in flight to finish when all
+    /// are taken.
     private func waitForPublishSlot() async {
-        while true {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let admitted = state.withLock { state -> Bool in
-                guard state.publishesInFlight < Self.maxPublishesInFlight else { return false }
+                guard state.publishesInFlight < Self.maxPublishesInFlight else {
+                    state.slotWaiter = continuation
+                    return false
+                }
                 state.publishesInFlight += 1
                 return true
             }
-            if admitted { return }
-            try? await Task.sleep(for: .milliseconds(1))
+            if admitted { continuation.resume() }
         }
     }
 
+    /// Gives a publish slot back, to the waiting reader if there is one.
+    private func releasePublishSlot() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard let waiter = state.slotWaiter else {
+                state.publishesInFlight -= 1
+                return nil
+            }
+            // The slot passes straight to the reader: the count stays.
+            state.slotWaiter = nil
+            return waiter
+        }
+        waiter?.resume()
+    }
+
     private func publish(_ event: NewEvent, ref: JSONFragment) async {
-        defer { state.withLock { $0.publishesInFlight -= 1 } }
+        defer { releasePublishSlot() }
         if server.isShuttingDown {
             await send(
                 ServerMessage.webSocketError(code: .shuttingDown, message: "the server is shutting down", ref: ref))
@@ -367,46 +385,44 @@ final class WebSocketSession: Sendable {
         case .live: start = .live
         case .after(let id): start = .after(id)
         }
-        let loop = SubscriptionLoop(
-            log: server.log,
-            selectors: selectors,
+        let configuration = server.configuration
+        let cursor = SubscriptionCursor(
             start: start,
-            pageSize: server.configuration.pageSize,
-            keepalive: server.configuration.webSocketPingInterval,
-            metrics: server.metrics
+            resetNotice: resetNotice,
+            pageSize: configuration.pageSize,
+            keepalive: nil,
+            stallTimeout: TimeAmount(configuration.stallTimeout),
+            now: .now()
         )
-        let sink = WebSocketSink(session: self, resetNotice: resetNotice)
-        let task = Task {
-            do {
-                try await loop.run(sink)
-            } catch let error as EventLogError where error.code == .closed {
-                await self.close(.goingAway, "the server is shutting down")
-            } catch {
-                return
-            }
-        }
-        let previous = state.withLock { state -> Task<Void, Never>? in
-            defer {
-                state.subscription = task
+        let (server, channel) = (self.server, self.channel)
+        // On the loop, the old subscription stops before the new one writes anything: nothing of the old one can
+        // follow the new `subscribed`.
+        try? await channel.eventLoop.submit {
+            let previous = self.state.withLock { $0.subscription }
+            previous?.stop()
+            let subscriber = Subscriber(
+                server: server, channel: channel, selectors: selectors, transport: .webSocket(self), cursor: cursor)
+            self.state.withLock { state in
+                state.subscription = subscriber
                 state.selectors = selectors
             }
-            return state.subscription
-        }
-        previous?.cancel()
+            subscriber.start()
+        }.get()
     }
 
     /// Stops the subscription (and, at the end of the connection, the expiry watch).
     func stopSubscription(endingConnection: Bool = false) async {
-        let (task, expiry) = state.withLock { state in
+        let (subscription, expiry) = state.withLock { state in
             defer {
                 state.selectors = nil
+                state.subscription = nil
                 if endingConnection { state.expiry = nil }
             }
             return (state.subscription, endingConnection ? state.expiry : nil)
         }
         expiry?.cancel()
-        task?.cancel()
-        await task?.value
+        guard let subscription else { return }
+        try? await channel.eventLoop.submit { subscription.stop() }.get()
     }
 
     // MARK: Liveness
@@ -421,12 +437,12 @@ final class WebSocketSession: Sendable {
             }
             let silentFor = ContinuousClock.now - state.withLock { $0.lastPong }
             if silentFor > interval * 2 {
-                await close(.policyViolation, "no pong within \(interval * 2)")
+                close(.policyViolation, "no pong within \(interval * 2)")
                 return
             }
             var payload = channel.allocator.buffer(capacity: 8)
             payload.writeInteger(UInt64(silentFor.components.seconds))
-            try? await outbound.write(WebSocketFrame(fin: true, opcode: .ping, data: payload))
+            await sendFrame(WebSocketFrame(fin: true, opcode: .ping, data: payload))
         }
     }
 
@@ -439,16 +455,17 @@ final class WebSocketSession: Sendable {
         await sendFrame(WebSocketFrame(fin: true, opcode: .text, data: buffer))
     }
 
+    /// Writes a frame straight to the channel (in order with the subscription's writes on the loop) and waits
+    /// until the socket took it; a socket that stays unwritable for the stall timeout is closed.
     func sendFrame(_ frame: WebSocketFrame) async {
         let channel = self.channel
-        let outbound = self.outbound
         try? await writeWithStallTimeout(channel: channel, timeout: server.configuration.stallTimeout) {
-            try await outbound.write(frame)
+            try await channel.writeAndFlush(frame)
         }
     }
 
-    /// Sends a close frame (once) and closes the connection.
-    func close(_ code: CloseCode, _ reason: String?) async {
+    /// Sends a close frame (once) and closes our side of the connection.
+    func close(_ code: CloseCode, _ reason: String?) {
         let first = state.withLock { state -> Bool in
             defer { state.closing = true }
             return !state.closing
@@ -457,58 +474,10 @@ final class WebSocketSession: Sendable {
         var data = channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
         data.writeInteger(code.rawValue)
         if let reason { data.writeString(String(reason.utf8.prefix(120)) ?? "") }
-        try? await outbound.write(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
+        let channel = self.channel
         // Only our side: the reader may still have to drain what the client sent meanwhile (see linger).
-        try? await channel.close(mode: .output)
-    }
-}
-
-/// Writes subscription messages as WebSocket JSON frames, each event with a fresh resume token.
-struct WebSocketSink: SubscriptionSink {
-    let session: WebSocketSession
-    let resetNotice: Int64?
-
-    private var tokens: ResumeTokenCodec { session.server.tokens }
-
-    func open(epoch: String, earliest: Int64, head: Int64, from: Int64) async throws {
-        try await send(
-            .opened(
-                epoch: epoch, earliest: earliest, head: head, from: from, resumeToken: tokens.encode(position: from)))
-        if let resetNotice { try await reset(requested: resetNotice, head: head, epoch: epoch) }
-    }
-
-    func gap(requested: Int64, earliest: Int64) async throws {
-        try await send(.gap(requested: requested, earliest: earliest))
-    }
-
-    func reset(requested: Int64, head: Int64, epoch: String) async throws {
-        try await send(.reset(requested: requested, head: head, epoch: epoch))
-    }
-
-    func deliver(_ events: [Event], position: Int64, replayed: Bool) async throws {
-        for event in events {
-            try await send(.event(event, resumeToken: tokens.encode(position: event.id)))
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
+            channel.close(mode: .output, promise: nil)
         }
-        session.server.metrics.webSocketDelivered(events.count)
-    }
-
-    func caughtUp(position: Int64) async throws {
-        try await send(.caughtUp(head: position, resumeToken: tokens.encode(position: position)))
-    }
-
-    private func send(_ message: ServerMessage) async throws {
-        try check()
-        guard let text = message.webSocketText else { return }
-        await session.send(text)
-    }
-
-    func keepalive() async throws {
-        try check()
-    }
-
-    /// Ends the loop when the connection is gone (writes to a closed channel are dropped silently).
-    private func check() throws {
-        try Task.checkCancellation()
-        guard session.channel.isActive else { throw CancellationError() }
     }
 }

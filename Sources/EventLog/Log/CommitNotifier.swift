@@ -1,11 +1,24 @@
 import Synchronization
 
+/// What the log tells its commit listeners (``EventLog/addCommitListener(_:)``). Listeners are called on the
+/// writer (or the caller of ``EventLog/refreshBounds()``), after the tail holds the events, so a read made once
+/// the signal arrives sees them.
+public enum CommitSignal: Sendable {
+    /// These events (ids ascending) were committed; the head is now `head`.
+    case committed([Event], head: Int64)
+    /// Something that can concern any subscriber changed (another process wrote, maintenance removed rows).
+    case changed(head: Int64)
+    /// Subscriptions end: the server is shutting down or the log closed.
+    case closed
+}
+
 /// Wakes the subscribers that wait for a commit touching their selectors.
 ///
-/// Waiters are indexed by exact topic, by prefix and for `*`, so a commit wakes only the waiters it
-/// concerns. The notifier keeps its own `head` under the same lock as the waiters: a waiter whose
-/// position is already below it returns at once, so a commit that lands between a reader's last
-/// read and its wait is never missed.
+/// Two kinds of subscribers: awaiting readers (``wait(after:selectors:)``, used by followers such as the CLI),
+/// indexed by selector so a commit wakes only those it concerns, and listeners (a server's event loops), each
+/// called once per commit to wake the subscribers it keeps itself. The notifier keeps its own `head` under the
+/// same lock as the waiters: a waiter whose position is already below it returns at once, so a commit that
+/// lands between a reader's last read and its wait is never missed.
 final class CommitNotifier: Sendable {
     /// Why a wait ended without a matching commit.
     enum WaitError: Error {
@@ -13,31 +26,24 @@ final class CommitNotifier: Sendable {
         case closed
     }
 
-    private struct Waiter {
-        let continuation: CheckedContinuation<Void, Error>
-        let selectors: SelectorSet
-    }
-
     private struct State {
         var head: Int64
         var closed = false
         var nextID: UInt64 = 0
-        var waiters: [UInt64: Waiter] = [:]
-        var exact: [String: Set<UInt64>] = [:]
-        var prefix: [String: Set<UInt64>] = [:]
-        var all: Set<UInt64> = []
+        var continuations: [UInt64: CheckedContinuation<Void, Error>] = [:]
+        var index = SelectorIndex<UInt64>()
         var cancelledBeforeRegistration: Set<UInt64> = []
+        var listeners: [UInt64: @Sendable (CommitSignal) -> Void] = [:]
 
-        mutating func remove(_ id: UInt64) -> Waiter? {
-            guard let waiter = waiters.removeValue(forKey: id) else { return nil }
-            for selector in waiter.selectors.selectors {
-                switch selector {
-                case .all: all.remove(id)
-                case .topic(let topic): exact.removeEntry(id, for: topic)
-                case .prefix(let value): prefix.removeEntry(id, for: value)
-                }
-            }
-            return waiter
+        mutating func remove(_ id: UInt64) -> CheckedContinuation<Void, Error>? {
+            index.remove(id)
+            return continuations.removeValue(forKey: id)
+        }
+
+        mutating func removeAllWaiters() -> [CheckedContinuation<Void, Error>] {
+            _ = index.removeAll()
+            defer { continuations.removeAll() }
+            return Array(continuations.values)
         }
     }
 
@@ -47,8 +53,24 @@ final class CommitNotifier: Sendable {
         state = Mutex(State(head: head))
     }
 
-    /// Number of subscribers waiting now.
-    var waiterCount: Int { state.withLock { $0.waiters.count } }
+    /// Number of awaiting readers now.
+    var waiterCount: Int { state.withLock { $0.continuations.count } }
+
+    /// Calls `listener` with every later signal until ``removeListener(_:)``; a listener added after
+    /// ``close()`` is told `closed` at once.
+    func addListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> UInt64 {
+        let (id, closed) = state.withLock { state -> (UInt64, Bool) in
+            state.nextID += 1
+            state.listeners[state.nextID] = listener
+            return (state.nextID, state.closed)
+        }
+        if closed { listener(.closed) }
+        return id
+    }
+
+    func removeListener(_ id: UInt64) {
+        _ = state.withLock { $0.listeners.removeValue(forKey: id) }
+    }
 
     /// Returns when an event with an id above `position` that matches `selectors` may have been
     /// committed. It can return early (after any commit the notifier cannot rule out); callers read
@@ -66,14 +88,8 @@ final class CommitNotifier: Sendable {
                     if state.cancelledBeforeRegistration.remove(id) != nil { return .cancelled }
                     if state.closed { return .closed }
                     if state.head > position { return .ready }
-                    state.waiters[id] = Waiter(continuation: continuation, selectors: selectors)
-                    for selector in selectors.selectors {
-                        switch selector {
-                        case .all: state.all.insert(id)
-                        case .topic(let topic): state.exact[topic, default: []].insert(id)
-                        case .prefix(let prefix): state.prefix[prefix, default: []].insert(id)
-                        }
-                    }
+                    state.continuations[id] = continuation
+                    state.index.insert(id, selectors: selectors)
                     return .wait
                 }
                 switch outcome {
@@ -84,12 +100,12 @@ final class CommitNotifier: Sendable {
                 }
             }
         } onCancel: {
-            let waiter = state.withLock { state -> Waiter? in
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Error>? in
                 if let waiter = state.remove(id) { return waiter }
                 state.cancelledBeforeRegistration.insert(id)
                 return nil
             }
-            waiter?.continuation.resume(throwing: CancellationError())
+            waiter?.resume(throwing: CancellationError())
         }
         // A cancellation that raced with a wake-up leaves a stale mark behind; clear it.
         _ = state.withLock { $0.cancelledBeforeRegistration.remove(id) }
@@ -97,56 +113,35 @@ final class CommitNotifier: Sendable {
 
     /// Records a commit of `events` (ids ascending) up to `head` and wakes the waiters they concern.
     func committed(_ events: [Event], head: Int64) {
-        let woken = state.withLock { state -> [Waiter] in
+        let (woken, listeners) = state.withLock { state in
             state.head = max(state.head, head)
-            guard !state.waiters.isEmpty else { return [] }
-            var ids: Set<UInt64> = state.all
-            var seenTopics: Set<String> = []
-            for event in events where seenTopics.insert(event.topic).inserted {
-                if let exact = state.exact[event.topic] { ids.formUnion(exact) }
-                guard !state.prefix.isEmpty else { continue }
-                // Every proper prefix of the topic that ends before a '/'.
-                let utf8 = event.topic.utf8
-                var index = utf8.startIndex
-                while index != utf8.endIndex {
-                    if utf8[index] == UInt8(ascii: "/") {
-                        let prefix = String(event.topic[..<index])
-                        if let matched = state.prefix[prefix] { ids.formUnion(matched) }
-                    }
-                    index = utf8.index(after: index)
-                }
-            }
-            return ids.compactMap { state.remove($0) }
+            let woken = state.index.removeMatching(events).compactMap { state.continuations.removeValue(forKey: $0) }
+            return (woken, Array(state.listeners.values))
         }
-        for waiter in woken { waiter.continuation.resume() }
+        for waiter in woken { waiter.resume() }
+        for listener in listeners { listener(.committed(events, head: head)) }
     }
 
     /// Wakes every waiter, for changes that can concern anyone (another process wrote, retention ran).
     func wakeAll(head: Int64) {
-        let woken = state.withLock { state -> [Waiter] in
+        let (woken, listeners) = state.withLock { state in
             state.head = max(state.head, head)
-            return Array(state.waiters.keys).compactMap { state.remove($0) }
+            return (state.removeAllWaiters(), Array(state.listeners.values))
         }
-        for waiter in woken { waiter.continuation.resume() }
+        for waiter in woken { waiter.resume() }
+        for listener in listeners { listener(.changed(head: head)) }
     }
 
     /// Ends every wait with ``WaitError/closed``, now and from now on.
     func close() {
-        let woken = state.withLock { state -> [Waiter] in
+        let (woken, listeners) = state.withLock { state in
             state.closed = true
-            return Array(state.waiters.keys).compactMap { state.remove($0) }
+            return (state.removeAllWaiters(), Array(state.listeners.values))
         }
-        for waiter in woken { waiter.continuation.resume(throwing: WaitError.closed) }
+        for waiter in woken { waiter.resume(throwing: WaitError.closed) }
+        for listener in listeners { listener(.closed) }
     }
 
-    /// Lets waits start again after ``close()`` (used when a server reopens streams); not normally needed.
+    /// True once ``close()`` ran.
     var isClosed: Bool { state.withLock { $0.closed } }
-}
-
-extension Dictionary where Value == Set<UInt64> {
-    fileprivate mutating func removeEntry(_ id: UInt64, for key: Key) {
-        guard var set = self[key] else { return }
-        set.remove(id)
-        self[key] = set.isEmpty ? nil : set
-    }
 }

@@ -168,21 +168,52 @@ public final class EventLog: Sendable {
     /// Recent positions are answered from memory; older ones from the store within one read
     /// transaction, so `head`, `earliest` and the rows are one consistent snapshot.
     public func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> Page {
-        let limit = max(1, limit)
-        guard !state.withLock({ $0.closed }) else { throw EventLogError.closed }
-        if selectors.isEmpty {
-            let (earliest, head) = state.withLock { ($0.earliest, $0.tail.head) }
-            return Page(events: [], next: max(position, head), head: head, earliest: earliest)
-        }
-        if let page = state.withLock({ state -> Page? in
-            guard let found = state.tail.read(after: position, selectors: selectors, limit: limit) else { return nil }
-            return Page(events: found.events, next: found.next, head: state.tail.head, earliest: state.earliest)
-        }) {
-            return page
-        }
-        let page = try await store.read(after: position, selectors: selectors, limit: limit)
+        if let page = try readTail(after: position, selectors: selectors, limit: limit) { return page }
+        let page = try await store.read(after: position, selectors: selectors, limit: max(1, limit))
         state.withLock { $0.earliest = max($0.earliest, page.earliest) }
         return page
+    }
+
+    /// The page after `position` from the in-memory tail, without waiting for anything; `nil` when the tail
+    /// does not cover `position` (read it from the store with ``read(after:selectors:limit:completion:)``).
+    /// Throws ``EventLogError/Code/closed`` once the log is closed.
+    ///
+    /// The tail is copied under the lock (two references) and scanned outside it, so the writer never waits
+    /// for a reader.
+    public func readTail(after position: Int64, selectors: SelectorSet, limit: Int) throws(EventLogError) -> Page? {
+        let (tail, earliest, closed) = state.withLock { ($0.tail, $0.earliest, $0.closed) }
+        guard !closed else { throw EventLogError.closed }
+        guard !selectors.isEmpty else {
+            return Page(events: [], next: max(position, tail.head), head: tail.head, earliest: earliest)
+        }
+        guard let found = tail.read(after: position, selectors: selectors, limit: max(1, limit)) else { return nil }
+        return Page(events: found.events, next: found.next, head: tail.head, earliest: earliest)
+    }
+
+    /// Reads the page after `position` from the store, on one of its reader threads, and calls `completion`
+    /// there with it. For callers that are not Swift tasks (a server's event loop); others use
+    /// ``read(after:selectors:limit:)``.
+    public func read(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<Page, EventLogError>) -> Void
+    ) {
+        store.read(after: position, selectors: selectors, limit: max(1, limit)) { result in
+            if case .success(let page) = result {
+                self.state.withLock { $0.earliest = max($0.earliest, page.earliest) }
+            }
+            completion(result)
+        }
+    }
+
+    /// Calls `listener` after every commit and every change that can concern subscribers, until
+    /// ``removeCommitListener(_:)``. A server's event loops use it to wake the subscribers they keep.
+    public func addCommitListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> UInt64 {
+        notifier.addListener(listener)
+    }
+
+    /// Stops calling a listener added with ``addCommitListener(_:)``.
+    public func removeCommitListener(_ id: UInt64) {
+        notifier.removeListener(id)
     }
 
     /// Waits until an event above `position` matching `selectors` may have been committed. May

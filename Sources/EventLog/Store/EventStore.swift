@@ -32,8 +32,10 @@ protocol EventStore: AnyObject, Sendable {
     func sync() async throws -> StoreBounds
 
     /// Events with ids above `position` that match `selectors`, ascending, at most `limit`, with the
-    /// head and earliest of the same snapshot.
-    func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> HistoryPage
+    /// head and earliest of the same snapshot. `completion` runs on the store's reader thread.
+    func read(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void)
 
     /// The newest `count` events that match `selectors`, ascending by id.
     func latest(_ count: Int, selectors: SelectorSet) async throws -> [Event]
@@ -62,6 +64,15 @@ protocol EventStore: AnyObject, Sendable {
 
     /// Lets queued appends commit, then closes every connection.
     func close() async
+}
+
+extension EventStore {
+    /// ``read(after:selectors:limit:completion:)`` for a Swift task.
+    func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> HistoryPage {
+        try await withCheckedThrowingContinuation { continuation in
+            read(after: position, selectors: selectors, limit: limit) { continuation.resume(with: $0) }
+        }
+    }
 }
 
 /// What a store tells its log. Both calls come from the store's writer.

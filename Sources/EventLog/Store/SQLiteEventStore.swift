@@ -19,7 +19,7 @@ final class SQLiteEventStore: EventStore {
     let identity: StoreIdentity
     /// `nil` when opened read-only.
     private let writer: Writer?
-    private let readers: SQLiteThreads<ConnectionJob>
+    let readers: SQLiteThreads<ConnectionJob>
     /// Started with the writer; stopped after it.
     private let checkpointer: Checkpointer?
 

@@ -1,10 +1,26 @@
 /// The reads of a ``SQLiteEventStore``, each on a reader thread, and the SQL they share with the writer
 /// and maintenance: the event columns, row decoding and the bounds.
 extension SQLiteEventStore {
-    func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> HistoryPage {
-        try await withReader { connection in
-            try Self.readPage(connection, after: position, selectors: selectors, limit: limit)
-        }
+    func read(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
+    ) {
+        let accepted = readers.submit(
+            ConnectionJob { connection in
+                completion(
+                    Result { () throws(EventLogError) -> HistoryPage in
+                        do {
+                            return try Self.readPage(connection, after: position, selectors: selectors, limit: limit)
+                        } catch let error as EventLogError {
+                            throw error
+                        } catch let error as SQLiteError {
+                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error.message)")
+                        } catch {
+                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error)")
+                        }
+                    })
+            })
+        if !accepted { completion(.failure(.closed)) }
     }
 
     func latest(_ count: Int, selectors: SelectorSet) async throws -> [Event] {

@@ -1,0 +1,285 @@
+import EventLog
+import NIOCore
+import NIOHTTP1
+import NIOWebSocket
+
+/// One subscription on its channel's event loop: the driver of a ``SubscriptionCursor``.
+///
+/// It performs what the cursor asks: reads from the in-memory tail on the loop, from the store on a reader
+/// thread (the page is handed back to the loop), writes one output at a time while the channel is writable,
+/// and waits for commits through its loop's ``SubscriberHub``. No Swift task is kept per subscriber. Everything
+/// here runs on `channel.eventLoop`.
+final class Subscriber: @unchecked Sendable {
+    /// How outputs become bytes on the channel.
+    enum Transport {
+        /// An SSE response body; `head` is written first.
+        case sse(head: HTTPResponseHead, envelope: Bool, retryMilliseconds: Int)
+        /// WebSocket text messages on a session's socket.
+        case webSocket(WebSocketSession)
+    }
+
+    let channel: any Channel
+    let selectors: SelectorSet
+    private let hub: SubscriberHub
+    private let server: EventLogServer
+    private let transport: Transport
+    private var cursor: SubscriptionCursor
+    private let ended: EventLoopPromise<SubscriptionCursor.Ending?>
+
+    /// Completes when the subscription is over: with its ending, or `nil` when it was stopped (the channel
+    /// closed, or a WebSocket subscription was replaced).
+    var finished: EventLoopFuture<SubscriptionCursor.Ending?> { ended.futureResult }
+
+    init(
+        server: EventLogServer, channel: any Channel, selectors: SelectorSet, transport: Transport,
+        cursor: SubscriptionCursor
+    ) {
+        self.server = server
+        self.channel = channel
+        self.selectors = selectors
+        self.transport = transport
+        self.cursor = cursor
+        self.hub = server.hubs.hub(for: channel.eventLoop)
+        self.ended = channel.eventLoop.makePromise()
+    }
+
+    /// Starts the subscription. On the channel's loop.
+    func start() {
+        channel.eventLoop.assertInEventLoop()
+        guard channel.isActive else {
+            cursor.cancel()
+            ended.succeed(nil)
+            return
+        }
+        if case .sse(let head, _, _) = transport {
+            server.metrics.responded(status: 200)
+            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+            // A WebSocket session stops its subscriptions itself; one hook per subscription would pile up on a
+            // socket that subscribes again and again.
+            channel.closeFuture.whenComplete { _ in self.stop() }
+        }
+        WritabilityHandler.install(on: channel, for: self)
+        if !hub.add(self) { cursor.shutdown() }
+        pump()
+    }
+
+    /// Ends the subscription without a word: the channel closed, or the socket subscribes anew.
+    func stop() {
+        channel.eventLoop.assertInEventLoop()
+        guard !cursor.isEnded else { return }
+        cursor.cancel()
+        hub.remove(self)
+        ended.succeed(nil)
+    }
+
+    // MARK: Inputs
+
+    func committed() {
+        cursor.committed()
+        pump()
+    }
+
+    func tick(now: NIODeadline) {
+        cursor.tick(now: now)
+        pump()
+    }
+
+    func shutdown() {
+        cursor.shutdown()
+        pump()
+    }
+
+    func writable() {
+        pump()
+    }
+
+    // MARK: Driving the cursor
+
+    /// Does what the cursor asks until it has nothing to do now.
+    private func pump() {
+        var wrote = false
+        defer { if wrote { channel.flush() } }
+        while true {
+            switch cursor.next(now: .now(), writable: channel.isWritable) {
+            case .idle:
+                return
+            case .write(let output):
+                write(output)
+                wrote = true
+            case .fetchBounds:
+                fetchBounds()
+            case .read(let position, let limit):
+                do {
+                    if let page = try server.log.readTail(after: position, selectors: selectors, limit: limit) {
+                        cursor.pageRead(page)
+                    } else {
+                        readFromStore(after: position, limit: limit)
+                    }
+                } catch {
+                    cursor.readFailed(error)
+                }
+            case .wait(let position):
+                switch hub.wait(self, after: position, selectors: selectors) {
+                case .waiting: break
+                case .readAgain: cursor.committed()
+                case .closed: cursor.shutdown()
+                }
+            case .end(let ending):
+                if wrote { channel.flush() }
+                wrote = false
+                hub.remove(self)
+                let ended = self.ended
+                if let written = finish(ending) {
+                    written.whenComplete { _ in ended.succeed(ending) }
+                } else {
+                    ended.succeed(ending)
+                }
+                return
+            }
+        }
+    }
+
+    private func fetchBounds() {
+        let log = server.log
+        channel.eventLoop.makeFutureWithTask { try await log.refreshBounds() }.whenComplete { result in
+            switch result {
+            case .success(let bounds):
+                self.cursor.boundsFetched(epoch: log.epoch, earliest: bounds.earliest, head: bounds.head)
+            case .failure(let error as EventLogError):
+                self.cursor.readFailed(error)
+            case .failure(let error):
+                self.cursor.readFailed(EventLogError(.storageUnavailable, "the store cannot read: \(error)"))
+            }
+            self.pump()
+        }
+    }
+
+    private func readFromStore(after position: Int64, limit: Int) {
+        let eventLoop = channel.eventLoop
+        server.log.read(after: position, selectors: selectors, limit: limit) { result in
+            eventLoop.execute {
+                switch result {
+                case .success(let page): self.cursor.pageRead(page)
+                case .failure(let error): self.cursor.readFailed(error)
+                }
+                self.pump()
+            }
+        }
+    }
+
+    // MARK: Writing
+
+    private func write(_ output: SubscriptionCursor.Output) {
+        switch transport {
+        case .sse(_, let envelope, let retryMilliseconds):
+            writeSSE(output, envelope: envelope, retryMilliseconds: retryMilliseconds)
+        case .webSocket(let session):
+            writeWebSocket(output, session: session)
+        }
+    }
+
+    private func writeSSE(_ output: SubscriptionCursor.Output, envelope: Bool, retryMilliseconds: Int) {
+        let buffer: ByteBuffer
+        switch output {
+        case .event(let event, let replayed):
+            buffer = server.frames.frame(event, envelope ? .sseEnvelope : .sse)
+            server.metrics.delivered(1, replayed: replayed)
+        case .keepalive:
+            buffer = Self.sseKeepalive
+        case .opened(let epoch, let earliest, let head, let from):
+            var text = ""
+            SSEEncoder.writeRetry(milliseconds: retryMilliseconds, into: &text)
+            if let opened = ServerMessage.opened(epoch: epoch, earliest: earliest, head: head, from: from).sseControl {
+                SSEEncoder.writeControl(opened.event, json: opened.data, into: &text)
+            }
+            buffer = ByteBuffer(string: text)
+        case .reset(let requested, let head, let epoch):
+            buffer = Self.sseControl(.reset(requested: requested, head: head, epoch: epoch), envelope: envelope)
+        case .gap(let requested, let earliest):
+            buffer = Self.sseControl(.gap(requested: requested, earliest: earliest), envelope: envelope)
+        case .caughtUp(let position):
+            buffer = Self.sseControl(.caughtUp(head: position), envelope: envelope)
+        }
+        guard buffer.readableBytes > 0 else { return }
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+    }
+
+    private static let sseKeepalive = ByteBuffer(string: SSEEncoder.keepalive)
+
+    private static func sseControl(_ message: ServerMessage, envelope: Bool) -> ByteBuffer {
+        ByteBuffer(string: message.sseFrame(envelope: envelope) ?? "")
+    }
+
+    private func writeWebSocket(_ output: SubscriptionCursor.Output, session: WebSocketSession) {
+        let tokens = server.tokens
+        let buffer: ByteBuffer
+        switch output {
+        case .event(let event, let replayed):
+            buffer = server.frames.frame(event, .webSocket)
+            server.metrics.delivered(1, replayed: replayed)
+            server.metrics.webSocketDelivered(1)
+        case .keepalive:
+            return
+        case .opened(let epoch, let earliest, let head, let from):
+            buffer = Self.text(
+                .opened(
+                    epoch: epoch, earliest: earliest, head: head, from: from,
+                    resumeToken: tokens.encode(position: from)))
+        case .reset(let requested, let head, let epoch):
+            buffer = Self.text(.reset(requested: requested, head: head, epoch: epoch))
+        case .gap(let requested, let earliest):
+            buffer = Self.text(.gap(requested: requested, earliest: earliest))
+        case .caughtUp(let position):
+            buffer = Self.text(.caughtUp(head: position, resumeToken: tokens.encode(position: position)))
+        }
+        channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+    }
+
+    private static func text(_ message: ServerMessage) -> ByteBuffer {
+        ByteBuffer(string: message.webSocketText ?? "")
+    }
+
+    /// What the transport does at the end; returns the write to wait for, if any.
+    private func finish(_ ending: SubscriptionCursor.Ending) -> EventLoopFuture<Void>? {
+        switch (transport, ending) {
+        case (.sse, .shutdown), (.sse, .expired):
+            // End the response cleanly: the client reconnects (elsewhere, or with a fresh token) with its
+            // Last-Event-ID.
+            return channel.writeAndFlush(HTTPServerResponsePart.end(nil))
+        case (_, .stalled):
+            // A subscriber that has not drained its socket for the stall timeout; it can resume.
+            channel.close(promise: nil)
+        case (.sse, .failed):
+            channel.close(promise: nil)
+        case (.webSocket(let session), .shutdown):
+            session.close(.goingAway, "the server is shutting down")
+        case (.webSocket, .expired), (.webSocket, .failed):
+            // The session watches its token itself; a failed read stops only the subscription.
+            break
+        }
+        return nil
+    }
+}
+
+/// Tells the channel's current subscriber when the channel takes writes again (the backpressure of
+/// ``Subscriber``). One per channel; a WebSocket that subscribes anew points it at the new subscriber.
+final class WritabilityHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = NIOAny
+    private weak var subscriber: Subscriber?
+
+    static func install(on channel: any Channel, for subscriber: Subscriber) {
+        let pipeline = channel.pipeline.syncOperations
+        if let existing = try? pipeline.handler(type: WritabilityHandler.self) {
+            existing.subscriber = subscriber
+            return
+        }
+        let handler = WritabilityHandler()
+        handler.subscriber = subscriber
+        try? pipeline.addHandler(handler, position: .first)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { subscriber?.writable() }
+        context.fireChannelWritabilityChanged()
+    }
+}

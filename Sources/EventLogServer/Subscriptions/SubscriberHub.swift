@@ -1,0 +1,145 @@
+import EventLog
+import NIOCore
+import Synchronization
+
+/// The subscribers that live on one event loop, and what wakes them.
+///
+/// There is one hub per event loop of the server. A commit reaches a hub as one task scheduled on its loop
+/// (not one continuation per subscriber); the hub then wakes the subscribers whose selectors the commit
+/// concerns, from its ``SelectorIndex``. One repeated timer per hub sweeps its subscribers for keepalives,
+/// stalls and deadlines, instead of a timer each. Everything here runs on the hub's loop.
+final class SubscriberHub: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private let sweepInterval: TimeAmount
+    /// Subscribers, read from the writer thread to skip hubs that have none.
+    private let population = Atomic<Int>(0)
+
+    // Loop-bound state (the class is `@unchecked Sendable` for it: every access asserts the loop).
+    private var subscribers: [ObjectIdentifier: Subscriber] = [:]
+    private var waiting = SelectorIndex<ObjectIdentifier>()
+    /// The newest head a signal announced on this loop.
+    private var head: Int64
+    private var closed = false
+    private var sweep: RepeatedTask?
+
+    init(eventLoop: any EventLoop, head: Int64, sweepInterval: TimeAmount) {
+        self.eventLoop = eventLoop
+        self.head = head
+        self.sweepInterval = sweepInterval
+    }
+
+    /// Called by the log's commit listener, on the writer: one task on this hub's loop per signal, and none
+    /// when the hub has no subscribers (a subscriber added later reads what this commit wrote).
+    func post(_ signal: CommitSignal) {
+        if case .committed = signal, population.load(ordering: .relaxed) == 0 { return }
+        eventLoop.execute { self.handle(signal) }
+    }
+
+    private func handle(_ signal: CommitSignal) {
+        eventLoop.assertInEventLoop()
+        let woken: [ObjectIdentifier]
+        switch signal {
+        case .committed(let events, let newHead):
+            head = max(head, newHead)
+            woken = waiting.removeMatching(events)
+        case .changed(let newHead):
+            head = max(head, newHead)
+            woken = waiting.removeAll()
+        case .closed:
+            guard !closed else { return }
+            closed = true
+            _ = waiting.removeAll()
+            for subscriber in Array(subscribers.values) { subscriber.shutdown() }
+            return
+        }
+        for id in woken { subscribers[id]?.committed() }
+    }
+
+    /// Adds a subscriber (before its first read). Returns false when subscriptions have ended (shutdown).
+    func add(_ subscriber: Subscriber) -> Bool {
+        eventLoop.assertInEventLoop()
+        subscribers[ObjectIdentifier(subscriber)] = subscriber
+        population.add(1, ordering: .relaxed)
+        if sweep == nil {
+            sweep = eventLoop.scheduleRepeatedTask(initialDelay: sweepInterval, delay: sweepInterval) { _ in
+                self.sweepSubscribers()
+            }
+        }
+        return !closed
+    }
+
+    /// Removes a subscriber that ended.
+    func remove(_ subscriber: Subscriber) {
+        eventLoop.assertInEventLoop()
+        let id = ObjectIdentifier(subscriber)
+        waiting.remove(id)
+        guard subscribers.removeValue(forKey: id) != nil else { return }
+        population.subtract(1, ordering: .relaxed)
+        if subscribers.isEmpty {
+            sweep?.cancel()
+            sweep = nil
+        }
+    }
+
+    /// What ``wait(_:after:selectors:)`` did.
+    enum Wait {
+        /// The subscriber is registered; ``Subscriber/committed()`` comes with a commit that may concern it.
+        case waiting
+        /// A commit it may not have seen is already known here: read again now.
+        case readAgain
+        /// Subscriptions have ended.
+        case closed
+    }
+
+    /// Registers `subscriber` for a commit above `position`.
+    func wait(_ subscriber: Subscriber, after position: Int64, selectors: SelectorSet) -> Wait {
+        eventLoop.assertInEventLoop()
+        if closed { return .closed }
+        guard head <= position else { return .readAgain }
+        waiting.insert(ObjectIdentifier(subscriber), selectors: selectors)
+        return .waiting
+    }
+
+    /// Subscribers on this loop now (for tests and metrics).
+    var count: Int { population.load(ordering: .relaxed) }
+
+    private func sweepSubscribers() {
+        let now = NIODeadline.now()
+        for subscriber in Array(subscribers.values) { subscriber.tick(now: now) }
+    }
+}
+
+/// Every hub of a server, one per event loop of its group, fed by one commit listener on the log.
+final class SubscriberHubs: Sendable {
+    private let hubs: [ObjectIdentifier: SubscriberHub]
+    private let listener: UInt64
+    private let log: EventLog
+
+    init(group: any EventLoopGroup, log: EventLog, sweepInterval: TimeAmount) {
+        var hubs: [ObjectIdentifier: SubscriberHub] = [:]
+        for loop in group.makeIterator() {
+            hubs[ObjectIdentifier(loop)] = SubscriberHub(eventLoop: loop, head: log.head, sweepInterval: sweepInterval)
+        }
+        let all = Array(hubs.values)
+        self.hubs = hubs
+        self.log = log
+        listener = log.addCommitListener { signal in
+            for hub in all { hub.post(signal) }
+        }
+    }
+
+    deinit {
+        log.removeCommitListener(listener)
+    }
+
+    /// The hub of `eventLoop`.
+    func hub(for eventLoop: any EventLoop) -> SubscriberHub {
+        guard let hub = hubs[ObjectIdentifier(eventLoop)] else {
+            preconditionFailure("a channel on an event loop outside the server's group")
+        }
+        return hub
+    }
+
+    /// Subscribers on every loop.
+    var count: Int { hubs.values.reduce(0) { $0 + $1.count } }
+}

@@ -1,0 +1,242 @@
+import EventLog
+import NIOCore
+
+/// The cursor of one subscription (ARCHITECTURE.md, "The read path"), as a state machine with no I/O.
+///
+/// A subscriber is `(position, selectors)`. It reads the page after its position, writes it, advances, and
+/// when nothing is left waits for a commit that concerns its selectors. Replay and live are the same loop, so
+/// nothing is missed or sent twice at the boundary, whatever is published meanwhile.
+///
+/// The driver (``Subscriber``, on its channel's event loop) feeds in what happened (bounds fetched, a page read,
+/// a commit, a timer tick, shutdown) and asks ``next(now:writable:)`` what to do, one step at a time, until the
+/// answer is ``Action/idle`` or a wait. Writes are handed out one output at a time and only while the channel
+/// is writable, so a subscriber that stops reading holds at most one page of event references (the encoded
+/// frames are shared) and whatever its channel buffered below the high-water mark.
+struct SubscriptionCursor {
+    /// What the subscriber is told, in order.
+    enum Output: Equatable, Sendable {
+        /// The first message: the log's epoch and range, and where this subscription starts.
+        case opened(epoch: String, earliest: Int64, head: Int64, from: Int64)
+        /// The requested position is above the head (another epoch, a restored log).
+        case reset(requested: Int64, head: Int64, epoch: String)
+        /// Events after `requested` were removed before they were sent; the stream goes on from `earliest`.
+        case gap(requested: Int64, earliest: Int64)
+        /// One event; `replayed` until the cursor has caught up once.
+        case event(Event, replayed: Bool)
+        /// The cursor reached the head for the first time.
+        case caughtUp(position: Int64)
+        /// Nothing was sent for the keepalive interval.
+        case keepalive
+    }
+
+    /// Why a subscription ends.
+    enum Ending: Equatable, Sendable {
+        /// The channel stayed unwritable with something to send for the stall timeout.
+        case stalled
+        /// The server is shutting down or the log closed: end the stream cleanly.
+        case shutdown
+        /// The deadline passed (the caller's token expired): end the stream cleanly.
+        case expired
+        /// A read failed.
+        case failed(EventLogError)
+    }
+
+    /// One step for the driver.
+    enum Action: Equatable, Sendable {
+        /// Read the log's bounds, then call ``boundsFetched(epoch:earliest:head:)``.
+        case fetchBounds
+        /// Write this output (the driver flushes when it next gets `idle` or a wait).
+        case write(Output)
+        /// Read the page after `after`, then call ``pageRead(_:)`` (or ``readFailed(_:)``).
+        case read(after: Int64, limit: Int)
+        /// Register for a commit above `after`; call ``committed()`` when one may concern this subscriber.
+        case wait(after: Int64)
+        /// Nothing to do until the next input.
+        case idle
+        /// Stop: the subscription is over.
+        case end(Ending)
+    }
+
+    private enum Phase: Equatable {
+        case needsBounds, fetchingBounds, needsRead, reading, needsWait, waiting, ended
+    }
+
+    let start: CursorStart
+    /// A position from another epoch's resume token, announced with `reset` after `opened`.
+    let resetNotice: Int64?
+    let pageSize: Int
+    /// `nil`: no keepalive output (WebSocket pings are the socket's own).
+    let keepalive: TimeAmount?
+    let stallTimeout: TimeAmount
+    /// When the subscription ends by itself (the caller's token expires), if it does.
+    let deadline: NIODeadline?
+
+    private var phase = Phase.needsBounds
+    /// What the subscriber has been sent up to (the id of its last event, or where it started).
+    private(set) var position: Int64 = 0
+    private(set) var caughtUp = false
+    private var outbox: [Output] = []
+    private var sent = 0
+    private var lastWrite: NIODeadline
+    /// Since when the cursor has had something to do that the channel's backpressure held back.
+    private var blockedSince: NIODeadline?
+    private var ending: Ending?
+
+    init(
+        start: CursorStart, resetNotice: Int64? = nil, pageSize: Int, keepalive: TimeAmount?,
+        stallTimeout: TimeAmount, deadline: NIODeadline? = nil, now: NIODeadline
+    ) {
+        self.start = start
+        self.resetNotice = resetNotice
+        self.pageSize = max(1, pageSize)
+        self.keepalive = keepalive
+        self.stallTimeout = stallTimeout
+        self.deadline = deadline
+        self.lastWrite = now
+    }
+
+    /// True once the cursor has ended (``Action/end(_:)`` was handed out).
+    var isEnded: Bool { phase == .ended }
+
+    /// Outputs waiting for the channel.
+    var pendingOutputs: Int { outbox.count - sent }
+
+    /// The next step. Call it again after each `write` and `read` answered synchronously, until `idle`, a
+    /// wait or the end.
+    mutating func next(now: NIODeadline, writable: Bool) -> Action {
+        if phase == .ended { return .idle }
+        if let ending {
+            phase = .ended
+            outbox.removeAll()
+            return .end(ending)
+        }
+        if sent < outbox.count {
+            guard writable else { return blocked(now) }
+            blockedSince = nil
+            let output = outbox[sent]
+            sent += 1
+            if sent == outbox.count {
+                outbox.removeAll(keepingCapacity: outbox.count <= 64)
+                sent = 0
+            }
+            lastWrite = now
+            return .write(output)
+        }
+        switch phase {
+        case .needsBounds:
+            phase = .fetchingBounds
+            return .fetchBounds
+        case .needsRead:
+            // Backpressure: the next page is read only once the channel takes more.
+            guard writable else { return blocked(now) }
+            blockedSince = nil
+            phase = .reading
+            return .read(after: position, limit: pageSize)
+        case .needsWait:
+            blockedSince = nil
+            phase = .waiting
+            return .wait(after: position)
+        case .fetchingBounds, .reading, .waiting, .ended:
+            return .idle
+        }
+    }
+
+    private mutating func blocked(_ now: NIODeadline) -> Action {
+        if blockedSince == nil { blockedSince = now }
+        return .idle
+    }
+
+    /// The log's bounds, read when the subscription opens: decides the start position and the notices.
+    mutating func boundsFetched(epoch: String, earliest: Int64, head: Int64) {
+        guard phase == .fetchingBounds, ending == nil else { return }
+        var notice: (gap: Int64?, reset: Int64?) = (nil, nil)
+        switch start {
+        case .live:
+            position = head
+        case .earliest:
+            position = earliest - 1
+        case .after(let requested):
+            if requested > head {
+                notice.reset = requested
+                position = head
+            } else if requested < earliest - 1 {
+                notice.gap = requested
+                position = earliest - 1
+            } else {
+                position = requested
+            }
+        }
+        outbox.append(.opened(epoch: epoch, earliest: earliest, head: head, from: position))
+        if let requested = resetNotice ?? notice.reset {
+            outbox.append(.reset(requested: requested, head: head, epoch: epoch))
+        }
+        if let requested = notice.gap {
+            outbox.append(.gap(requested: requested, earliest: earliest))
+        }
+        phase = .needsRead
+    }
+
+    /// The page after ``position`` (from the tail or the store).
+    mutating func pageRead(_ page: HistoryPage) {
+        guard phase == .reading, ending == nil else { return }
+        if position < page.earliest - 1 {
+            // Retention removed events this subscriber had not read yet.
+            outbox.append(.gap(requested: position, earliest: page.earliest))
+            position = page.earliest - 1
+            phase = .needsRead
+            return
+        }
+        if !page.events.isEmpty {
+            for event in page.events { outbox.append(.event(event, replayed: !caughtUp)) }
+            position = page.next
+        } else {
+            position = max(position, page.next)
+        }
+        guard position >= page.head else {
+            phase = .needsRead
+            return
+        }
+        if !caughtUp {
+            caughtUp = true
+            outbox.append(.caughtUp(position: position))
+        }
+        phase = .needsWait
+    }
+
+    /// A read (or the bounds) failed: the subscription ends.
+    mutating func readFailed(_ error: EventLogError) {
+        guard ending == nil else { return }
+        ending = error.code == .closed ? .shutdown : .failed(error)
+    }
+
+    /// A commit that may concern this subscriber (or any change of the log): read again.
+    mutating func committed() {
+        guard phase == .waiting else { return }
+        phase = .needsRead
+    }
+
+    /// The event loop's sweep: keepalive when idle, the stall timeout, the deadline.
+    mutating func tick(now: NIODeadline) {
+        guard phase != .ended, ending == nil else { return }
+        if let deadline, now >= deadline {
+            ending = .expired
+        } else if let blockedSince, now - blockedSince >= stallTimeout {
+            ending = .stalled
+        } else if let keepalive, phase == .waiting, pendingOutputs == 0, now - lastWrite >= keepalive {
+            outbox.append(.keepalive)
+        }
+    }
+
+    /// The subscription was stopped from outside (the channel closed, or it was replaced): no more actions.
+    mutating func cancel() {
+        phase = .ended
+        outbox.removeAll()
+        sent = 0
+    }
+
+    /// The server is shutting down: end now, even in the middle of a replay.
+    mutating func shutdown() {
+        guard phase != .ended, ending == nil else { return }
+        ending = .shutdown
+    }
+}
