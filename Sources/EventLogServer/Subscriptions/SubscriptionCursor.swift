@@ -108,6 +108,7 @@ struct SubscriptionCursor {
         if let ending {
             phase = .ended
             outbox.removeAll()
+            sent = 0
             return .end(ending)
         }
         if sent < outbox.count {
