@@ -45,4 +45,13 @@ struct APIError: Error {
             self.init(code: error.code, message: error.message, index: error.index)
         }
     }
+
+    /// Any error of an append or a read as the client sees it.
+    init(any error: any Error) {
+        switch error {
+        case let error as APIError: self = error
+        case let error as EventLogError: self.init(error)
+        default: self.init(code: .internalError, message: "\(error)")
+        }
+    }
 }

@@ -29,7 +29,7 @@ struct Access {
         -> Principal
     {
         let auth = server.auth
-        guard auth.isEnabled else { return Principal(kind: .open, name: "open", grants: .everything) }
+        guard auth.isEnabled else { return .open }
         let found: (value: String, source: Source)?
         switch Self.credential(head, query: query, allowQuery: server.configuration.allowQueryToken) {
         case .success(let credential): found = credential

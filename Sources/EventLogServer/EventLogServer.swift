@@ -32,7 +32,8 @@ public final class EventLogServer: Sendable {
 
     enum UpgradeResult: Sendable {
         case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, HTTPRequestHead)
-        case http(NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>)
+        /// A plain HTTP connection, served by its ``HTTPConnectionHandler`` on the event loop.
+        case http
     }
 
     private struct RunState {
@@ -150,6 +151,7 @@ public final class EventLogServer: Sendable {
             self.connections.closeAll()
         }
         await task?.value
+        await connections.waitUntilEmpty()
         forced.cancel()
         logger.info("stopped")
     }
@@ -222,10 +224,9 @@ public final class EventLogServer: Sendable {
             upgraders: [upgrader],
             notUpgradingCompletionHandler: { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let asyncChannel = try NIOAsyncChannel<HTTPServerRequestPart, HTTPServerResponsePart>(
-                        wrappingChannelSynchronously: channel
-                    )
-                    return UpgradeResult.http(asyncChannel)
+                    try channel.pipeline.syncOperations.addHandler(
+                        HTTPConnectionHandler(server: self, eventLoop: channel.eventLoop))
+                    return UpgradeResult.http
                 }
             }
         )
@@ -266,8 +267,8 @@ public final class EventLogServer: Sendable {
     private func handle(_ upgrade: EventLoopFuture<UpgradeResult>) async {
         do {
             switch try await upgrade.get() {
-            case .http(let channel):
-                try await HTTPConnection(server: self, channel: channel).run()
+            case .http:
+                return
             case .webSocket(let channel, let head):
                 try await WebSocketConnection(server: self, channel: channel, head: head).run()
             }
@@ -290,6 +291,7 @@ final class ConnectionRegistry: Sendable {
     }
 
     private let entries = Mutex<[ObjectIdentifier: Entry]>([:])
+    private let emptyWaiters = Mutex<[CheckedContinuation<Void, Never>]>([])
     private let pending = Atomic<Int>(0)
 
     /// Closes scheduled by ``scheduleClose(_:in:)`` that have neither run nor been cancelled.
@@ -316,7 +318,30 @@ final class ConnectionRegistry: Sendable {
     }
 
     func unregister(_ channel: any Channel) {
-        _ = entries.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+        let empty = entries.withLock { entries -> Bool in
+            entries.removeValue(forKey: ObjectIdentifier(channel))
+            return entries.isEmpty
+        }
+        guard empty else { return }
+        let waiters = emptyWaiters.withLock { waiters in
+            defer { waiters.removeAll() }
+            return waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Returns when no connection is registered (HTTP connections are channel handlers, not tasks: shutdown
+    /// waits for them here).
+    func waitUntilEmpty() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let emptyNow = emptyWaiters.withLock { waiters -> Bool in
+                // Checked under the waiters' lock, so an unregister in between cannot be missed.
+                if entries.withLock({ $0.isEmpty }) { return true }
+                waiters.append(continuation)
+                return false
+            }
+            if emptyNow { continuation.resume() }
+        }
     }
 
     func setIdle(_ channel: any Channel, _ idle: Bool) {

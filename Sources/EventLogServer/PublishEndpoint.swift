@@ -17,10 +17,43 @@ enum PublishDecoder {
 }
 
 /// `POST /v1/events`: JSON for one event, NDJSON for an atomic batch.
+///
+/// The body is decoded on the connection's event loop and handed to the writer with a completion; no Swift
+/// task is involved between the request and its answer.
 struct PublishEndpoint {
     let server: EventLogServer
 
-    func handle(_ request: Request, caller: Principal) async throws -> Response {
+    /// Decodes and checks `request` now, then appends; `completion` gets the answer on the writer thread (or at
+    /// once, for a request refused before the append).
+    func handle(
+        _ request: Request, caller: Principal, completion: @escaping @Sendable (Result<Response, APIError>) -> Void
+    ) {
+        let decoded: (events: [NewEvent], batch: Bool)
+        do {
+            decoded = try decode(request, caller: caller)
+        } catch {
+            return completion(.failure(error))
+        }
+        let started = ContinuousClock.now
+        let metrics = server.metrics
+        server.log.append(batch: decoded.events) { result in
+            completion(
+                result.map { results in
+                    let appended = results.filter { !$0.replayed }.count
+                    if appended > 0 { metrics.appended(appended, latency: ContinuousClock.now - started) }
+                    let allReplayed = appended == 0
+                    return Response.json(
+                        allReplayed ? .ok : .created,
+                        decoded.batch
+                            ? PublishAnswer.batchJSON(results.map(PublishAnswer.init)) : PublishAnswer(results[0]).json,
+                        headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
+                    )
+                }.mapError(APIError.init(any:)))
+        }
+    }
+
+    /// The events of a request, checked against the caller's rights; `batch` for NDJSON.
+    private func decode(_ request: Request, caller: Principal) throws(APIError) -> (events: [NewEvent], batch: Bool) {
         if server.isShuttingDown {
             throw APIError(code: .shuttingDown, message: "the server is shutting down")
         }
@@ -29,18 +62,11 @@ struct PublishEndpoint {
             .split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
         let headerKey = request.head.headers.first(name: "idempotency-key")
         let bytes = Array(request.body.readableBytesView)
-        let started = ContinuousClock.now
         switch contentType {
         case "application/json":
             let event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
             try authorize([event.topic], batch: false, caller: caller, request)
-            let result = try await server.log.append(event)
-            if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
-            return Response.json(
-                result.replayed ? .ok : .created,
-                PublishAnswer(result).json,
-                headers: result.replayed ? [("Idempotent-Replayed", "true")] : []
-            )
+            return ([event], false)
         case "application/x-ndjson":
             if headerKey != nil {
                 throw APIError(
@@ -65,17 +91,12 @@ struct PublishEndpoint {
                     throw indexed
                 }
             }
+            if events.isEmpty {
+                throw APIError(EventLogError(.emptyBatch, "the batch has no events"))
+            }
             // A batch with one event its caller may not publish is refused whole, naming that event.
             try authorize(events.map(\.topic), batch: true, caller: caller, request)
-            let results = try await server.log.append(batch: events)
-            let appended = results.filter { !$0.replayed }.count
-            if appended > 0 { server.metrics.appended(appended, latency: ContinuousClock.now - started) }
-            let allReplayed = appended == 0
-            return Response.json(
-                allReplayed ? .ok : .created,
-                PublishAnswer.batchJSON(results.map(PublishAnswer.init)),
-                headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
-            )
+            return (events, true)
         default:
             throw APIError(
                 code: .unsupportedMediaType,

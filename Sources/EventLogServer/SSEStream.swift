@@ -47,13 +47,13 @@ struct SSEStream {
     let server: EventLogServer
     let channel: any Channel
 
-    /// Streams until the client leaves, the server stops, or `until` (Unix milliseconds: when the caller's token
-    /// stops being accepted) passes; then the response ends cleanly and the client reconnects with a fresh
-    /// token and its Last-Event-ID. The stream itself runs on the channel's event loop (``Subscriber``); this
-    /// task only waits for its end.
-    func run(
+    /// Starts the stream on the channel's event loop (call it there); the future completes when it is over:
+    /// the client left, the server stopped, or `until` (Unix milliseconds: when the caller's token stops being
+    /// accepted) passed. In the last two cases the response ended cleanly and the client reconnects with its
+    /// Last-Event-ID (and a fresh token).
+    func start(
         _ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)], until: Int64? = nil
-    ) async throws {
+    ) -> EventLoopFuture<Void> {
         var headers = HTTPHeaders([
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-store"),
@@ -63,8 +63,6 @@ struct SSEStream {
         headers.add(contentsOf: corsHeaders)
         let responseHead = HTTPResponseHead(version: head.version, status: .ok, headers: headers)
         let configuration = server.configuration
-        server.metrics.sseOpened()
-        defer { server.metrics.sseClosed() }
         let now = NIODeadline.now()
         let cursor = SubscriptionCursor(
             start: subscription.start,
@@ -77,15 +75,12 @@ struct SSEStream {
         let transport = Subscriber.Transport.sse(
             head: responseHead, envelope: subscription.envelope,
             retryMilliseconds: configuration.sseRetryMilliseconds)
-        let (server, channel) = (self.server, self.channel)
-        let finished = channel.eventLoop.flatSubmit {
-            let subscriber = Subscriber(
-                server: server, channel: channel, selectors: subscription.selectors, transport: transport,
-                cursor: cursor)
-            subscriber.start()
-            return subscriber.finished
-        }
-        _ = try await finished.get()
+        let metrics = server.metrics
+        metrics.sseOpened()
+        let subscriber = Subscriber(
+            server: server, channel: channel, selectors: subscription.selectors, transport: transport, cursor: cursor)
+        subscriber.start()
+        return subscriber.finished.map { _ in metrics.sseClosed() }
     }
 }
 

@@ -112,17 +112,29 @@ public final class EventLog: Sendable {
     /// Appends a batch atomically: every event is committed, in order, or none is. A failure names
     /// the index of the event that caused it.
     public func append(batch events: [NewEvent]) async throws -> [AppendResult] {
-        guard !events.isEmpty else { throw EventLogError(.emptyBatch, "the batch has no events") }
+        try await withCheckedThrowingContinuation { continuation in
+            append(batch: events) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// ``append(batch:)`` for callers that are not Swift tasks (a server's event loop): `completion` runs on
+    /// the writer thread after the commit (or at once, for a batch refused before it reaches the writer).
+    public func append(
+        batch events: [NewEvent], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void
+    ) {
+        guard !events.isEmpty else {
+            return completion(.failure(EventLogError(.emptyBatch, "the batch has no events")))
+        }
         for (index, event) in events.enumerated() {
             do {
                 try options.limits.validate(event)
             } catch {
-                throw events.count == 1 ? error : error.at(index: index)
+                return completion(.failure(events.count == 1 ? error : error.at(index: index)))
             }
         }
-        guard store.canAppend else { throw EventLogError(.closed, "the log is open read-only") }
-        // Hashed here, on the caller's task, not on the writer.
-        return try await store.append(events.map { PreparedEvent(event: $0, hash: $0.requestHash) })
+        guard store.canAppend else { return completion(.failure(EventLogError(.closed, "the log is open read-only"))) }
+        // Hashed here, on the caller's thread, not on the writer.
+        store.append(events.map { PreparedEvent(event: $0, hash: $0.requestHash) }, completion: completion)
     }
 
     // MARK: Reading

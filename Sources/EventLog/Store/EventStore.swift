@@ -20,8 +20,10 @@ protocol EventStore: AnyObject, Sendable {
     /// Appends one request's events atomically, in order, as part of a group commit with the other
     /// requests queued meanwhile. Each request commits or fails alone (its own savepoint); an event whose
     /// idempotency key names an existing event returns that event, replayed. The observer's
-    /// ``EventStoreObserver/storeDidCommit(_:head:foreignWrites:)`` runs before this returns.
-    func append(_ events: [PreparedEvent]) async throws -> [AppendResult]
+    /// ``EventStoreObserver/storeDidCommit(_:head:foreignWrites:)`` runs before `completion`, which runs on the
+    /// store's writer.
+    func append(
+        _ events: [PreparedEvent], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void)
 
     /// Head, earliest and removals as the database has them now, in one snapshot, from a reader.
     func bounds() async throws -> StoreBounds
@@ -67,6 +69,13 @@ protocol EventStore: AnyObject, Sendable {
 }
 
 extension EventStore {
+    /// ``append(_:completion:)`` for a Swift task.
+    func append(_ events: [PreparedEvent]) async throws -> [AppendResult] {
+        try await withCheckedThrowingContinuation { continuation in
+            append(events) { continuation.resume(with: $0) }
+        }
+    }
+
     /// ``read(after:selectors:limit:completion:)`` for a Swift task.
     func read(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> HistoryPage {
         try await withCheckedThrowingContinuation { continuation in

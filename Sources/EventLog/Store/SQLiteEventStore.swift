@@ -41,13 +41,12 @@ final class SQLiteEventStore: EventStore {
         writer?.state.observe(observer)
     }
 
-    func append(_ events: [PreparedEvent]) async throws -> [AppendResult] {
-        guard let writer else { throw EventLogError(.closed, "the log is open read-only") }
-        return try await withCheckedThrowingContinuation { continuation in
-            let request = AppendRequest(events: events, continuation: continuation)
-            if !writer.threads.submit(.append(request)) {
-                continuation.resume(throwing: EventLogError.closed)
-            }
+    func append(
+        _ events: [PreparedEvent], completion: @escaping @Sendable (Result<[AppendResult], any Error>) -> Void
+    ) {
+        guard let writer else { return completion(.failure(EventLogError(.closed, "the log is open read-only"))) }
+        if !writer.threads.submit(.append(AppendRequest(events: events, completion: completion))) {
+            completion(.failure(EventLogError.closed))
         }
     }
 

@@ -1,10 +1,10 @@
 import Logging
 import Synchronization
 
-/// One caller's `append`: its events, and the continuation the writer resumes after the commit.
+/// One caller's `append`: its events, and what the writer calls (on its thread) after the commit.
 struct AppendRequest: Sendable {
     let events: [PreparedEvent]
-    let continuation: CheckedContinuation<[AppendResult], Error>
+    let completion: @Sendable (Result<[AppendResult], any Error>) -> Void
 }
 
 /// What the writer thread runs: appends, which it drains into group commits, and maintenance tasks.
@@ -141,7 +141,7 @@ final class SQLiteWriter: @unchecked Sendable {
         if let last = inserted.last { head = max(head, last.id) }
         currentObserver?.storeDidCommit(inserted, head: head, foreignWrites: foreignWrites)
         for (request, outcome) in zip(requests, outcomes) {
-            request.continuation.resume(with: outcome.mapError(Self.publicError))
+            request.completion(outcome.mapError(Self.publicError))
         }
     }
 
@@ -199,7 +199,7 @@ final class SQLiteWriter: @unchecked Sendable {
 
     private func fail(_ requests: [AppendRequest], with error: Error) {
         let mapped = Self.publicError(error)
-        for request in requests { request.continuation.resume(throwing: mapped) }
+        for request in requests { request.completion(.failure(mapped)) }
     }
 
     private static func publicError(_ error: Error) -> Error {
