@@ -31,7 +31,8 @@ public final class EventLogServer: Sendable {
     let connections = ConnectionRegistry()
 
     enum UpgradeResult: Sendable {
-        case webSocket(NIOAsyncChannel<WebSocketFrame, WebSocketFrame>, HTTPRequestHead)
+        /// A WebSocket connection, served by its ``WebSocketSession`` on the event loop.
+        case webSocket
         /// A plain HTTP connection, served by its ``HTTPConnectionHandler`` on the event loop.
         case http
     }
@@ -41,7 +42,6 @@ public final class EventLogServer: Sendable {
         var serveTask: Task<Void, Never>?
         var shuttingDown = false
         var localPort: Int?
-        var shutdownWaiters: [OnceContinuation] = []
     }
 
     /// Creates a server; nothing is bound until ``start()``.
@@ -128,19 +128,18 @@ public final class EventLogServer: Sendable {
     public func waitUntilStopped() async {
         let task = state.withLock { $0.serveTask }
         await task?.value
+        // Connections are channel handlers, not tasks: they are done when the registry is empty.
+        await connections.waitUntilEmpty()
     }
 
     /// Graceful shutdown: stop accepting, end SSE and WebSocket streams (close 1001), let in-flight
     /// publishes commit and answer, close idle connections, and wait for every connection to finish
     /// (closing the rest by force after the grace period). The owner closes the log afterwards.
     public func shutdown() async {
-        let (channel, task, waiters) = state.withLock {
-            state -> ((any Channel)?, Task<Void, Never>?, [OnceContinuation]) in
+        let (channel, task) = state.withLock { state -> ((any Channel)?, Task<Void, Never>?) in
             state.shuttingDown = true
-            defer { state.shutdownWaiters.removeAll() }
-            return (state.serverChannel, state.serveTask, state.shutdownWaiters)
+            return (state.serverChannel, state.serveTask)
         }
-        for waiter in waiters { waiter.resume() }
         logger.info("shutting down")
         try? await channel?.close()
         log.endSubscriptions()
@@ -154,23 +153,6 @@ public final class EventLogServer: Sendable {
         await connections.waitUntilEmpty()
         forced.cancel()
         logger.info("stopped")
-    }
-
-    /// Returns when shutdown begins (or the task is cancelled).
-    func waitForShutdown() async {
-        let once = OnceContinuation()
-        let already = state.withLock { state -> Bool in
-            if state.shuttingDown { return true }
-            state.shutdownWaiters.append(once)
-            return false
-        }
-        if already { return }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { once.set($0) }
-        } onCancel: {
-            once.resume()
-        }
-        state.withLock { $0.shutdownWaiters.removeAll { $0 === once } }
     }
 
     // MARK: Connections
@@ -213,10 +195,9 @@ public final class EventLogServer: Sendable {
                             maxAccumulatedFrameSize: maxFrameSize
                         )
                     )
-                    let asyncChannel = try NIOAsyncChannel<WebSocketFrame, WebSocketFrame>(
-                        wrappingChannelSynchronously: channel
-                    )
-                    return UpgradeResult.webSocket(asyncChannel, head)
+                    try channel.pipeline.syncOperations.addHandler(
+                        WebSocketSession(server: self, head: head, eventLoop: channel.eventLoop))
+                    return UpgradeResult.webSocket
                 }
             }
         )
@@ -269,8 +250,8 @@ public final class EventLogServer: Sendable {
             switch try await upgrade.get() {
             case .http:
                 return
-            case .webSocket(let channel, let head):
-                try await WebSocketConnection(server: self, channel: channel, head: head).run()
+            case .webSocket:
+                return
             }
         } catch is ConnectionRefused {
             return

@@ -3,179 +3,228 @@ import EventLogAuth
 import NIOCore
 import NIOHTTP1
 import NIOWebSocket
-import Synchronization
 
-/// One WebSocket connection on `/v1/ws`: `subscribe` and `publish` ops in, JSON messages out.
+/// Close codes (RFC 6455, section 7.4.1).
+enum WebSocketCloseCode: UInt16 {
+    case normal = 1000
+    case goingAway = 1001
+    case protocolError = 1002
+    case unsupportedData = 1003
+    case invalidPayload = 1007
+    case policyViolation = 1008
+    case messageTooLarge = 1009
+    case internalError = 1011
+}
+
+/// One WebSocket connection on `/v1/ws`, as a channel handler on its event loop: `subscribe`, `publish` and
+/// `auth` ops in, JSON messages out.
 ///
-/// The reader task handles ops, pings and close; the subscription runs on the channel's event loop (a
-/// ``Subscriber``, as for SSE); the pinger is a task. Every write goes straight to the channel, so the order
-/// of the messages is the order of the writes on the loop.
-struct WebSocketConnection {
-    typealias Outbound = NIOAsyncChannelOutboundWriter<WebSocketFrame>
-    let server: EventLogServer
-    let channel: NIOAsyncChannel<WebSocketFrame, WebSocketFrame>
-    /// The upgrade request, with the credential the socket starts with (if any).
-    let head: HTTPRequestHead
+/// Ops are handled one after another, in the order they came. A publish goes to the writer with a completion
+/// that answers on the loop; an `auth` op (and the credential of the upgrade request) is verified by a short
+/// task, and the ops behind it wait for it. The subscription is a ``Subscriber`` on the same loop, and every
+/// write goes straight to the channel, so the messages leave in the order they are written. Pings, the pong
+/// deadline and the stall timeout come from the loop's ``SubscriberHub`` sweep; the token's expiry from two
+/// scheduled tasks on the loop. No Swift task is kept per connection.
+final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+    typealias CloseCode = WebSocketCloseCode
 
-    /// Close codes (RFC 6455, section 7.4.1).
-    enum CloseCode: UInt16 {
-        case normal = 1000
-        case goingAway = 1001
-        case protocolError = 1002
-        case unsupportedData = 1003
-        case invalidPayload = 1007
-        case policyViolation = 1008
-        case messageTooLarge = 1009
-        case internalError = 1011
+    /// Publishes a connection may have waiting for their commit at once; reading pauses beyond.
+    static let maxPublishesInFlight = 64
+
+    let server: EventLogServer
+    /// The upgrade request, with the credential the socket starts with (if any).
+    private let upgradeHead: HTTPRequestHead
+    private let hub: SubscriberHub
+
+    // Loop-bound state.
+    private var context: ChannelHandlerContext?
+    /// Who the socket acts for; `nil` until the upgrade's credential is checked. An `auth` op replaces it.
+    private var caller: Principal?
+    private var subscription: Subscriber?
+    /// The selectors of the current subscription, rechecked when the credential changes.
+    private var selectors: SelectorSet?
+    /// Frames that arrived while an op was being verified; handled in order once it is.
+    private var queued: [WebSocketFrame] = []
+    private var verifying = false
+    private var errors = 0
+    private var publishesInFlight = 0
+    private var closing = false
+    /// After our close frame: read and drop until the client's close frame, for at most a moment.
+    private var lingering: Scheduled<Void>?
+    private var readPending = false
+    private var lastPong = NIODeadline.now()
+    private var nextPing: NIODeadline
+    private var unwritableSince: NIODeadline?
+    /// The warning before the token expires and the close at expiry.
+    private var expiryTimers: [Scheduled<Void>] = []
+    /// The expiry the `token_expired` warning was sent for: an `auth` op with the same token (the same expiry)
+    /// does not bring a second warning.
+    private var warnedFor: Int64?
+
+    init(server: EventLogServer, head: HTTPRequestHead, eventLoop: any EventLoop) {
+        self.server = server
+        self.upgradeHead = head
+        self.hub = server.hubs.hub(for: eventLoop)
+        self.nextPing = .now() + TimeAmount(server.configuration.webSocketPingInterval)
     }
 
-    func run() async throws {
-        let underlying = channel.channel
+    // MARK: Lifecycle
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let channel = context.channel
         server.metrics.webSocketOpened()
-        defer { server.metrics.webSocketClosed() }
-        server.connections.register(underlying)
-        server.connections.setIdle(underlying, false)
-        defer { server.connections.unregister(underlying) }
+        server.connections.register(channel)
+        server.connections.setIdle(channel, false)
+        if !hub.addSocket(self) {
+            close(.goingAway, "the server is shutting down")
+            return
+        }
+        if !server.auth.isEnabled {
+            caller = .open
+            return
+        }
         // The upgrader authenticated this credential already (a cache hit now); it can only fail here if the
         // token expired in between.
-        let caller = try? await Access(server: server).principal(
-            head, query: Request(head: head).query)
-        try await channel.executeThenClose { inbound, _ in
-            let session = WebSocketSession(
-                server: server, channel: underlying,
-                caller: caller ?? Principal(kind: .anonymous, name: "anonymous", grants: .nothing))
-            guard caller != nil else {
-                session.close(.policyViolation, "the token expired")
-                return
-            }
-            session.watchExpiry()
-            await withTaskGroup(of: Void.self) { group in
-                group.addTask { await session.read(inbound) }
-                group.addTask { await session.ping() }
-                group.addTask {
-                    await server.waitForShutdown()
-                    session.close(.goingAway, "the server is shutting down")
-                }
-                group.addTask { await waitForClose(underlying) }
-                // Whichever ends first ends the connection.
-                await group.next()
-                group.cancelAll()
-                await session.stopSubscription(endingConnection: true)
+        let (server, head) = (self.server, upgradeHead)
+        verifying = true
+        context.eventLoop.makeFutureWithTask {
+            try await Access(server: server).principal(head, query: Request(head: head).query)
+        }.whenComplete { result in
+            self.verifying = false
+            switch result {
+            case .success(let principal):
+                self.caller = principal
+                self.watchExpiry()
+                self.handleQueued()
+            case .failure:
+                self.close(.policyViolation, "the token expired")
             }
         }
     }
-}
 
-/// The state of one WebSocket connection, shared by its tasks.
-final class WebSocketSession: Sendable {
-    typealias CloseCode = WebSocketConnection.CloseCode
-    let server: EventLogServer
-    let channel: any Channel
-
-    private struct State {
-        /// The current subscription, on the channel's event loop.
-        var subscription: Subscriber?
-        /// The selectors of the current subscription, rechecked when the credential changes.
-        var selectors: SelectorSet?
-        /// Who the socket acts for; an `auth` op replaces it.
-        var caller: Principal
-        /// Warns before the caller's token expires and closes the socket when it has.
-        var expiry: Task<Void, Never>?
-        /// The expiry the `token_expired` warning was sent for: an `auth` op with the same token (the same
-        /// expiry) does not bring a second warning.
-        var warnedFor: Int64?
-        var errors = 0
-        var lastPong = ContinuousClock.now
-        var closing = false
-        var publishesInFlight = 0
-        /// The reader, waiting for a publish slot.
-        var slotWaiter: CheckedContinuation<Void, Never>?
-    }
-    private let state: Mutex<State>
-
-    /// Publishes a connection may have waiting for their commit at once; the reader pauses beyond.
-    static let maxPublishesInFlight = 64
-
-    init(server: EventLogServer, channel: any Channel, caller: Principal) {
-        self.server = server
-        self.channel = channel
-        self.state = Mutex(State(caller: caller))
+    func channelInactive(context: ChannelHandlerContext) {
+        ended(context.channel)
+        context.fireChannelInactive()
     }
 
-    private var caller: Principal { state.withLock { $0.caller } }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        ended(context.channel)
+    }
+
+    private func ended(_ channel: any Channel) {
+        guard self.context != nil else { return }
+        self.context = nil
+        subscription?.stop()
+        subscription = nil
+        selectors = nil
+        for timer in expiryTimers { timer.cancel() }
+        expiryTimers = []
+        lingering?.cancel()
+        lingering = nil
+        hub.removeSocket(self)
+        server.connections.unregister(channel)
+        server.metrics.webSocketClosed()
+    }
+
+    // MARK: Backpressure on reading
+
+    /// Reading pauses while an op is verified, while the publishes in flight are at their limit, and while the
+    /// socket does not take our writes (a client that does not read its answers).
+    private var shouldPauseReading: Bool {
+        guard let context, lingering == nil else { return false }
+        return verifying || publishesInFlight >= Self.maxPublishesInFlight || !context.channel.isWritable
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if shouldPauseReading {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    private func resumeReading() {
+        guard readPending, let context, !shouldPauseReading else { return }
+        readPending = false
+        context.read()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            unwritableSince = nil
+            resumeReading()
+        } else if unwritableSince == nil {
+            unwritableSince = .now()
+        }
+        context.fireChannelWritabilityChanged()
+    }
 
     // MARK: Reading
 
-    func read(_ inbound: NIOAsyncChannelInboundStream<WebSocketFrame>) async {
-        await withDiscardingTaskGroup { publishes in
-            var iterator = inbound.makeAsyncIterator()
-            do {
-                // Unmasked frames were refused by ClientFrameRequirements before reassembly.
-                while let frame = try await iterator.next() {
-                    switch try await receive(frame, publishes: &publishes) {
-                    case .more: continue
-                    case .closedByServer: await linger(&iterator)
-                    case .closedByClient: break
-                    }
-                    return
-                }
-            } catch let error as NIOWebSocketFrameAggregator.Error {
-                switch error {
-                case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
-                    close(.messageTooLarge, "the message is over the limit")
-                default:
-                    close(.protocolError, "bad fragmentation")
-                }
-            } catch {
-                // The decoder's own protocol errors were answered by NIO's error handler (1002/1009).
-                return
-            }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if lingering != nil {
+            if frame.opcode == .connectionClose { context.close(promise: nil) }
+            return
         }
+        if verifying || !queued.isEmpty {
+            queued.append(frame)
+            return
+        }
+        receive(frame)
     }
 
-    private enum Received { case more, closedByServer, closedByClient }
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOWebSocketFrameAggregator.Error {
+            switch error {
+            case .accumulatedFrameSizeIsTooLarge, .tooManyFragments:
+                close(.messageTooLarge, "the message is over the limit")
+            default:
+                close(.protocolError, "bad fragmentation")
+            }
+            return
+        }
+        // The decoder's own protocol errors were answered by NIO's error handler (1002/1009).
+        context.close(promise: nil)
+    }
 
-    private func receive(_ frame: WebSocketFrame, publishes: inout DiscardingTaskGroup) async throws -> Received {
+    /// Handles the frames that waited for a verification, until the next one has to wait again.
+    private func handleQueued() {
+        while !verifying, lingering == nil, context != nil, !queued.isEmpty {
+            receive(queued.removeFirst())
+        }
+        resumeReading()
+    }
+
+    private func receive(_ frame: WebSocketFrame) {
         switch frame.opcode {
         case .text:
             let data = frame.unmaskedData
-            guard let text = data.getString(at: data.readerIndex, length: data.readableBytes),
-                String(validating: data.readableBytesView, as: UTF8.self) != nil
-            else {
+            guard String(validating: data.readableBytesView, as: UTF8.self) != nil else {
                 close(.invalidPayload, "text frames must be valid UTF-8")
-                return .closedByServer
+                return
             }
-            return await handle(text, publishes: &publishes) ? .more : .closedByServer
+            handle(Array(data.readableBytesView))
         case .binary:
             close(.unsupportedData, "binary frames are not supported; send JSON text frames")
-            return .closedByServer
         case .ping:
-            await sendFrame(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
-            return .more
+            write(WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData))
         case .pong:
-            state.withLock { $0.lastPong = .now }
-            return .more
+            lastPong = .now()
         case .connectionClose:
-            // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error.
+            // RFC 6455, section 7.4: echo a valid code; a malformed close frame is a protocol error. The client
+            // has closed its side: the connection ends once the echo is written.
             switch Self.closeFrameProblem(frame.unmaskedData) {
-            case nil: close(.normal, nil)
-            case .some(let problem): close(.protocolError, problem)
+            case nil: close(.normal, nil, thenCloseFully: true)
+            case .some(let problem): close(.protocolError, problem, thenCloseFully: true)
             }
-            return .closedByClient
         default:
             close(.protocolError, "unexpected frame")
-            return .closedByServer
         }
-    }
-
-    /// Reads and drops what the client sends after our close frame, until its own close frame or end
-    /// of stream, for at most a moment. Closing the socket with its frames unread would make the
-    /// kernel answer them with a reset, and a reset discards whatever the client has not read yet:
-    /// the last error messages and the close frame itself.
-    private func linger(_ iterator: inout NIOAsyncChannelInboundStream<WebSocketFrame>.AsyncIterator) async {
-        let deadline = server.connections.scheduleClose(channel, in: .seconds(2))
-        defer { deadline.cancel() }
-        while let frame = try? await iterator.next(), frame.opcode != .connectionClose {}
     }
 
     /// What is wrong with a client's close frame payload, if anything: a lone byte, a code that must not
@@ -192,179 +241,144 @@ final class WebSocketSession: Sendable {
         return nil
     }
 
-    /// Handles one text message. Returns false when the connection should end.
-    private func handle(_ text: String, publishes: inout DiscardingTaskGroup) async -> Bool {
-        let message = ClientOp.decode(Array(text.utf8))
+    /// Handles one text message.
+    private func handle(_ bytes: [UInt8]) {
+        guard let caller else { return }
+        let message = ClientOp.decode(bytes)
         // The ref is echoed as it came: a string stays a string, a number a number.
         let ref: JSONFragment = message.ref.map { .raw($0.canonicalText) } ?? .omitted
         switch message.op {
         case .failure(let error):
-            return await reject(code: error.code, message: error.message, ref: ref)
+            reject(code: error.code, message: error.message, ref: ref)
         case .success(.subscribe(let subscription)):
             if let failure = caller.authorizeSubscribe(subscription.selectors) {
-                return await reject(failure, ref: ref)
+                return reject(failure, ref: ref)
             }
             do {
-                try await subscribe(subscription)
+                try subscribe(subscription)
             } catch {
-                return await reject(code: error.code, message: error.message, ref: ref)
+                reject(code: error.code, message: error.message, ref: ref)
             }
-            return true
         case .success(.publish(let event)):
             if let failure = caller.authorizePublish([event.topic], batch: false) {
-                return await reject(failure, ref: ref)
+                return reject(failure, ref: ref)
             }
-            await waitForPublishSlot()
-            publishes.addTask { await self.publish(event, ref: ref) }
-            return true
+            publish(event, ref: ref)
         case .success(.auth(let token)):
-            return await authenticate(token, ref: ref)
+            authenticate(token, ref: ref)
         }
     }
 
     /// A refused right: an `error` message naming the selector.
-    private func reject(_ failure: AuthFailure, ref: JSONFragment) async -> Bool {
+    private func reject(_ failure: AuthFailure, ref: JSONFragment) {
         Access(server: server).logRefusal(failure, path: "/v1/ws", caller: caller)
-        return await reject(code: failure.code, message: failure.message, ref: ref, selector: failure.selector)
+        reject(code: failure.code, message: failure.message, ref: ref, selector: failure.selector)
     }
 
-    /// Sends an `error` message; after too many, closes with 1008. Returns false when closed.
-    private func reject(code: ErrorCode, message: String, ref: JSONFragment, selector: String? = nil) async -> Bool {
-        let errors = state.withLock { state -> Int in
-            state.errors += 1
-            return state.errors
-        }
+    /// Sends an `error` message; after too many, closes with 1008.
+    private func reject(code: ErrorCode, message: String, ref: JSONFragment, selector: String? = nil) {
+        errors += 1
         if errors > server.configuration.maxWebSocketErrors {
             close(.policyViolation, "too many bad messages")
-            return false
+            return
         }
-        await send(ServerMessage.webSocketError(code: code, message: message, ref: ref, selector: selector))
-        return true
+        send(ServerMessage.webSocketError(code: code, message: message, ref: ref, selector: selector))
     }
 
     // MARK: Authenticating
 
     /// An `auth` op: the token replaces the socket's credential. A bad one ends the socket (1008); a good one is
-    /// answered `authenticated`, and the current subscription is checked against the new grants.
-    private func authenticate(_ token: String, ref: JSONFragment) async -> Bool {
-        let principal: Principal
-        switch await server.auth.authenticate(token) {
-        case .failure(let failure):
-            Access(server: server).logRefusal(failure, path: "/v1/ws", caller: nil)
-            await send(ServerMessage.webSocketError(code: failure.code, message: failure.message, ref: ref))
-            close(.policyViolation, failure.code.rawValue)
-            return false
-        case .success(let found):
-            principal = found
+    /// answered `authenticated`, and the current subscription is checked against the new grants. The ops after
+    /// it wait until it is verified.
+    private func authenticate(_ token: String, ref: JSONFragment) {
+        guard let context else { return }
+        verifying = true
+        let auth = server.auth
+        context.eventLoop.makeFutureWithTask { await auth.authenticate(token) }.whenComplete { result in
+            self.verifying = false
+            switch result {
+            case .success(.success(let principal)):
+                self.authenticated(principal, ref: ref)
+                self.handleQueued()
+            case .success(.failure(let failure)):
+                Access(server: self.server).logRefusal(failure, path: "/v1/ws", caller: nil)
+                self.send(ServerMessage.webSocketError(code: failure.code, message: failure.message, ref: ref))
+                self.close(.policyViolation, failure.code.rawValue)
+            case .failure:
+                self.close(.internalError, "the token could not be checked")
+            }
         }
-        let selectors = state.withLock { state -> SelectorSet? in
-            state.caller = principal
-            return state.selectors
-        }
+    }
+
+    private func authenticated(_ principal: Principal, ref: JSONFragment) {
+        caller = principal
         watchExpiry()
-        await send(ServerMessage.authenticatedText(subject: principal.name, expiresAt: principal.expiresAt, ref: ref))
+        send(ServerMessage.authenticatedText(subject: principal.name, expiresAt: principal.expiresAt, ref: ref))
         if let selectors, let failure = principal.authorizeSubscribe(selectors) {
             // The new grants no longer cover the subscription: it stops, and says why.
-            await stopSubscription()
-            await send(
-                ServerMessage.webSocketError(code: failure.code, message: failure.message, selector: failure.selector))
+            stopSubscription()
+            send(ServerMessage.webSocketError(code: failure.code, message: failure.message, selector: failure.selector))
         }
-        return true
     }
 
     /// Starts watching the current caller's expiry (replacing an earlier watch): a `token_expired` warning
     /// before it, at `expiresAt - min(30 s, half the time left)`, and close 1008 at it, unless an `auth` op
     /// renews the credential first.
-    func watchExpiry() {
-        let caller = self.caller
-        let watch: Task<Void, Never>? = caller.expiresAt.map { expiresAt in
-            Task {
-                let left = expiresAt - Timestamp.nowMilliseconds()
-                let warnIn = left - min(30_000, left / 2)
-                do {
-                    try await Task.sleep(for: .milliseconds(max(0, warnIn)))
-                    let warned = self.state.withLock { state -> Bool in
-                        defer { state.warnedFor = expiresAt }
-                        return state.warnedFor == expiresAt
-                    }
-                    if !warned {
-                        await self.send(
-                            ServerMessage.webSocketError(
-                                code: .tokenExpired,
-                                message: "the token expires at \(Timestamp.rfc3339(milliseconds: expiresAt));"
-                                    + " send {\"op\":\"auth\",\"token\":..} with a fresh one"))
-                    }
-                    try await Task.sleep(for: .milliseconds(max(0, expiresAt - Timestamp.nowMilliseconds())))
-                } catch {
-                    return
-                }
+    private func watchExpiry() {
+        for timer in expiryTimers { timer.cancel() }
+        expiryTimers = []
+        guard let context, let expiresAt = caller?.expiresAt else { return }
+        let left = expiresAt - Timestamp.nowMilliseconds()
+        let warnIn = left - min(30_000, left / 2)
+        let eventLoop = context.eventLoop
+        expiryTimers = [
+            eventLoop.scheduleTask(in: .milliseconds(max(0, warnIn))) {
+                guard self.warnedFor != expiresAt else { return }
+                self.warnedFor = expiresAt
+                self.send(
+                    ServerMessage.webSocketError(
+                        code: .tokenExpired,
+                        message: "the token expires at \(Timestamp.rfc3339(milliseconds: expiresAt));"
+                            + " send {\"op\":\"auth\",\"token\":..} with a fresh one"))
+            },
+            eventLoop.scheduleTask(in: .milliseconds(max(0, left))) {
                 self.close(.policyViolation, "the token expired")
-            }
-        }
-        let previous = state.withLock { state -> Task<Void, Never>? in
-            defer { state.expiry = watch }
-            return state.expiry
-        }
-        previous?.cancel()
+            },
+        ]
     }
 
     // MARK: Publishing
 
-    /// Takes a publish slot, waiting (without polling) for one of the publishes in flight to finish when all
-    /// are taken.
-    private func waitForPublishSlot() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let admitted = state.withLock { state -> Bool in
-                guard state.publishesInFlight < Self.maxPublishesInFlight else {
-                    state.slotWaiter = continuation
-                    return false
-                }
-                state.publishesInFlight += 1
-                return true
-            }
-            if admitted { continuation.resume() }
-        }
-    }
-
-    /// Gives a publish slot back, to the waiting reader if there is one.
-    private func releasePublishSlot() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            guard let waiter = state.slotWaiter else {
-                state.publishesInFlight -= 1
-                return nil
-            }
-            // The slot passes straight to the reader: the count stays.
-            state.slotWaiter = nil
-            return waiter
-        }
-        waiter?.resume()
-    }
-
-    private func publish(_ event: NewEvent, ref: JSONFragment) async {
-        defer { releasePublishSlot() }
+    private func publish(_ event: NewEvent, ref: JSONFragment) {
+        guard let context else { return }
         if server.isShuttingDown {
-            await send(
-                ServerMessage.webSocketError(code: .shuttingDown, message: "the server is shutting down", ref: ref))
+            send(ServerMessage.webSocketError(code: .shuttingDown, message: "the server is shutting down", ref: ref))
             return
         }
+        publishesInFlight += 1
         let started = ContinuousClock.now
-        do {
-            let result = try await server.log.append(event)
-            if !result.replayed { server.metrics.appended(1, latency: ContinuousClock.now - started) }
-            await send(PublishAnswer(result).webSocketAck(ref: ref))
-        } catch let error as EventLogError {
-            let apiError = APIError(error)
-            await send(ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref))
-        } catch {
-            await send(
-                ServerMessage.webSocketError(code: .internalError, message: "\(error)", ref: ref))
+        let (eventLoop, metrics) = (context.eventLoop, server.metrics)
+        server.log.append(batch: [event]) { result in
+            let answer: String
+            switch result {
+            case .success(let results):
+                if !results[0].replayed { metrics.appended(1, latency: ContinuousClock.now - started) }
+                answer = PublishAnswer(results[0]).webSocketAck(ref: ref)
+            case .failure(let error):
+                let apiError = APIError(any: error)
+                answer = ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref)
+            }
+            eventLoop.execute {
+                self.publishesInFlight -= 1
+                self.send(answer)
+                self.resumeReading()
+            }
         }
     }
 
     // MARK: Subscribing
 
-    private func subscribe(_ subscription: ClientOp.Subscription) async throws(APIError) {
-        let selectors = subscription.selectors
+    private func subscribe(_ subscription: ClientOp.Subscription) throws(APIError) {
         let start: CursorStart
         var resetNotice: Int64?
         switch subscription.start {
@@ -385,6 +399,7 @@ final class WebSocketSession: Sendable {
         case .live: start = .live
         case .after(let id): start = .after(id)
         }
+        guard let context else { return }
         let configuration = server.configuration
         let cursor = SubscriptionCursor(
             start: start,
@@ -394,90 +409,90 @@ final class WebSocketSession: Sendable {
             stallTimeout: TimeAmount(configuration.stallTimeout),
             now: .now()
         )
-        let (server, channel) = (self.server, self.channel)
-        // On the loop, the old subscription stops before the new one writes anything: nothing of the old one can
-        // follow the new `subscribed`.
-        try? await channel.eventLoop.submit {
-            let previous = self.state.withLock { $0.subscription }
-            previous?.stop()
-            let subscriber = Subscriber(
-                server: server, channel: channel, selectors: selectors, transport: .webSocket(self), cursor: cursor)
-            self.state.withLock { state in
-                state.subscription = subscriber
-                state.selectors = selectors
-            }
-            subscriber.start()
-        }.get()
+        // The old subscription stops before the new one writes anything: nothing of the old one can follow the
+        // new `subscribed`.
+        stopSubscription()
+        let subscriber = Subscriber(
+            server: server, channel: context.channel, selectors: subscription.selectors, transport: .webSocket(self),
+            cursor: cursor)
+        self.subscription = subscriber
+        selectors = subscription.selectors
+        subscriber.start()
     }
 
-    /// Stops the subscription (and, at the end of the connection, the expiry watch).
-    func stopSubscription(endingConnection: Bool = false) async {
-        let (subscription, expiry) = state.withLock { state in
-            defer {
-                state.selectors = nil
-                state.subscription = nil
-                if endingConnection { state.expiry = nil }
-            }
-            return (state.subscription, endingConnection ? state.expiry : nil)
-        }
-        expiry?.cancel()
-        guard let subscription else { return }
-        try? await channel.eventLoop.submit { subscription.stop() }.get()
+    private func stopSubscription() {
+        subscription?.stop()
+        subscription = nil
+        selectors = nil
     }
 
-    // MARK: Liveness
+    // MARK: Liveness (from the loop's sweep)
 
-    func ping() async {
-        let interval = server.configuration.webSocketPingInterval
-        while !Task.isCancelled {
-            do {
-                try await Task.sleep(for: interval)
-            } catch {
-                return
-            }
-            let silentFor = ContinuousClock.now - state.withLock { $0.lastPong }
-            if silentFor > interval * 2 {
-                close(.policyViolation, "no pong within \(interval * 2)")
-                return
-            }
-            var payload = channel.allocator.buffer(capacity: 8)
-            payload.writeInteger(UInt64(silentFor.components.seconds))
-            await sendFrame(WebSocketFrame(fin: true, opcode: .ping, data: payload))
+    /// Every ping interval: close a socket that answered no ping for two intervals, else ping it. Close a
+    /// socket that has not taken our writes for the stall timeout.
+    func tick(now: NIODeadline) {
+        guard let context, !closing else { return }
+        if let unwritableSince, now - unwritableSince >= TimeAmount(server.configuration.stallTimeout) {
+            context.close(promise: nil)
+            return
         }
+        guard now >= nextPing else { return }
+        let interval = TimeAmount(server.configuration.webSocketPingInterval)
+        nextPing = now + interval
+        let silentFor = now - lastPong
+        if silentFor > interval * 2 {
+            close(.policyViolation, "no pong within \(server.configuration.webSocketPingInterval * 2)")
+            return
+        }
+        var payload = context.channel.allocator.buffer(capacity: 8)
+        payload.writeInteger(UInt64(silentFor.nanoseconds / 1_000_000_000))
+        write(WebSocketFrame(fin: true, opcode: .ping, data: payload))
+    }
+
+    /// The server is shutting down.
+    func shutdown() {
+        close(.goingAway, "the server is shutting down")
     }
 
     // MARK: Writing
 
-    /// Sends one JSON text message, waiting for the socket to drain.
-    func send(_ text: String) async {
-        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
-        buffer.writeString(text)
-        await sendFrame(WebSocketFrame(fin: true, opcode: .text, data: buffer))
+    /// Sends one JSON text message.
+    func send(_ text: String) {
+        write(WebSocketFrame(fin: true, opcode: .text, data: ByteBuffer(string: text)))
     }
 
-    /// Writes a frame straight to the channel (in order with the subscription's writes on the loop) and waits
-    /// until the socket took it; a socket that stays unwritable for the stall timeout is closed.
-    func sendFrame(_ frame: WebSocketFrame) async {
-        let channel = self.channel
-        try? await writeWithStallTimeout(channel: channel, timeout: server.configuration.stallTimeout) {
-            try await channel.writeAndFlush(frame)
-        }
+    private func write(_ frame: WebSocketFrame) {
+        guard let context, !closing else { return }
+        context.writeAndFlush(wrapOutboundOut(frame), promise: nil)
     }
 
-    /// Sends a close frame (once) and closes our side of the connection.
-    func close(_ code: CloseCode, _ reason: String?) {
-        let first = state.withLock { state -> Bool in
-            defer { state.closing = true }
-            return !state.closing
-        }
-        guard first else { return }
-        var data = channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
+    /// Sends a close frame (once) and closes our side of the connection. Unless the client closed first, what
+    /// it sends meanwhile is read and dropped until its own close frame, for at most a moment: closing the
+    /// socket with its frames unread would make the kernel answer them with a reset, and a reset discards what
+    /// the client has not read yet (the last error messages and the close frame itself).
+    func close(_ code: CloseCode, _ reason: String?, thenCloseFully: Bool = false) {
+        guard let context, !closing else { return }
+        closing = true
+        stopSubscription()
+        for timer in expiryTimers { timer.cancel() }
+        expiryTimers = []
+        queued = []
+        var data = context.channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
         data.writeInteger(code.rawValue)
         if let reason { data.writeString(String(reason.utf8.prefix(120)) ?? "") }
-        let channel = self.channel
-        // Only our side: the reader may still have to drain what the client sent meanwhile (see linger).
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)).whenComplete { _ in
-            channel.close(mode: .output, promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(WebSocketFrame(fin: true, opcode: .connectionClose, data: data)))
+            .whenComplete { _ in
+                if thenCloseFully {
+                    channel.close(promise: nil)
+                } else {
+                    channel.close(mode: .output, promise: nil)
+                }
+            }
+        if !thenCloseFully {
+            lingering = server.connections.scheduleClose(channel, in: .seconds(2))
+            readPending = false
+            context.read()
         }
     }
 }

@@ -16,6 +16,8 @@ final class SubscriberHub: @unchecked Sendable {
 
     // Loop-bound state (the class is `@unchecked Sendable` for it: every access asserts the loop).
     private var subscribers: [ObjectIdentifier: Subscriber] = [:]
+    /// WebSocket connections, for pings and shutdown.
+    private var sockets: [ObjectIdentifier: WebSocketSession] = [:]
     private var waiting = SelectorIndex<ObjectIdentifier>()
     /// The newest head a signal announced on this loop.
     private var head: Int64
@@ -50,6 +52,7 @@ final class SubscriberHub: @unchecked Sendable {
             closed = true
             _ = waiting.removeAll()
             for subscriber in Array(subscribers.values) { subscriber.shutdown() }
+            for socket in Array(sockets.values) { socket.shutdown() }
             return
         }
         for id in woken { subscribers[id]?.committed() }
@@ -60,11 +63,7 @@ final class SubscriberHub: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         subscribers[ObjectIdentifier(subscriber)] = subscriber
         population.add(1, ordering: .relaxed)
-        if sweep == nil {
-            sweep = eventLoop.scheduleRepeatedTask(initialDelay: sweepInterval, delay: sweepInterval) { _ in
-                self.sweepSubscribers()
-            }
-        }
+        startSweeping()
         return !closed
     }
 
@@ -75,10 +74,34 @@ final class SubscriberHub: @unchecked Sendable {
         waiting.remove(id)
         guard subscribers.removeValue(forKey: id) != nil else { return }
         population.subtract(1, ordering: .relaxed)
-        if subscribers.isEmpty {
-            sweep?.cancel()
-            sweep = nil
+        stopSweepingIfIdle()
+    }
+
+    /// Adds a WebSocket connection. Returns false when the server is shutting down.
+    func addSocket(_ socket: WebSocketSession) -> Bool {
+        eventLoop.assertInEventLoop()
+        sockets[ObjectIdentifier(socket)] = socket
+        startSweeping()
+        return !closed
+    }
+
+    func removeSocket(_ socket: WebSocketSession) {
+        eventLoop.assertInEventLoop()
+        guard sockets.removeValue(forKey: ObjectIdentifier(socket)) != nil else { return }
+        stopSweepingIfIdle()
+    }
+
+    private func startSweeping() {
+        guard sweep == nil else { return }
+        sweep = eventLoop.scheduleRepeatedTask(initialDelay: sweepInterval, delay: sweepInterval) { _ in
+            self.sweepMembers()
         }
+    }
+
+    private func stopSweepingIfIdle() {
+        guard subscribers.isEmpty, sockets.isEmpty else { return }
+        sweep?.cancel()
+        sweep = nil
     }
 
     /// What ``wait(_:after:selectors:)`` did.
@@ -103,9 +126,10 @@ final class SubscriberHub: @unchecked Sendable {
     /// Subscribers on this loop now (for tests and metrics).
     var count: Int { population.load(ordering: .relaxed) }
 
-    private func sweepSubscribers() {
+    private func sweepMembers() {
         let now = NIODeadline.now()
         for subscriber in Array(subscribers.values) { subscriber.tick(now: now) }
+        for socket in Array(sockets.values) { socket.tick(now: now) }
     }
 }
 

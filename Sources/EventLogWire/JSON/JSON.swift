@@ -391,7 +391,7 @@ public struct JSONWriter {
 }
 
 /// A value for ``JSONWriter/object(_:)``.
-public enum JSONFragment {
+public enum JSONFragment: Sendable {
     case string(String)
     case int(Int64)
     case bool(Bool)
