@@ -27,8 +27,8 @@ struct RampOptions: ParsableArguments {
             """)
     var budget: Double?
 
-    @Option(help: "Keep-alive connections the paced publisher uses.")
-    var rampPublishers = 16
+    @Option(help: "Keep-alive connections the paced publisher uses (each carries one publish at a time).")
+    var rampPublishers = 64
 
     @Option(name: .customLong("ramp-event-bytes"), help: "Bytes of data per event.")
     var eventBytes = 100
@@ -118,7 +118,7 @@ enum RampPhase {
             env.say(
                 "  \(label) step \(number): offered \(Report.number(offered)) deliveries/s "
                     + "(\(Report.number(rate)) events/s): \(pass ? "pass" : "MISS"); "
-                    + result.describe("").trimmingCharacters(in: .whitespaces))
+                    + result.describe("step").dropFirst(8))
             guard pass else {
                 var why: [String] = []
                 if p99 > options.p99Milliseconds { why.append("p99 \(Report.number(p99)) ms") }
@@ -128,6 +128,9 @@ enum RampPhase {
                             + "\(String(format: "%.2f", span)) s")
                 }
                 if result.paced.failures > 0 { why.append("\(result.paced.failures) publishes failed") }
+                if result.paced.maxBacklog > 0 {
+                    why.append("the publisher fell behind by up to \(result.paced.maxBacklog) events")
+                }
                 outcome.stop = "missed at \(Report.number(offered))/s (\(why.joined(separator: ", ")))"
                 return outcome
             }

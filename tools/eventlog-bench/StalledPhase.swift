@@ -46,7 +46,8 @@ enum StalledPhase {
 
     static func run(_ env: BenchEnvironment, _ options: StalledOptions) async throws -> [ResultRow] {
         let megabytes = options.megabytes ?? (env.quick ? 20 : 100)
-        let events = megabytes * 1_048_576 / options.eventBytes
+        // Whole batches of 100 events.
+        let events = (megabytes * 1_048_576 / options.eventBytes + 99) / 100 * 100
         env.say(
             "## stalled: \(options.subscribers) SSE subscribers (SO_RCVBUF \(options.receiveBuffer)) stop reading; "
                 + "\(megabytes) MiB published (\(events) events of \(options.eventBytes) bytes); eventlogd "
@@ -102,7 +103,7 @@ enum StalledPhase {
                 .joined(separator: "\n")
             let request = HTTPLoadConnection.request(
                 "POST", "/v1/events", contentType: "application/x-ndjson", body: body)
-            let batches = (events + perBatch - 1) / perBatch
+            let batches = events / perBatch
             var peak = before
             let sampler = Task {
                 var highest = 0
