@@ -43,7 +43,8 @@ struct RampOptions: ParsableArguments {
 
 /// The fan-out ramp: N subscribers on one topic (connected once), the offered publish rate raised step by
 /// step until a step misses (delivery p99 above the bound, or fewer than 95% of the offered deliveries
-/// within the step plus the latency bound). Reports the last step that passed, for both sides.
+/// within the step plus the latency bound). Reports the last step that passed, for both sides. When the
+/// first step already misses, it steps down instead until one passes (or a step would be under 2 events).
 enum RampPhase {
     /// What one side reached.
     struct Outcome: Sendable {
@@ -100,14 +101,20 @@ enum RampPhase {
         var offered = options.start
         var outcome = Outcome()
         var number = 0
+        // When the first step misses, the ramp steps down instead, until a step passes or a step would
+        // publish fewer than 2 events.
+        var firstMiss: String?
         while true {
             guard clock.now < deadline else {
-                outcome.stop = "budget of \(Report.number(budget)) s reached before a step missed"
+                outcome.stop =
+                    "budget of \(Report.number(budget)) s reached before a step "
+                    + (outcome.passed == nil ? "passed" : "missed") + (firstMiss.map { "; first miss \($0)" } ?? "")
                 return outcome
             }
             number += 1
             let rate = offered / subscribers
-            let result = try await step(rate, options.stepSeconds, 0)
+            // The first step has a 1 s warm-up (not counted) at its rate.
+            let result = try await step(rate, options.stepSeconds, number == 1 ? 1 : 0)
             let span = result.span
             let offeredTotal = Double(Int(rate * options.stepSeconds)) * subscribers
             let p99 = result.latencies.milliseconds(0.99) ?? .infinity
@@ -119,23 +126,39 @@ enum RampPhase {
                 "  \(label) step \(number): offered \(Report.number(offered)) deliveries/s "
                     + "(\(Report.number(rate)) events/s): \(pass ? "pass" : "MISS"); "
                     + result.describe("step").dropFirst(8))
-            guard pass else {
-                var why: [String] = []
-                if p99 > options.p99Milliseconds { why.append("p99 \(Report.number(p99)) ms") }
-                if !enough || !inTime {
-                    why.append(
-                        "\(Report.number(Double(result.delivered))) of \(Report.number(offeredTotal)) delivered in "
-                            + "\(String(format: "%.2f", span)) s")
+            if pass {
+                outcome.passed = (offered, result)
+                if let firstMiss {
+                    outcome.stop = "passed at \(Report.number(offered))/s after stepping down; first miss \(firstMiss)"
+                    return outcome
                 }
-                if result.paced.failures > 0 { why.append("\(result.paced.failures) publishes failed") }
-                if result.paced.maxBacklog > 0 {
-                    why.append("the publisher fell behind by up to \(result.paced.maxBacklog) events")
-                }
-                outcome.stop = "missed at \(Report.number(offered))/s (\(why.joined(separator: ", ")))"
+                offered *= options.factor
+                continue
+            }
+            var why: [String] = []
+            if p99 > options.p99Milliseconds { why.append("p99 \(Report.number(p99)) ms") }
+            if !enough || !inTime {
+                why.append(
+                    "\(Report.number(Double(result.delivered))) of \(Report.number(offeredTotal)) delivered in "
+                        + "\(String(format: "%.2f", span)) s")
+            }
+            if result.paced.failures > 0 { why.append("\(result.paced.failures) publishes failed") }
+            if result.paced.maxBacklog > 0 {
+                why.append("the publisher fell behind by up to \(result.paced.maxBacklog) events")
+            }
+            let miss = "at \(Report.number(offered))/s (\(why.joined(separator: ", ")))"
+            if outcome.passed != nil {
+                outcome.stop = "missed " + miss
                 return outcome
             }
-            outcome.passed = (offered, result)
-            offered *= options.factor
+            firstMiss = firstMiss ?? miss
+            let lower = offered / options.factor
+            guard lower / subscribers * options.stepSeconds >= 2 else {
+                outcome.stop =
+                    "missed at every rate down to \(Report.number(offered))/s; first miss \(firstMiss ?? miss)"
+                return outcome
+            }
+            offered = lower
         }
     }
 }
