@@ -87,7 +87,7 @@ enum RampPhase {
                 better: .higher, target: .atLeast(300_000), note: note),
             ResultRow(
                 benchmark: "ramp",
-                metric: "\(people) subscribers: delivery p99 at that step (none passed: at the lowest step tried)",
+                metric: "\(people) subscribers: delivery p99 at that step (the lowest tried if none passed)",
                 unit: "ms", eventlog: p99(eventlog), redis: redis.flatMap(p99), better: .lower),
         ]
     }
