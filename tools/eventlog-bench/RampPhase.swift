@@ -27,6 +27,14 @@ struct RampOptions: ParsableArguments {
             """)
     var budget: Double?
 
+    @Option(
+        name: .customLong("ramp-misses"),
+        help: """
+            Consecutive missed steps (each at the next higher rate) before the ramp stops; the highest passing \
+            step is reported. Default 1: stop at the first miss.
+            """)
+    var misses = 1
+
     @Option(help: "Keep-alive connections the paced publisher uses (each carries one publish at a time).")
     var rampPublishers = 64
 
@@ -34,7 +42,8 @@ struct RampOptions: ParsableArguments {
     var eventBytes = 100
 
     func validate() throws {
-        guard (subscribers ?? 1) > 0, start > 0, factor > 1, stepSeconds > 0, (budget ?? 1) > 0, rampPublishers > 0
+        guard (subscribers ?? 1) > 0, misses > 0, start > 0, factor > 1, stepSeconds > 0, (budget ?? 1) > 0,
+            rampPublishers > 0
         else {
             throw ValidationError("the ramp options must be positive, --ramp-factor above 1")
         }
@@ -111,6 +120,8 @@ enum RampPhase {
         // When the first step misses, the ramp steps down instead, until a step passes or a step would
         // publish fewer than 2 events.
         var firstMiss: String?
+        // Consecutive misses above the last pass.
+        var misses: [String] = []
         while true {
             guard clock.now < deadline else {
                 outcome.stop =
@@ -136,6 +147,7 @@ enum RampPhase {
             outcome.last = (offered, result)
             if pass {
                 outcome.passed = (offered, result)
+                misses = []
                 if let firstMiss {
                     outcome.stop = "passed at \(Report.number(offered))/s after stepping down; first miss \(firstMiss)"
                     return outcome
@@ -156,8 +168,13 @@ enum RampPhase {
             }
             let miss = "at \(Report.number(offered))/s (\(why.joined(separator: ", ")))"
             if outcome.passed != nil {
-                outcome.stop = "missed " + miss
-                return outcome
+                misses.append(miss)
+                if misses.count >= options.misses {
+                    outcome.stop = "missed " + misses.joined(separator: ", then ")
+                    return outcome
+                }
+                offered *= options.factor
+                continue
             }
             firstMiss = firstMiss ?? miss
             let lower = offered / options.factor
