@@ -129,19 +129,97 @@ struct StormCommand: AsyncParsableCommand {
     }
 }
 
+/// `ramp`: the fan-out ramp at 10,000 subscribers.
+struct RampCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ramp",
+        abstract: "The highest deliveries/s sustained with delivery p99 ≤ 250 ms at 10,000 subscribers on one topic "
+            + "(offered rate stepped up until a step misses), vs XREAD BLOCK.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: RampOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "ramp", [("ramp", { try await RampPhase.run($0, options) })])
+    }
+}
+
+/// `compaction`: publish latency while eventlog-maint compacts.
+struct CompactionCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compaction",
+        abstract: "Publish p99 while eventlog-maint compact runs over 1M keyed events, against the same without "
+            + "it (eventlog only).")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: CompactionOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "compaction", [("compaction", { try await CompactionPhase.run($0, options) })])
+    }
+}
+
+/// `stalled`: server memory held for subscribers that stop reading.
+struct StalledCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stalled",
+        abstract: "Server peak RSS with 1,000 SSE subscribers that stop reading while 100 MiB is published, "
+            + "against none stopped (eventlog only).")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: StalledOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "stalled", [("stalled", { try await StalledPhase.run($0, options) })])
+    }
+}
+
 /// `all`: every server benchmark with its default options, and one table at the end.
 struct AllCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "all",
-        abstract: "Run publish, latency, fanout, idle, replay and storm, and print one markdown table.",
+        abstract: "Run publish, latency, fanout, idle, replay, storm, ramp, compaction and stalled, and print one "
+            + "markdown table.",
         discussion: """
             Each phase starts a fresh eventlogd (release build, --durability full, a new database in a temporary \
             directory) on 127.0.0.1, measures it, stops it, then does the same against Redis 7 Streams started by \
             the peer script (AOF, appendfsync always). --quick shortens every phase so that the whole run takes a \
-            few minutes.
+            few minutes. ramp, compaction and stalled are the long phases (each several minutes); --skip-long \
+            leaves them out, --skip PHASE leaves out any phase.
             """)
 
     @OptionGroup var server: ServerOptions
+    @OptionGroup var ramp: RampOptions
+    @OptionGroup var compaction: CompactionOptions
+    @OptionGroup var stalled: StalledOptions
+
+    /// Phases to leave out.
+    @Option(
+        name: .customLong("skip"),
+        help: """
+            A phase to leave out (publish, latency, fanout, idle, replay, storm, ramp, compaction, stalled); \
+            repeatable.
+            """)
+    var skipped: [String] = []
+
+    /// Leave out the long phases.
+    @Flag(help: "Leave out the long phases: ramp, compaction and stalled.")
+    var skipLong = false
+
+    static let phaseNames = [
+        "publish", "latency", "fanout", "idle", "replay", "storm", "ramp", "compaction", "stalled",
+    ]
+
+    func validate() throws {
+        for name in skipped where !Self.phaseNames.contains(name) {
+            throw ValidationError("--skip \(name): not a phase (\(Self.phaseNames.joined(separator: ", ")))")
+        }
+    }
 
     /// Also write the final table to this file.
     @Option(help: "Also write the results table to this file.")
@@ -154,15 +232,23 @@ struct AllCommand: AsyncParsableCommand {
         let idle = try IdleOptions.parse([])
         let replay = try ReplayOptions.parse([])
         let storm = try StormOptions.parse([])
+        let ramp = self.ramp
+        let compaction = self.compaction
+        let stalled = self.stalled
+        let phases: [(name: String, run: (BenchEnvironment) async throws -> [ResultRow])] = [
+            ("publish", { try await PublishPhase.run($0, publish) }),
+            ("latency", { try await LatencyPhase.run($0, latency) }),
+            ("fanout", { try await FanoutPhase.run($0, fanout) }),
+            ("idle", { try await IdlePhase.run($0, idle) }),
+            ("replay", { try await ReplayPhase.run($0, replay) }),
+            ("storm", { try await StormPhase.run($0, storm) }),
+            ("ramp", { try await RampPhase.run($0, ramp) }),
+            ("compaction", { try await CompactionPhase.run($0, compaction) }),
+            ("stalled", { try await StalledPhase.run($0, stalled) }),
+        ]
+        let long: Set = ["ramp", "compaction", "stalled"]
+        let skip = Set(skipped).union(skipLong ? long : [])
         try await ServerBenchmark.run(
-            server, title: "all", output: output,
-            [
-                ("publish", { try await PublishPhase.run($0, publish) }),
-                ("latency", { try await LatencyPhase.run($0, latency) }),
-                ("fanout", { try await FanoutPhase.run($0, fanout) }),
-                ("idle", { try await IdlePhase.run($0, idle) }),
-                ("replay", { try await ReplayPhase.run($0, replay) }),
-                ("storm", { try await StormPhase.run($0, storm) }),
-            ])
+            server, title: "all", output: output, phases.filter { !skip.contains($0.name) })
     }
 }

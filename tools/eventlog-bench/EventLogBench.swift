@@ -10,7 +10,8 @@ struct EventLogBench: AsyncParsableCommand {
         abstract: "Measure eventlog's throughput and latency, side by side with Redis Streams.",
         subcommands: [
             AppendBenchmark.self, PublishCommand.self, LatencyCommand.self, FanoutCommand.self, IdleCommand.self,
-            ReplayCommand.self, StormCommand.self, AuthCommand.self, AllCommand.self,
+            ReplayCommand.self, StormCommand.self, AuthCommand.self, RampCommand.self, CompactionCommand.self,
+            StalledCommand.self, AllCommand.self,
         ]
     )
 }

@@ -5,31 +5,39 @@ import NIOCore
 struct IdleOptions: ParsableArguments {
     @Option(help: "Idle connections to open. Default 10000, or 1000 with --quick.")
     var connections: Int?
+
+    @Flag(help: "Skip the WebSocket idle subscribers (SSE only).")
+    var noWebsocket = false
 }
 
 /// Server memory per idle subscriber: resident memory with N idle subscriptions open, minus before, over N.
 enum IdlePhase {
     static func run(_ env: BenchEnvironment, _ options: IdleOptions) async throws -> [ResultRow] {
         let count = options.connections ?? (env.quick ? 1000 : 10_000)
-        env.say("## idle: \(count) idle subscriptions (SSE for eventlog, XREAD BLOCK for Redis)")
+        env.say("## idle: \(count) idle subscriptions (SSE, then WebSocket, for eventlog; XREAD BLOCK for Redis)")
         let eventlog = try await env.withEventLog { server -> Double in
-            try await Task.sleep(for: .milliseconds(500))
-            let before = Processes.residentBytes(server.pid) ?? 0
-            let connected = try await env.client.connectMany(count: count, parallel: 200) { index in
+            try await idleSubscribers(env, server: server, count: count, kind: "SSE streams") { index in
                 let loop = env.loop(index)
                 let subscriber = SSESubscriber(
                     eventLoop: loop, selectors: ["idle/\(index % 100)"], lastEventID: nil, options: .init())
                 let channel = try await env.client.connect(port: server.port, on: loop, handler: subscriber)
                 _ = try await wait(subscriber.caughtUp.futureResult, seconds: 60, "idle subscriber \(index)")
-                return Connected(handler: subscriber, channel: channel)
+                return channel
             }
-            try await Task.sleep(for: .seconds(1))
-            let after = Processes.residentBytes(server.pid) ?? 0
-            env.say(
-                "  eventlogd: RSS \(before / 1024) KB before, \(after / 1024) KB with \(connected.count) idle SSE "
-                    + "streams")
-            await connected.closeAll()
-            return Double(after - before) / Double(count) / 1024
+        }
+        // WebSocket subscribers, on their own fresh server: `subscribe` from latest, idle after `caughtup`.
+        var webSocket: Double?
+        if !options.noWebsocket {
+            webSocket = try await env.withEventLog { server -> Double in
+                try await idleSubscribers(env, server: server, count: count, kind: "WebSocket subscriptions") {
+                    index in
+                    let loop = env.loop(index)
+                    let subscriber = WebSocketSubscriber(eventLoop: loop, topics: ["idle/\(index % 100)"])
+                    let channel = try await env.client.connect(port: server.port, on: loop, handler: subscriber)
+                    try await wait(subscriber.caughtUp.futureResult, seconds: 60, "idle WebSocket \(index)")
+                    return channel
+                }
+            }
         }
         // For comparison, on a second fresh server: connections that sent no request yet (the NIO channel
         // and HTTP pipeline only, no subscription). eventlogd closes them after its 30 s request timeout.
@@ -67,12 +75,40 @@ enum IdlePhase {
             await connected.closeAll()
             return Double(after - before) / Double(count) / 1024
         }
-        return [
+        var rows = [
             ResultRow(
                 benchmark: "idle", metric: "server memory per idle subscriber (\(Report.number(Double(count))))",
                 unit: "KB", eventlog: eventlog, redis: redis, better: .lower, target: .atMost(8),
                 note: "RSS delta / connections")
         ]
+        if let webSocket {
+            rows.append(
+                ResultRow(
+                    benchmark: "idle",
+                    metric: "server memory per idle WebSocket subscriber (\(Report.number(Double(count))))",
+                    unit: "KB", eventlog: webSocket, redis: redis, better: .lower, target: .atMost(8),
+                    note: "RSS delta / connections; Redis: the same XREAD BLOCK figure as the SSE row"))
+        }
+        return rows
+    }
+
+    /// Opens `count` idle subscribers with `connect` (which returns once one is caught up) and returns the
+    /// server's RSS growth per subscriber in KB.
+    private static func idleSubscribers(
+        _ env: BenchEnvironment, server: StartedServer, count: Int, kind: String,
+        _ connect: @escaping @Sendable (Int) async throws -> any Channel
+    ) async throws -> Double {
+        try await Task.sleep(for: .milliseconds(500))
+        let before = Processes.residentBytes(server.pid) ?? 0
+        let channels = try await env.client.connectMany(count: count, parallel: 200, connect)
+        try await Task.sleep(for: .seconds(1))
+        let after = Processes.residentBytes(server.pid) ?? 0
+        env.say(
+            "  eventlogd: RSS \(before / 1024) KB before, \(after / 1024) KB with \(channels.count) idle \(kind): "
+                + String(format: "%.1f", Double(after - before) / Double(count) / 1024) + " KB each")
+        for channel in channels { channel.close(promise: nil) }
+        for channel in channels { _ = try? await wait(channel.closeFuture, seconds: 10, "close") }
+        return Double(after - before) / Double(count) / 1024
     }
 }
 

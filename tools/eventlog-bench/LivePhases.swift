@@ -9,6 +9,8 @@ struct LiveResult: Sendable {
     let latencies: Latencies
     /// Deliveries from the first publish to the last delivery.
     let deliveriesPerSecond: Double
+    /// Seconds from the start of publishing to the last delivery.
+    let span: Double
     let cpu: String
 
     var expected: Int { paced.acknowledged * subscribers }
@@ -29,12 +31,27 @@ struct LiveResult: Sendable {
 enum LiveDelivery {
     static let topic = "live"
 
+    /// One measured step of a session: `rate` publishes per second for `seconds` (after `warmUp` seconds
+    /// not counted), counts reset before it.
+    typealias Step = (_ rate: Double, _ seconds: Double, _ warmUp: Double) async throws -> LiveResult
+
     /// eventlog: `subscribers` SSE streams on `live`; `publishers` keep-alive connections publish `rate`
     /// events per second for `seconds`.
     static func eventlog(
         _ env: BenchEnvironment, server: StartedServer, subscribers: Int, rate: Double, seconds: Double,
         warmUp: Double, publishers: Int, eventBytes: Int
     ) async throws -> LiveResult {
+        try await eventlogSession(
+            env, server: server, subscribers: subscribers, publishers: publishers, eventBytes: eventBytes
+        ) { step in try await step(rate, seconds, warmUp) }
+    }
+
+    /// eventlog: connects `subscribers` SSE streams on `live` and `publishers` keep-alive connections once,
+    /// then lets `body` run as many measured steps as it likes on them (the fan-out ramp).
+    static func eventlogSession<T: Sendable>(
+        _ env: BenchEnvironment, server: StartedServer, subscribers: Int, publishers: Int, eventBytes: Int,
+        _ body: (Step) async throws -> T
+    ) async throws -> T {
         let connected = try await env.client.connectMany(count: subscribers, parallel: 200) { index in
             let loop = env.loop(index)
             let subscriber = SSESubscriber(
@@ -46,25 +63,46 @@ enum LiveDelivery {
         var groups = LoopGroups<SSESubscriber>(loops: env.loops)
         for (index, subscriber) in connected.enumerated() { groups.add(subscriber.handler, loop: index) }
         let publisherLoop = env.loops[0]
-        let connections = try await env.client.httpConnections(port: server.port, count: publishers, on: publisherLoop)
+        let connections: [HTTPLoadConnection]
+        do {
+            connections = try await env.client.httpConnections(
+                port: server.port, count: publishers, on: publisherLoop)
+        } catch {
+            await connected.closeAll()
+            throw error
+        }
         let pad = String(repeating: "x", count: max(0, eventBytes - 23))
         let make: PacedPublisher.MakeRequest = { _, sentAt in
             HTTPLoadConnection.request(
                 "POST", "/v1/events", contentType: "application/json",
                 body: "{\"topic\":\"\(topic)\",\"data\":\"t=\(stamp(sentAt));\(pad)\"}")
         }
-        let result = try await measure(
-            env, serverPID: server.pid, serverName: "eventlogd", loop: publisherLoop, connections: connections,
-            rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
-            collect: {
-                try await groups.collect { members in
-                    members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
-                }.flatMap { $0 }
-            },
-            reset: { _ = try await groups.collect { members in members.forEach { $0.resetCounts() } } })
-        connections.forEach { $0.close() }
-        await connected.closeAll()
-        return result
+        let groupsCopy = groups
+        let reset: () async throws -> Void = {
+            _ = try await groupsCopy.collect { members in members.forEach { $0.resetCounts() } }
+        }
+        let step: Step = { rate, seconds, warmUp in
+            try await reset()
+            return try await measure(
+                env, serverPID: server.pid, serverName: "eventlogd", loop: publisherLoop, connections: connections,
+                rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
+                collect: {
+                    try await groupsCopy.collect { members in
+                        members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
+                    }.flatMap { $0 }
+                },
+                reset: reset)
+        }
+        do {
+            let result = try await body(step)
+            connections.forEach { $0.close() }
+            await connected.closeAll()
+            return result
+        } catch {
+            connections.forEach { $0.close() }
+            await connected.closeAll()
+            throw error
+        }
     }
 
     /// Redis: `subscribers` connections blocked in `XREAD BLOCK 0` on one stream; `publishers` connections
@@ -73,6 +111,17 @@ enum LiveDelivery {
         _ env: BenchEnvironment, server: StartedServer, subscribers: Int, rate: Double, seconds: Double,
         warmUp: Double, publishers: Int, eventBytes: Int
     ) async throws -> LiveResult {
+        try await redisSession(
+            env, server: server, subscribers: subscribers, publishers: publishers, eventBytes: eventBytes
+        ) { step in try await step(rate, seconds, warmUp) }
+    }
+
+    /// Redis: connects `subscribers` readers blocked in `XREAD BLOCK 0` and `publishers` connections once,
+    /// then lets `body` run measured steps on them.
+    static func redisSession<T: Sendable>(
+        _ env: BenchEnvironment, server: StartedServer, subscribers: Int, publishers: Int, eventBytes: Int,
+        _ body: (Step) async throws -> T
+    ) async throws -> T {
         _ = try await env.redisCommand(port: server.port, ["CONFIG", "SET", "maxclients", "12000"])
         guard let seed = try await env.redisCommand(port: server.port, ["XADD", topic, "*", "seed", "1"]).text else {
             throw BenchError("XADD seed gave no id")
@@ -88,26 +137,46 @@ enum LiveDelivery {
         }
         var groups = LoopGroups<RedisStreamReader>(loops: env.loops)
         for (index, reader) in connected.enumerated() { groups.add(reader.handler, loop: index) }
-        try await waitForBlockedClients(env, port: server.port, count: subscribers)
         let publisherLoop = env.loops[0]
-        let connections = try await env.client.redisConnections(
-            port: server.port, count: publishers, on: publisherLoop)
+        let connections: [RESPConnection]
+        do {
+            try await waitForBlockedClients(env, port: server.port, count: subscribers)
+            connections = try await env.client.redisConnections(
+                port: server.port, count: publishers, on: publisherLoop)
+        } catch {
+            await connected.closeAll()
+            throw error
+        }
         let pad = String(repeating: "x", count: max(0, eventBytes - 23))
         let make: PacedPublisher.MakeRequest = { _, sentAt in
             RESP.command("XADD", topic, "*", "t", String(sentAt), "d", pad)
         }
-        let result = try await measure(
-            env, serverPID: server.pid, serverName: "redis", loop: publisherLoop, connections: connections,
-            rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
-            collect: {
-                try await groups.collect { members in
-                    members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
-                }.flatMap { $0 }
-            },
-            reset: { _ = try await groups.collect { members in members.forEach { $0.resetCounts() } } })
-        connections.forEach { $0.close() }
-        await connected.closeAll()
-        return result
+        let groupsCopy = groups
+        let reset: () async throws -> Void = {
+            _ = try await groupsCopy.collect { members in members.forEach { $0.resetCounts() } }
+        }
+        let step: Step = { rate, seconds, warmUp in
+            try await reset()
+            return try await measure(
+                env, serverPID: server.pid, serverName: "redis", loop: publisherLoop, connections: connections,
+                rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
+                collect: {
+                    try await groupsCopy.collect { members in
+                        members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
+                    }.flatMap { $0 }
+                },
+                reset: reset)
+        }
+        do {
+            let result = try await body(step)
+            connections.forEach { $0.close() }
+            await connected.closeAll()
+            return result
+        } catch {
+            connections.forEach { $0.close() }
+            await connected.closeAll()
+            throw error
+        }
     }
 
     /// Waits until Redis reports `count` clients blocked (every subscriber is waiting in XREAD).
@@ -155,7 +224,7 @@ enum LiveDelivery {
         return LiveResult(
             subscribers: subscribers, paced: paced, delivered: delivered,
             latencies: Latencies(samples.flatMap(\.latencies)), deliveriesPerSecond: Double(delivered) / span,
-            cpu: cpuText)
+            span: span, cpu: cpuText)
     }
 
     /// Waits (at most 15 s) until every subscriber received `count` events.

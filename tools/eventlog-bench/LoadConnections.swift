@@ -758,12 +758,17 @@ final class RESPConnection: ChannelInboundHandler, LoadConnection, @unchecked Se
 struct LoadClient: Sendable {
     let group: MultiThreadedEventLoopGroup
 
-    /// Connects `handler` (made for `eventLoop`) to `port`.
+    /// Connects `handler` (made for `eventLoop`) to `port`. `receiveBuffer` sets `SO_RCVBUF` before the
+    /// connect (so the TCP window stays small).
     func connect(
-        port: Int, on eventLoop: any EventLoop, handler: some ChannelHandler & Sendable
+        port: Int, on eventLoop: any EventLoop, handler: some ChannelHandler & Sendable, receiveBuffer: Int? = nil
     ) async throws -> any Channel {
-        try await ClientBootstrap(group: eventLoop)
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+        var bootstrap = ClientBootstrap(group: eventLoop).channelOption(.socketOption(.tcp_nodelay), value: 1)
+        if let receiveBuffer {
+            bootstrap = bootstrap.channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(receiveBuffer))
+        }
+        return
+            try await bootstrap
             .connectTimeout(.seconds(10))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler) }

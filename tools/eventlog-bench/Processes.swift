@@ -153,6 +153,16 @@ enum Processes {
         return nil
     }
 
+    /// Peak resident memory of `pid` in bytes (VmHWM in /proc/PID/status).
+    static func peakResidentBytes(_ pid: Int32) -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let digits = line.filter(\.isNumber)
+            return Int(digits).map { $0 * 1024 }
+        }
+        return nil
+    }
+
     /// CPU time (user + system) `pid` has used so far, in seconds; `nil` is this process.
     static func cpuSeconds(_ pid: Int32?) -> Double {
         let path = pid.map { "/proc/\($0)/stat" } ?? "/proc/self/stat"
@@ -184,6 +194,12 @@ struct CPUUsage: Sendable {
         start = .now
         serverStart = Processes.cpuSeconds(serverPID)
         benchStart = Processes.cpuSeconds(nil)
+    }
+
+    /// CPU seconds (utime + stime in /proc/PID/stat, clock ticks over `sysconf(_SC_CLK_TCK)`) the server
+    /// used since `init`.
+    var serverSeconds: Double {
+        Processes.cpuSeconds(serverPID) - serverStart
     }
 
     /// "server 1.62 cores, bench 0.31 cores" since `init`.

@@ -37,6 +37,8 @@ enum PublishPhase {
 
         struct Side: Sendable {
             var single: ClosedLoopResult
+            /// Server CPU seconds (utime + stime) over the measured single-publish window.
+            var singleCPUSeconds: Double
             var batches: [Int: ClosedLoopResult] = [:]
             var transactions: [Int: ClosedLoopResult] = [:]
         }
@@ -52,8 +54,11 @@ enum PublishPhase {
             _ = try await runClosedLoop(connections: connections, requests: singles, seconds: warmUp)
             let cpu = CPUUsage(serverPID: server.pid)
             let single = try await runClosedLoop(connections: connections, requests: singles, seconds: seconds)
-            report(env, "eventlog single", single, eventsPerRequest: 1, cpu.summary(serverName: "eventlogd"))
-            var side = Side(single: single)
+            let singleCPU = cpu.serverSeconds
+            report(
+                env, "eventlog single", single, eventsPerRequest: 1,
+                cpu.summary(serverName: "eventlogd") + "; " + cpuPerEvent(singleCPU, single))
+            var side = Side(single: single, singleCPUSeconds: singleCPU)
             for size in options.batchSizes {
                 let body = (0..<size).map { "{\"topic\":\"bench/\($0 % 16)\",\"data\":\"\(payload)\"}" }
                     .joined(separator: "\n")
@@ -77,8 +82,11 @@ enum PublishPhase {
             _ = try await runClosedLoop(connections: connections, requests: singles, seconds: warmUp)
             let cpu = CPUUsage(serverPID: server.pid)
             let single = try await runClosedLoop(connections: connections, requests: singles, seconds: seconds)
-            report(env, "Redis single", single, eventsPerRequest: 1, cpu.summary(serverName: "redis"))
-            var side = Side(single: single)
+            let singleCPU = cpu.serverSeconds
+            report(
+                env, "Redis single", single, eventsPerRequest: 1,
+                cpu.summary(serverName: "redis") + "; " + cpuPerEvent(singleCPU, single))
+            var side = Side(single: single, singleCPUSeconds: singleCPU)
             let batchConnections = Array(connections.prefix(options.batchPublishers))
             for size in options.batchSizes {
                 var pipelined = ByteBuffer()
@@ -120,6 +128,11 @@ enum PublishPhase {
                 benchmark: name, metric: "single publish latency p99", unit: "ms",
                 eventlog: eventlog.single.latencies.milliseconds(0.99),
                 redis: redis?.single.latencies.milliseconds(0.99), better: .lower),
+            ResultRow(
+                benchmark: name, metric: "server CPU per published event (single, durable)", unit: "µs",
+                eventlog: microsecondsPerEvent(eventlog.singleCPUSeconds, eventlog.single),
+                redis: redis.flatMap { microsecondsPerEvent($0.singleCPUSeconds, $0.single) }, better: .lower,
+                target: .atMost(40), note: "utime+stime of the server process (/proc/PID/stat) / events published"),
         ]
         for size in options.batchSizes {
             let events = eventlog.batches[size]?.eventsPerSecond(size)
@@ -135,6 +148,16 @@ enum PublishPhase {
                     better: .higher, note: "NDJSON vs MULTI + \(size) XADD + EXEC"))
         }
         return rows
+    }
+
+    /// Server CPU µs per event answered in a single-publish window; nil without any.
+    static func microsecondsPerEvent(_ cpuSeconds: Double, _ result: ClosedLoopResult) -> Double? {
+        result.requests > 0 ? cpuSeconds * 1e6 / Double(result.requests) : nil
+    }
+
+    private static func cpuPerEvent(_ cpuSeconds: Double, _ result: ClosedLoopResult) -> String {
+        guard let micros = microsecondsPerEvent(cpuSeconds, result) else { return "no events" }
+        return String(format: "server CPU %.1f µs per event (%.2f s CPU)", micros, cpuSeconds)
     }
 
     private static func report(
