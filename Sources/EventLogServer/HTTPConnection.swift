@@ -29,6 +29,10 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// After a refused body: bytes still to drop, and the actions to run when the drain is over.
     private var drain: (left: Int, then: [StateMachine.Action], deadline: Scheduled<Void>)?
     private var closed = false
+    /// While an answer is written: NIO's pipelining handler hands over the next request from inside the write
+    /// of `.end`, before the machine knows the answer is done; its parts wait here until it does.
+    private var writingAnswer = false
+    private var deferred: [HTTPServerRequestPart] = []
 
     init(server: EventLogServer, eventLoop: any EventLoop) {
         self.server = server
@@ -76,6 +80,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if writingAnswer {
+            deferred.append(part)
+            return
+        }
+        receive(part)
+    }
+
+    private func receive(_ part: HTTPServerRequestPart) {
         if drain != nil {
             continueDrain(part)
             return
@@ -302,8 +314,13 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .success(let found): response = found
         case .failure(let error): response = Response(error)
         }
+        writingAnswer = true
         write(response, for: head, keepAlive: keepAlive)
+        writingAnswer = false
         responseWritten(reusable: keepAlive)
+        while !writingAnswer, !deferred.isEmpty {
+            receive(deferred.removeFirst())
+        }
     }
 
     private func responseWritten(reusable: Bool) {

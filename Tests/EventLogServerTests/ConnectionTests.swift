@@ -1,3 +1,4 @@
+import EventLog
 import NIOCore
 import NIOPosix
 import Testing
@@ -64,6 +65,41 @@ struct ConnectionTests {
             }
             #expect(state.connections == 0)
             #expect(state.pendingCloses == 0)
+        }
+    }
+
+    @Test("pipelined requests in one write (two publishes, then /healthz) are each answered, in order")
+    func pipelinedRequestsAreAnsweredInOrder() async throws {
+        try await withTestServer { server in
+            func publish(_ data: String) -> String {
+                let body = "{\"topic\":\"pipe/1\",\"data\":\"\(data)\"}"
+                return "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            let bytes = publish("a") + publish("b") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: server.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let received = try await withTimeout(.seconds(20)) {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(ByteBuffer(string: bytes))
+                    var received = ""
+                    for try await chunk in inbound { received += String(buffer: chunk) }
+                    return received
+                }
+            }
+            // Each answer's status line follows the previous body directly.
+            let statuses = received.components(separatedBy: "HTTP/1.1 ").dropFirst().map {
+                $0.components(separatedBy: "\r\n")[0]
+            }
+            #expect(statuses == ["201 Created", "201 Created", "200 OK"])
+            #expect(received.contains("\"id\":1"))
+            #expect(received.contains("\"id\":2"))
+            let history = try await server.log.read(after: 0, selectors: SelectorSet([.topic("pipe/1")]), limit: 10)
+            #expect(history.events.map(\.id) == [1, 2])
         }
     }
 }
