@@ -330,8 +330,9 @@ struct AuthFixture {
         let fixture = try AuthFixture()
         defer { fixture.directory.remove() }
         try await withTestServer(authenticator: try await fixture.authenticator()) { server in
-            // Lifetimes long enough to connect on a loaded machine (exp is in whole seconds: 7 to 8 s).
-            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(8))
+            // Long enough to connect and subscribe before the warning (at half the lifetime) on a machine running the
+            // whole suite, where a connect can take seconds (exp is in whole seconds: 13 to 14 s).
+            let short = try await fixture.token(subscribe: ["orders/*"], lifetime: .seconds(14))
             // Renewed: the warning comes, an auth op with a fresh token answers it, and the socket outlives the
             // first token while events keep arriving.
             try await withTimeout(.seconds(30)) {
