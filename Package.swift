@@ -95,6 +95,7 @@ let package = Package(
         .executableTarget(
             name: "eventlog-bench",
             dependencies: [
+                "CSQLite",
                 "EventLogWire",
                 "EventLogAuth",
                 "EventLog",

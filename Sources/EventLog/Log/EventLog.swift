@@ -130,6 +130,12 @@ public final class EventLog: Sendable {
     /// The largest committed id known to this process.
     public var head: Int64 { state.withLock { $0.tail.head } }
 
+    /// How many group commits this log's writer has made since it opened (0 when read-only). With the
+    /// events appended it gives the mean group size; `eventlog-bench append` reports it.
+    public var groupCommits: Int {
+        (store as? SQLiteEventStore)?.writerStatistics?.groupCommits ?? 0
+    }
+
     /// The smallest retained id known to this process (see ``refreshBounds()`` for the file's view).
     public var earliest: Int64 { state.withLock { $0.earliest } }
 

@@ -18,7 +18,7 @@ protocol EventStore: AnyObject, Sendable {
     func observe(_ observer: any EventStoreObserver)
 
     /// Appends one request's events atomically, in order, as part of a group commit with the other
-    /// requests queued meanwhile. Each request commits or fails alone (its own savepoint); an event whose
+    /// requests queued meanwhile. Each request commits or fails alone, whatever the others do; an event whose
     /// idempotency key names an existing event returns that event, replayed. The observer's
     /// ``EventStoreObserver/storeDidCommit(_:head:foreignWrites:)`` runs before this returns.
     func append(_ events: [PreparedEvent]) async throws -> [AppendResult]
