@@ -121,8 +121,10 @@ public final class EventLog: Sendable {
             }
         }
         guard store.canAppend else { throw EventLogError(.closed, "the log is open read-only") }
-        // Hashed here, on the caller's task, not on the writer.
-        return try await store.append(events.map { PreparedEvent(event: $0, hash: $0.requestHash) })
+        // Hashed here, on the caller's task, not on the writer; only events with an idempotency key use it.
+        return try await store.append(
+            events.map { PreparedEvent(event: $0, hash: $0.idempotencyKey == nil ? 0 : $0.requestHash) }
+        )
     }
 
     // MARK: Reading

@@ -99,5 +99,6 @@ struct StoreIdentity: Sendable {
 /// An event to append, validated, with the hash of its request (for idempotency keys).
 struct PreparedEvent: Sendable {
     let event: NewEvent
+    /// The request hash; stored and compared only when the event has an idempotency key (0 without one).
     let hash: Int64
 }

@@ -169,6 +169,8 @@ final class SQLiteWriter: @unchecked Sendable {
             head = fileHead
         }
         let time = Timestamp.nowMilliseconds()
+        // Taken from the connection's cache once per group, not once per event (the cache hashes the SQL).
+        let statements = try Statements(connection)
         var run = GroupRun()
         run.outcomes.reserveCapacity(requests.count)
         for request in requests {
@@ -185,7 +187,7 @@ final class SQLiteWriter: @unchecked Sendable {
             do {
                 for (index, prepared) in request.events.enumerated() {
                     do {
-                        let result = try append(prepared, time: time, on: connection)
+                        let result = try append(prepared, time: time, statements: statements, on: connection)
                         results.append(result)
                         if !result.replayed { events.append(result.event) }
                     } catch let error as EventLogError where request.events.count > 1 {
@@ -213,12 +215,34 @@ final class SQLiteWriter: @unchecked Sendable {
         return run
     }
 
-    private func append(_ prepared: PreparedEvent, time: Int64, on connection: Connection) throws -> AppendResult {
-        let event = prepared.event
-        if let idempotencyKey = event.idempotencyKey {
-            let lookup = try connection.cachedStatement(
+    /// The writer's per-event statements, from the connection's cache. Used only within one group.
+    private struct Statements {
+        let lookup: Statement
+        let insert: Statement
+
+        init(_ connection: Connection) throws {
+            lookup = try connection.cachedStatement(
                 "SELECT \(SQLiteEventStore.eventColumns), request_hash FROM events WHERE topic = ? AND idempotency_key = ?"
             )
+            insert = try connection.cachedStatement(
+                """
+                INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """
+            )
+        }
+    }
+
+    private func append(
+        _ prepared: PreparedEvent,
+        time: Int64,
+        statements: Statements,
+        on connection: Connection
+    ) throws -> AppendResult {
+        let event = prepared.event
+        if let idempotencyKey = event.idempotencyKey {
+            let lookup = statements.lookup
+            lookup.reset()
             try lookup.bind([.text(event.topic), .text(idempotencyKey)])
             if try lookup.step() {
                 let original = SQLiteEventStore.event(from: lookup)
@@ -233,12 +257,8 @@ final class SQLiteWriter: @unchecked Sendable {
                 return AppendResult(event: original, replayed: true)
             }
         }
-        let insert = try connection.cachedStatement(
-            """
-            INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """
-        )
+        let insert = statements.insert
+        insert.reset()
         let dataValue: SQLValue
         let format: Int64
         switch event.data {
