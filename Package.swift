@@ -96,6 +96,7 @@ let package = Package(
         .executableTarget(
             name: "eventlog-bench",
             dependencies: [
+                "CSQLite",
                 "EventLogWire",
                 "EventLogAuth",
                 "EventLog",

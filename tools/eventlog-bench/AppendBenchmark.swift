@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSQLite
 import EventLog
 import Foundation
 
@@ -54,6 +55,16 @@ struct AppendBenchmark: AsyncParsableCommand {
             (deleted afterwards), or on the file given with --db. Single appends come from --callers \
             concurrent tasks, each waiting for its commit before the next append; group commit is what \
             lets them share fsyncs. Batches are --batch-size events in one append(batch:) call.
+
+            Unless --no-raw is given, each scenario also runs against raw SQLite: a second file with the \
+            same schema (made by the same migrations), WAL, the same synchronous setting, one connection \
+            on one thread, prepared BEGIN IMMEDIATE / INSERT / COMMIT binding the same values as the core. \
+            For batches, raw commits --batch-size events per transaction. For single appends, raw commits \
+            transactions of the core's mean group size (events / group commits in the core's run), so both \
+            sides do the same fsyncs per event; raw has no callers, threads or idempotency lookups to pay \
+            for. Raw does not checkpoint while it is measured (wal_autocheckpoint=0, one TRUNCATE checkpoint \
+            after each scenario, off the clock), where the core checkpoints on a thread of its own: raw is an \
+            upper bound. The table gives core events/s, raw events/s and core / raw.
             """
     )
 
@@ -87,6 +98,13 @@ struct AppendBenchmark: AsyncParsableCommand {
     @Option(name: .customLong("scenario"), help: "Scenario to run (repeatable): single, batch.")
     var scenarios: [AppendScenario] = [.single, .batch]
 
+    /// Whether each scenario also runs on raw SQLite, for the core / raw ratio.
+    @Flag(
+        inversion: .prefixedNo,
+        help: "Also run each scenario on raw SQLite with the same schema and report core / raw."
+    )
+    var raw = true
+
     func validate() throws {
         guard !scenarios.isEmpty else { throw ValidationError("give at least one --scenario") }
         guard callers > 0, batchCallers > 0 else { throw ValidationError("callers must be positive") }
@@ -110,52 +128,202 @@ struct AppendBenchmark: AsyncParsableCommand {
         defer {
             if let temporaryDirectory { try? FileManager.default.removeItem(at: temporaryDirectory) }
         }
+        let rawPath = path + ".raw"
+        defer {
+            for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: rawPath + suffix) }
+        }
 
         print(
             "eventlog-bench append: \(ProcessInfo.processInfo.activeProcessorCount) cores, \(run.seconds) s per scenario"
         )
-        print("database: \(db ?? "temporary file")")
+        print("database: \(db ?? "temporary file")\(raw ? "; raw SQLite: \(rawPath) (deleted afterwards)" : "")")
         print("")
-        var table = Table(columns: ["scenario", "mode", "events", "seconds", "events/s", "p50 ms", "p99 ms"])
+        var columns = ["scenario", "mode", "events", "seconds", "events/s", "p50 ms", "p99 ms", "events/commit"]
+        if raw { columns += ["raw events/s", "core/raw"] }
+        var table = Table(columns: columns)
         for mode in modes {
             var options = EventLog.Options()
             options.durability = mode.durability
             let log = try await EventLog.open(path: path, options: options)
+            var rawStore: RawSQLite?
+            if raw {
+                // The same schema: the core's migrations make the file, then raw SQLite takes it over.
+                await (try await EventLog.open(path: rawPath, options: options)).close()
+                rawStore = try RawSQLite(path: rawPath, durability: mode)
+            }
             for scenario in scenarios {
                 switch scenario {
                 case .single:
-                    let single = try await measureSingleAppends(log)
-                    table.add(single.row(scenario: "single, \(callers) callers", mode: mode))
+                    let (single, commits) = try await measureSingleAppends(log)
+                    let groupSize = max(1, Int((Double(single.events) / Double(commits)).rounded()))
+                    var row = single.row(scenario: "single, \(callers) callers", mode: mode)
+                    row.append(String(format: "%.1f", Double(single.events) / Double(commits)))
+                    if let rawStore {
+                        let rawRun = try rawStore.measure(
+                            eventsPerCommit: groupSize, seconds: run.seconds, payload: payloadText)
+                        row += rawColumns(core: single, raw: rawRun)
+                    }
+                    table.add(row)
                 case .batch:
-                    let batches = try await measureBatches(log)
+                    let (batches, commits) = try await measureBatches(log)
                     let callersText = "\(batchCallers) caller\(batchCallers == 1 ? "" : "s")"
-                    table.add(batches.row(scenario: "batch of \(batchSize), \(callersText)", mode: mode))
+                    var row = batches.row(scenario: "batch of \(batchSize), \(callersText)", mode: mode)
+                    row.append(String(format: "%.1f", Double(batches.events) / Double(commits)))
+                    if let rawStore {
+                        let rawRun = try rawStore.measure(
+                            eventsPerCommit: batchSize, seconds: run.seconds, payload: payloadText)
+                        row += rawColumns(core: batches, raw: rawRun)
+                    }
+                    table.add(row)
                 }
             }
+            rawStore?.close()
             await log.close()
         }
         print(table.render())
     }
 
+    private func rawColumns(core: Measurement, raw: Measurement) -> [String] {
+        [
+            String(Int(raw.eventsPerSecond.rounded())),
+            String(format: "%.2f", core.eventsPerSecond / raw.eventsPerSecond),
+        ]
+    }
+
+    private var payloadText: String { String(repeating: "x", count: eventBytes) }
+
     private var payload: EventData {
         .text(String(repeating: "x", count: eventBytes))
     }
 
-    private func measureSingleAppends(_ log: EventLog) async throws -> Measurement {
+    /// The measurement and the group commits the core made during it (at least 1).
+    private func measureSingleAppends(_ log: EventLog) async throws -> (Measurement, commits: Int) {
         let payload = self.payload
         _ = try await log.append(batch: (0..<200).map { NewEvent(topic: "warmup/\($0 % 10)", data: payload) })
-        return try await Measurement.run(callers: callers, seconds: run.seconds, eventsPerCall: 1) { caller in
+        let commitsBefore = log.groupCommits
+        let measurement = try await Measurement.run(callers: callers, seconds: run.seconds, eventsPerCall: 1) {
+            caller in
             _ = try await log.append(NewEvent(topic: "bench/\(caller % 16)", data: payload))
         }
+        return (measurement, max(1, log.groupCommits - commitsBefore))
     }
 
-    private func measureBatches(_ log: EventLog) async throws -> Measurement {
+    private func measureBatches(_ log: EventLog) async throws -> (Measurement, commits: Int) {
         let batch = (0..<batchSize).map { NewEvent(topic: "bench/\($0 % 16)", data: payload) }
         _ = try await log.append(batch: batch)
-        return try await Measurement.run(callers: batchCallers, seconds: run.seconds, eventsPerCall: batchSize) { _ in
+        let commitsBefore = log.groupCommits
+        let measurement = try await Measurement.run(
+            callers: batchCallers, seconds: run.seconds, eventsPerCall: batchSize
+        ) { _ in
             _ = try await log.append(batch: batch)
         }
+        return (measurement, max(1, log.groupCommits - commitsBefore))
     }
+}
+
+// MARK: Raw SQLite
+
+/// The core's group commit done by hand on one SQLite connection: the baseline of the core / raw ratio.
+///
+/// Each transaction is a prepared `BEGIN IMMEDIATE`, the prepared INSERT of the core's writer once per
+/// event (topic, type, key, data, data_format, time, idempotency_key, request_hash, bound the same way),
+/// and a prepared `COMMIT`. WAL and `synchronous` as the core sets them.
+final class RawSQLite {
+    private var db: OpaquePointer?
+    private var begin: OpaquePointer?
+    private var insert: OpaquePointer?
+    private var commit: OpaquePointer?
+
+    init(path: String, durability: DurabilityArgument) throws {
+        guard sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, nil) == SQLITE_OK else {
+            throw RawSQLiteError(message: "cannot open \(path)")
+        }
+        sqlite3_busy_timeout(db, 5000)
+        try execute("PRAGMA journal_mode=WAL")
+        try execute("PRAGMA synchronous=\(durability == .full ? "FULL" : "NORMAL")")
+        // No checkpoint inside the measured loop (the core checkpoints on a thread of its own): raw is the
+        // upper bound. measure(...) checkpoints after its loop, outside the clock.
+        try execute("PRAGMA wal_autocheckpoint=0")
+        begin = try prepare("BEGIN IMMEDIATE")
+        insert = try prepare(
+            """
+            INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+            """
+        )
+        commit = try prepare("COMMIT")
+    }
+
+    func close() {
+        for statement in [begin, insert, commit] { sqlite3_finalize(statement) }
+        begin = nil
+        insert = nil
+        commit = nil
+        sqlite3_close_v2(db)
+        db = nil
+    }
+
+    /// Commits transactions of `eventsPerCommit` events, one after another, for `seconds`.
+    /// Latencies are per transaction.
+    func measure(eventsPerCommit: Int, seconds: Double, payload: String) throws -> Measurement {
+        let topics = (0..<16).map { "bench/\($0)" }
+        let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let deadline = start + .milliseconds(Int64(seconds * 1000))
+        var latencies: [Duration] = []
+        var now = start
+        var events = 0
+        while now < deadline {
+            let before = now
+            try step(begin)
+            let time = Int64(Date().timeIntervalSince1970 * 1000)
+            for index in 0..<eventsPerCommit {
+                let topic = topics[(events + index) % topics.count]
+                topic.withCString { _ = sqlite3_bind_text(insert, 1, $0, Int32(topic.utf8.count), transient) }
+                "message".withCString { _ = sqlite3_bind_text(insert, 2, $0, 7, transient) }
+                sqlite3_bind_null(insert, 3)
+                payload.withCString { _ = sqlite3_bind_text(insert, 4, $0, Int32(payload.utf8.count), transient) }
+                sqlite3_bind_int64(insert, 5, 0)
+                sqlite3_bind_int64(insert, 6, time)
+                sqlite3_bind_null(insert, 7)
+                sqlite3_bind_null(insert, 8)
+                try step(insert)
+            }
+            try step(commit)
+            events += eventsPerCommit
+            now = clock.now
+            latencies.append(now - before)
+        }
+        let elapsed = clock.now - start
+        try execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return Measurement(events: events, elapsed: elapsed, latencies: latencies.sorted())
+    }
+
+    private func step(_ statement: OpaquePointer?) throws {
+        let code = sqlite3_step(statement)
+        sqlite3_reset(statement)
+        guard code == SQLITE_DONE else { throw RawSQLiteError(message: String(cString: sqlite3_errmsg(db))) }
+    }
+
+    private func prepare(_ sql: String) throws -> OpaquePointer? {
+        var statement: OpaquePointer?
+        guard sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &statement, nil) == SQLITE_OK else {
+            throw RawSQLiteError(message: String(cString: sqlite3_errmsg(db)))
+        }
+        return statement
+    }
+
+    private func execute(_ sql: String) throws {
+        guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else {
+            throw RawSQLiteError(message: String(cString: sqlite3_errmsg(db)))
+        }
+    }
+}
+
+struct RawSQLiteError: Error, CustomStringConvertible {
+    let message: String
+    var description: String { "raw SQLite: \(message)" }
 }
 
 // MARK: Measuring

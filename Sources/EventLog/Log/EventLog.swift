@@ -133,14 +133,22 @@ public final class EventLog: Sendable {
             }
         }
         guard store.canAppend else { return completion(.failure(EventLogError(.closed, "the log is open read-only"))) }
-        // Hashed here, on the caller's thread, not on the writer.
-        store.append(events.map { PreparedEvent(event: $0, hash: $0.requestHash) }, completion: completion)
+        // Hashed here, on the caller's thread, not on the writer; only events with an idempotency key use it.
+        store.append(
+            events.map { PreparedEvent(event: $0, hash: $0.idempotencyKey == nil ? 0 : $0.requestHash) },
+            completion: completion)
     }
 
     // MARK: Reading
 
     /// The largest committed id known to this process.
     public var head: Int64 { state.withLock { $0.tail.head } }
+
+    /// How many group commits this log's writer has made since it opened (0 when read-only). With the
+    /// events appended it gives the mean group size; `eventlog-bench append` reports it.
+    public var groupCommits: Int {
+        (store as? SQLiteEventStore)?.writerStatistics?.groupCommits ?? 0
+    }
 
     /// The smallest retained id known to this process (see ``refreshBounds()`` for the file's view).
     public var earliest: Int64 { state.withLock { $0.earliest } }

@@ -95,6 +95,16 @@ final class Connection {
         return statement.text(0)
     }
 
+    /// Runs a statement without arguments or rows (`BEGIN IMMEDIATE`, `COMMIT`, `SAVEPOINT ...`) as a
+    /// cached prepared statement, so the hot path does not parse it again at every use as
+    /// ``execute(_:)`` does. The statement is reset at once: a transaction statement left unreset
+    /// would count as in progress.
+    func runCached(_ sql: String) throws {
+        let statement = try cachedStatement(sql)
+        defer { statement.reset() }
+        while try statement.step() {}
+    }
+
     /// Runs a statement that returns no rows, with arguments.
     func run(_ sql: String, _ arguments: [SQLValue] = []) throws {
         let statement = try cachedStatement(sql)

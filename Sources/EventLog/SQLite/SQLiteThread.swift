@@ -78,6 +78,13 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
         return true
     }
 
+    /// Jobs queued and not yet taken by a thread. Tests use it to queue several appends for one group commit.
+    var pendingCount: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return pending.count - pendingStart
+    }
+
     /// Finishes the jobs already queued, closes the connections and waits for the threads to exit.
     func shutdown() {
         condition.lock()

@@ -18,7 +18,7 @@ protocol EventStore: AnyObject, Sendable {
     func observe(_ observer: any EventStoreObserver)
 
     /// Appends one request's events atomically, in order, as part of a group commit with the other
-    /// requests queued meanwhile. Each request commits or fails alone (its own savepoint); an event whose
+    /// requests queued meanwhile. Each request commits or fails alone, whatever the others do; an event whose
     /// idempotency key names an existing event returns that event, replayed. The observer's
     /// ``EventStoreObserver/storeDidCommit(_:head:foreignWrites:)`` runs before `completion`, which runs on the
     /// store's writer.
@@ -119,5 +119,6 @@ struct StoreIdentity: Sendable {
 /// An event to append, validated, with the hash of its request (for idempotency keys).
 struct PreparedEvent: Sendable {
     let event: NewEvent
+    /// The request hash; stored and compared only when the event has an idempotency key (0 without one).
     let hash: Int64
 }

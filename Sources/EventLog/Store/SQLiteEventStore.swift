@@ -37,6 +37,12 @@ final class SQLiteEventStore: EventStore {
 
     var canAppend: Bool { writer != nil }
 
+    /// Appends and tasks queued for the writer thread and not yet taken by it.
+    var queuedWriterJobs: Int { writer?.threads.pendingCount ?? 0 }
+
+    /// What the writer's group commits did so far; `nil` when opened read-only.
+    var writerStatistics: SQLiteWriter.Statistics? { writer?.state.statistics }
+
     func observe(_ observer: any EventStoreObserver) {
         writer?.state.observe(observer)
     }

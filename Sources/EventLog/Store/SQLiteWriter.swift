@@ -83,74 +83,166 @@ final class SQLiteWriter: @unchecked Sendable {
         _ = try? syncWithFile(connection)
     }
 
-    /// One group commit: every request in one transaction, each inside its own savepoint so one
-    /// failed request (an idempotency conflict) does not fail the others.
-    private func commit(_ requests: [AppendRequest], on connection: Connection) {
+    /// What the group commits did, counted for tests and diagnostics.
+    struct Statistics: Sendable, Hashable {
+        /// Transactions committed by ``commit(_:on:)``.
+        var groupCommits = 0
+        /// Groups that ran again with savepoints after a request failed with rows of its own written.
+        var savepointRetries = 0
+        /// `SAVEPOINT` statements run.
+        var savepoints = 0
+    }
+
+    private let counters = Mutex(Statistics())
+
+    /// What the group commits did so far.
+    var statistics: Statistics { counters.withLock { $0 } }
+
+    /// A request failed after it had written rows of its own, in a run without savepoints: only a
+    /// rollback of the whole transaction removes them.
+    private struct NeedsSavepoints: Error {}
+
+    /// The outcome of one run of a group inside the open transaction.
+    private struct GroupRun {
         var outcomes: [Result<[AppendResult], Error>] = []
-        outcomes.reserveCapacity(requests.count)
         var inserted: [Event] = []
+        var savepoints = 0
+    }
+
+    /// One group commit: every request in one transaction, in queue order.
+    ///
+    /// Each request commits or fails alone, and a request of several events is atomic. The group first
+    /// runs without savepoints. A request that fails before it inserted a row of its own needs none: an
+    /// idempotency conflict is found by the lookup before the event's INSERT, and an INSERT that fails
+    /// leaves nothing (SQLite makes each statement atomic), so such a request fails alone and the others
+    /// go on. Only a batch that fails after some of its events were inserted (an idempotency conflict at
+    /// event 3 of 4) needs an undo of its own: then the whole transaction rolls back and the group runs
+    /// again with a savepoint around each request of several events (the slow path, as rare as such
+    /// conflicts). When SQLite rolled the whole transaction back by itself, every request fails: it does
+    /// so for SQLITE_FULL and I/O errors in a one-row INSERT, which has no statement journal, savepoint or
+    /// not.
+    ///
+    /// BEGIN, COMMIT, ROLLBACK and the savepoint statements are cached prepared statements.
+    private func commit(_ requests: [AppendRequest], on connection: Connection) {
         var foreignWrites = false
+        var run: GroupRun
         do {
-            try connection.execute("BEGIN IMMEDIATE")
-        } catch {
-            fail(requests, with: error)
-            return
-        }
-        do {
-            let fileHead = try SQLiteEventStore.readHead(connection)
-            if fileHead != head {
-                // Another process appended since our last commit: the in-memory tail is stale.
-                foreignWrites = true
-                head = fileHead
+            do {
+                run = try runGroup(requests, savepoints: false, foreignWrites: &foreignWrites, on: connection)
+            } catch is NeedsSavepoints {
+                try connection.runCached("ROLLBACK")
+                counters.withLock { $0.savepointRetries += 1 }
+                run = try runGroup(requests, savepoints: true, foreignWrites: &foreignWrites, on: connection)
             }
-            let now = Timestamp.nowMilliseconds()
-            for request in requests {
-                try connection.execute("SAVEPOINT request")
-                do {
-                    var results: [AppendResult] = []
-                    var events: [Event] = []
-                    for (index, prepared) in request.events.enumerated() {
-                        do {
-                            let result = try append(prepared, time: now, on: connection)
-                            results.append(result)
-                            if !result.replayed { events.append(result.event) }
-                        } catch let error as EventLogError where request.events.count > 1 {
-                            throw error.at(index: index)
-                        }
-                    }
-                    try connection.execute("RELEASE request")
-                    outcomes.append(.success(results))
-                    inserted.append(contentsOf: events)
-                } catch {
-                    if connection.isAutocommit {
-                        // SQLite rolled the whole transaction back by itself (disk full, I/O error).
-                        throw error
-                    }
-                    try connection.execute("ROLLBACK TO request")
-                    try connection.execute("RELEASE request")
-                    outcomes.append(.failure(error))
-                }
-            }
-            try connection.execute("COMMIT")
+            try connection.runCached("COMMIT")
         } catch {
-            if !connection.isAutocommit { try? connection.execute("ROLLBACK") }
+            if !connection.isAutocommit { try? connection.runCached("ROLLBACK") }
             logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
             fail(requests, with: error)
             return
         }
-        if let last = inserted.last { head = max(head, last.id) }
-        currentObserver?.storeDidCommit(inserted, head: head, foreignWrites: foreignWrites)
-        for (request, outcome) in zip(requests, outcomes) {
+        counters.withLock {
+            $0.groupCommits += 1
+            $0.savepoints += run.savepoints
+        }
+        if let last = run.inserted.last { head = max(head, last.id) }
+        currentObserver?.storeDidCommit(run.inserted, head: head, foreignWrites: foreignWrites)
+        for (request, outcome) in zip(requests, run.outcomes) {
             request.completion(outcome.mapError(Self.publicError))
         }
     }
 
-    private func append(_ prepared: PreparedEvent, time: Int64, on connection: Connection) throws -> AppendResult {
-        let event = prepared.event
-        if let idempotencyKey = event.idempotencyKey {
-            let lookup = try connection.cachedStatement(
+    /// Begins the transaction and runs every request of the group in it; the caller commits or rolls back.
+    /// With `savepoints`, each request of more than one event runs inside its own savepoint; without,
+    /// a request that fails after inserting a row throws ``NeedsSavepoints`` with the transaction open.
+    private func runGroup(
+        _ requests: [AppendRequest],
+        savepoints: Bool,
+        foreignWrites: inout Bool,
+        on connection: Connection
+    ) throws -> GroupRun {
+        try connection.runCached("BEGIN IMMEDIATE")
+        let fileHead = try SQLiteEventStore.readHead(connection)
+        if fileHead != head {
+            // Another process appended since our last commit: the in-memory tail is stale.
+            foreignWrites = true
+            head = fileHead
+        }
+        let time = Timestamp.nowMilliseconds()
+        // Taken from the connection's cache once per group, not once per event (the cache hashes the SQL).
+        let statements = try Statements(connection)
+        var run = GroupRun()
+        run.outcomes.reserveCapacity(requests.count)
+        for request in requests {
+            // A single event needs no savepoint: it fails before its INSERT or inside it, and a failed
+            // statement leaves nothing (https://sqlite.org/lang_transaction.html#response_to_errors_within_a_transaction).
+            let guarded = savepoints && request.events.count > 1
+            if guarded {
+                try connection.runCached("SAVEPOINT request")
+                run.savepoints += 1
+            }
+            var results: [AppendResult] = []
+            results.reserveCapacity(request.events.count)
+            var events: [Event] = []
+            do {
+                for (index, prepared) in request.events.enumerated() {
+                    do {
+                        let result = try append(prepared, time: time, statements: statements, on: connection)
+                        results.append(result)
+                        if !result.replayed { events.append(result.event) }
+                    } catch let error as EventLogError where request.events.count > 1 {
+                        throw error.at(index: index)
+                    }
+                }
+                if guarded { try connection.runCached("RELEASE request") }
+                run.outcomes.append(.success(results))
+                run.inserted.append(contentsOf: events)
+            } catch {
+                if connection.isAutocommit {
+                    // SQLite rolled the whole transaction back by itself (disk full, I/O error).
+                    throw error
+                }
+                if guarded {
+                    try connection.runCached("ROLLBACK TO request")
+                    try connection.runCached("RELEASE request")
+                } else if !events.isEmpty {
+                    // Rows of this request are in the transaction and no savepoint can take them out.
+                    throw NeedsSavepoints()
+                }
+                run.outcomes.append(.failure(error))
+            }
+        }
+        return run
+    }
+
+    /// The writer's per-event statements, from the connection's cache. Used only within one group.
+    private struct Statements {
+        let lookup: Statement
+        let insert: Statement
+
+        init(_ connection: Connection) throws {
+            lookup = try connection.cachedStatement(
                 "SELECT \(SQLiteEventStore.eventColumns), request_hash FROM events WHERE topic = ? AND idempotency_key = ?"
             )
+            insert = try connection.cachedStatement(
+                """
+                INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                """
+            )
+        }
+    }
+
+    private func append(
+        _ prepared: PreparedEvent,
+        time: Int64,
+        statements: Statements,
+        on connection: Connection
+    ) throws -> AppendResult {
+        let event = prepared.event
+        if let idempotencyKey = event.idempotencyKey {
+            let lookup = statements.lookup
+            lookup.reset()
             try lookup.bind([.text(event.topic), .text(idempotencyKey)])
             if try lookup.step() {
                 let original = SQLiteEventStore.event(from: lookup)
@@ -165,12 +257,8 @@ final class SQLiteWriter: @unchecked Sendable {
                 return AppendResult(event: original, replayed: true)
             }
         }
-        let insert = try connection.cachedStatement(
-            """
-            INSERT INTO events (topic, type, key, data, data_format, time, idempotency_key, request_hash)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-            """
-        )
+        let insert = statements.insert
+        insert.reset()
         let dataValue: SQLValue
         let format: Int64
         switch event.data {
