@@ -30,7 +30,7 @@ struct SubscriptionCursorPropertyTests {
         var earliest: Int64 = 1
         var pending: [String] = []
         var tail = LogTail(head: 0, maxEvents: 4, maxBytes: 1 << 20)
-        var waiting = SelectorIndex<Int>()
+        var waiting = SelectorIndex()
         var now = NIODeadline.uptimeNanoseconds(1_000_000_000)
 
         func page(after position: Int64, selectors: SelectorSet, limit: Int) -> HistoryPage {

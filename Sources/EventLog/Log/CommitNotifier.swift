@@ -29,13 +29,13 @@ final class CommitNotifier: Sendable {
     private struct State {
         var head: Int64
         var closed = false
-        var nextID: UInt64 = 0
-        var continuations: [UInt64: CheckedContinuation<Void, Error>] = [:]
-        var index = SelectorIndex<UInt64>()
-        var cancelledBeforeRegistration: Set<UInt64> = []
-        var listeners: [UInt64: @Sendable (CommitSignal) -> Void] = [:]
+        var nextID = 0
+        var continuations: [Int: CheckedContinuation<Void, Error>] = [:]
+        var index = SelectorIndex()
+        var cancelledBeforeRegistration: Set<Int> = []
+        var listeners: [Int: @Sendable (CommitSignal) -> Void] = [:]
 
-        mutating func remove(_ id: UInt64) -> CheckedContinuation<Void, Error>? {
+        mutating func remove(_ id: Int) -> CheckedContinuation<Void, Error>? {
             index.remove(id)
             return continuations.removeValue(forKey: id)
         }
@@ -58,8 +58,8 @@ final class CommitNotifier: Sendable {
 
     /// Calls `listener` with every later signal until ``removeListener(_:)``; a listener added after
     /// ``close()`` is told `closed` at once.
-    func addListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> UInt64 {
-        let (id, closed) = state.withLock { state -> (UInt64, Bool) in
+    func addListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> Int {
+        let (id, closed) = state.withLock { state -> (Int, Bool) in
             state.nextID += 1
             state.listeners[state.nextID] = listener
             return (state.nextID, state.closed)
@@ -68,7 +68,7 @@ final class CommitNotifier: Sendable {
         return id
     }
 
-    func removeListener(_ id: UInt64) {
+    func removeListener(_ id: Int) {
         _ = state.withLock { $0.listeners.removeValue(forKey: id) }
     }
 
@@ -77,7 +77,7 @@ final class CommitNotifier: Sendable {
     /// and wait again. Throws `CancellationError` when the task is cancelled and
     /// ``WaitError/closed`` when the log closes.
     func wait(after position: Int64, selectors: SelectorSet) async throws {
-        let id = state.withLock { state -> UInt64 in
+        let id = state.withLock { state -> Int in
             state.nextID += 1
             return state.nextID
         }

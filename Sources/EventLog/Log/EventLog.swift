@@ -227,12 +227,12 @@ public final class EventLog: Sendable {
 
     /// Calls `listener` after every commit and every change that can concern subscribers, until
     /// ``removeCommitListener(_:)``. A server's event loops use it to wake the subscribers they keep.
-    public func addCommitListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> UInt64 {
+    public func addCommitListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> Int {
         notifier.addListener(listener)
     }
 
     /// Stops calling a listener added with ``addCommitListener(_:)``.
-    public func removeCommitListener(_ id: UInt64) {
+    public func removeCommitListener(_ id: Int) {
         notifier.removeListener(id)
     }
 

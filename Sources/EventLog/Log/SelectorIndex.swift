@@ -2,8 +2,11 @@
 /// without looking at the others.
 ///
 /// A plain value: the ``CommitNotifier`` keeps one under its lock for awaiting readers, and each event loop of
-/// a server keeps one for the subscribers that live on it.
-public struct SelectorIndex<ID: Hashable & Sendable>: Sendable {
+/// a server keeps one for the subscribers that live on it. Ids are `Int`s: the index is used across modules,
+/// where a generic one would run unspecialised (runtime metadata lookups on every insert and removal).
+public struct SelectorIndex: Sendable {
+    public typealias ID = Int
+
     private var selectorsByID: [ID: SelectorSet] = [:]
     private var exact: [String: Set<ID>] = [:]
     private var prefix: [String: Set<ID>] = [:]
@@ -55,18 +58,25 @@ public struct SelectorIndex<ID: Hashable & Sendable>: Sendable {
     }
 
     /// Removes and returns the ids whose selectors match a topic of `events`.
+    ///
+    /// The buckets that matched are dropped whole; a matched id's other selectors are removed one by one, in
+    /// place. (Removing each id from a bucket of 1,000 through a copied `Set` made a commit quadratic in the
+    /// subscribers of its topic.)
     public mutating func removeMatching(_ events: [Event]) -> [ID] {
         guard !selectorsByID.isEmpty else { return [] }
         var found = all
+        all = []
         var seenTopics: Set<String> = []
         for event in events where seenTopics.insert(event.topic).inserted {
-            if let matched = exact[event.topic] { found.formUnion(matched) }
+            if let matched = exact.removeValue(forKey: event.topic) { found.formUnion(matched) }
             guard !prefix.isEmpty else { continue }
             // Every proper prefix of the topic that ends before a '/'.
             let utf8 = event.topic.utf8
             var index = utf8.startIndex
             while index != utf8.endIndex {
-                if utf8[index] == UInt8(ascii: "/"), let matched = prefix[String(event.topic[..<index])] {
+                if utf8[index] == UInt8(ascii: "/"),
+                    let matched = prefix.removeValue(forKey: String(event.topic[..<index]))
+                {
                     found.formUnion(matched)
                 }
                 index = utf8.index(after: index)
@@ -78,9 +88,9 @@ public struct SelectorIndex<ID: Hashable & Sendable>: Sendable {
 }
 
 extension Dictionary {
+    /// Removes `member` from the set at `key` in place (no copy of the set), and the key when it empties.
     fileprivate mutating func removeEntry<Member>(_ member: Member, for key: Key) where Value == Set<Member> {
-        guard var set = self[key] else { return }
-        set.remove(member)
-        self[key] = set.isEmpty ? nil : set
+        guard self[key]?.remove(member) != nil else { return }
+        if self[key]?.isEmpty == true { self[key] = nil }
     }
 }

@@ -20,11 +20,18 @@ final class Subscriber: @unchecked Sendable {
 
     let channel: any Channel
     let selectors: SelectorSet
+    /// Its id in its hub (set by ``SubscriberHub/add(_:)``).
+    var hubID = 0
     private let hub: SubscriberHub
     private let server: EventLogServer
     private let transport: Transport
     private var cursor: SubscriptionCursor
     private let ended: EventLoopPromise<SubscriptionCursor.Ending?>
+    /// SSE frames of consecutive events, copied together so that a replay is written in pieces of up to
+    /// ``coalescedBytes`` instead of one write (and one chunk) per event. The only bytes a subscriber holds
+    /// of its own.
+    private var coalesced: ByteBuffer?
+    static let coalescedBytes = 16 * 1024
 
     /// Completes when the subscription is over: with its ending, or `nil` when it was stopped (the channel
     /// closed, or a WebSocket subscription was replaced).
@@ -98,7 +105,10 @@ final class Subscriber: @unchecked Sendable {
     /// Does what the cursor asks until it has nothing to do now.
     private func pump() {
         var wrote = false
-        defer { if wrote { channel.flush() } }
+        defer {
+            writeCoalesced()
+            if wrote { channel.flush() }
+        }
         while true {
             switch cursor.next(now: .now(), writable: channel.isWritable) {
             case .idle:
@@ -125,6 +135,7 @@ final class Subscriber: @unchecked Sendable {
                 case .closed: cursor.shutdown()
                 }
             case .end(let ending):
+                writeCoalesced()
                 if wrote { channel.flush() }
                 wrote = false
                 hub.remove(self)
@@ -182,8 +193,22 @@ final class Subscriber: @unchecked Sendable {
         let buffer: ByteBuffer
         switch output {
         case .event(let event, let replayed):
-            buffer = server.frames.frame(event, envelope ? .sseEnvelope : .sse)
+            var frame = server.frames.frame(event, envelope ? .sseEnvelope : .sse)
             server.metrics.delivered(1, replayed: replayed)
+            if var pending = coalesced.take() {
+                pending.writeBuffer(&frame)
+                coalesced = pending
+            } else if !replayed {
+                // Live: usually one event per wake; the shared frame is written as it is.
+                channel.write(HTTPServerResponsePart.body(.byteBuffer(frame)), promise: nil)
+                return
+            } else {
+                var pending = channel.allocator.buffer(capacity: Self.coalescedBytes)
+                pending.writeBuffer(&frame)
+                coalesced = pending
+            }
+            if let pending = coalesced, pending.readableBytes >= Self.coalescedBytes { writeCoalesced() }
+            return
         case .keepalive:
             buffer = Self.sseKeepalive
         case .opened(let epoch, let earliest, let head, let from):
@@ -201,7 +226,14 @@ final class Subscriber: @unchecked Sendable {
             buffer = Self.sseControl(.caughtUp(head: position), envelope: envelope)
         }
         guard buffer.readableBytes > 0 else { return }
+        writeCoalesced()
         channel.write(HTTPServerResponsePart.body(.byteBuffer(buffer)), promise: nil)
+    }
+
+    /// Writes the coalesced frames, if any.
+    private func writeCoalesced() {
+        guard let pending = coalesced.take(), pending.readableBytes > 0 else { return }
+        channel.write(HTTPServerResponsePart.body(.byteBuffer(pending)), promise: nil)
     }
 
     private static let sseKeepalive = ByteBuffer(string: SSEEncoder.keepalive)

@@ -15,10 +15,17 @@ final class SubscriberHub: @unchecked Sendable {
     private let population = Atomic<Int>(0)
 
     // Loop-bound state (the class is `@unchecked Sendable` for it: every access asserts the loop).
-    private var subscribers: [ObjectIdentifier: Subscriber] = [:]
+    private var subscribers: [Int: Subscriber] = [:]
+    private var nextID = 0
     /// WebSocket connections, for pings and shutdown.
     private var sockets: [ObjectIdentifier: WebSocketSession] = [:]
-    private var waiting = SelectorIndex<ObjectIdentifier>()
+    private var waiting = SelectorIndex()
+    /// Subscribers a commit woke that have not run yet: a commit wakes them in slices of ``wakeSlice``, one
+    /// task on the loop each, so that a publish on the same loop is read and answered between slices instead
+    /// of after every subscriber of a big topic.
+    private var woken: [Int] = []
+    private var draining = false
+    static let wakeSlice = 128
     /// The newest head a signal announced on this loop.
     private var head: Int64
     private var closed = false
@@ -39,14 +46,13 @@ final class SubscriberHub: @unchecked Sendable {
 
     private func handle(_ signal: CommitSignal) {
         eventLoop.assertInEventLoop()
-        let woken: [ObjectIdentifier]
         switch signal {
         case .committed(let events, let newHead):
             head = max(head, newHead)
-            woken = waiting.removeMatching(events)
+            woken += waiting.removeMatching(events)
         case .changed(let newHead):
             head = max(head, newHead)
-            woken = waiting.removeAll()
+            woken += waiting.removeAll()
         case .closed:
             guard !closed else { return }
             closed = true
@@ -55,13 +61,28 @@ final class SubscriberHub: @unchecked Sendable {
             for socket in Array(sockets.values) { socket.shutdown() }
             return
         }
-        for id in woken { subscribers[id]?.committed() }
+        wakeSlice()
+    }
+
+    /// Wakes the next slice of woken subscribers, and schedules the one after.
+    private func wakeSlice() {
+        let slice = woken.prefix(Self.wakeSlice)
+        woken.removeFirst(slice.count)
+        for id in slice { subscribers[id]?.committed() }
+        guard !woken.isEmpty, !draining else { return }
+        draining = true
+        eventLoop.execute {
+            self.draining = false
+            self.wakeSlice()
+        }
     }
 
     /// Adds a subscriber (before its first read). Returns false when subscriptions have ended (shutdown).
     func add(_ subscriber: Subscriber) -> Bool {
         eventLoop.assertInEventLoop()
-        subscribers[ObjectIdentifier(subscriber)] = subscriber
+        nextID += 1
+        subscriber.hubID = nextID
+        subscribers[nextID] = subscriber
         population.add(1, ordering: .relaxed)
         startSweeping()
         return !closed
@@ -70,7 +91,7 @@ final class SubscriberHub: @unchecked Sendable {
     /// Removes a subscriber that ended.
     func remove(_ subscriber: Subscriber) {
         eventLoop.assertInEventLoop()
-        let id = ObjectIdentifier(subscriber)
+        let id = subscriber.hubID
         waiting.remove(id)
         guard subscribers.removeValue(forKey: id) != nil else { return }
         population.subtract(1, ordering: .relaxed)
@@ -119,7 +140,7 @@ final class SubscriberHub: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         if closed { return .closed }
         guard head <= position else { return .readAgain }
-        waiting.insert(ObjectIdentifier(subscriber), selectors: selectors)
+        waiting.insert(subscriber.hubID, selectors: selectors)
         return .waiting
     }
 
@@ -136,7 +157,7 @@ final class SubscriberHub: @unchecked Sendable {
 /// Every hub of a server, one per event loop of its group, fed by one commit listener on the log.
 final class SubscriberHubs: Sendable {
     private let hubs: [ObjectIdentifier: SubscriberHub]
-    private let listener: UInt64
+    private let listener: Int
     private let log: EventLog
 
     init(group: any EventLoopGroup, log: EventLog, sweepInterval: TimeAmount) {
