@@ -119,6 +119,12 @@ final class Subscriber: @unchecked Sendable {
             case .fetchBounds:
                 fetchBounds()
             case .read(let position, let limit):
+                if let page = hub.pageFromLastCommit(
+                    after: position, selectors: selectors, limit: limit, earliest: cursor.knownEarliest)
+                {
+                    cursor.pageRead(page)
+                    continue
+                }
                 do {
                     if let page = try server.log.readTail(after: position, selectors: selectors, limit: limit) {
                         cursor.pageRead(page)
@@ -193,7 +199,7 @@ final class Subscriber: @unchecked Sendable {
         let buffer: ByteBuffer
         switch output {
         case .event(let event, let replayed):
-            var frame = server.frames.frame(event, envelope ? .sseEnvelope : .sse)
+            var frame = hub.frame(event, envelope ? .sseEnvelope : .sse, cache: server.frames)
             server.metrics.delivered(1, replayed: replayed)
             if var pending = coalesced.take() {
                 pending.writeBuffer(&frame)
@@ -247,7 +253,7 @@ final class Subscriber: @unchecked Sendable {
         let buffer: ByteBuffer
         switch output {
         case .event(let event, let replayed):
-            buffer = server.frames.frame(event, .webSocket)
+            buffer = hub.frame(event, .webSocket, cache: server.frames)
             server.metrics.delivered(1, replayed: replayed)
             server.metrics.webSocketDelivered(1)
         case .keepalive:

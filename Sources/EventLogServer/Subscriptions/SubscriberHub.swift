@@ -26,6 +26,12 @@ final class SubscriberHub: @unchecked Sendable {
     private var woken: [Int] = []
     private var draining = false
     static let wakeSlice = 128
+    /// The newest commit this loop heard of, and the head before it: a subscriber woken at that head reads its
+    /// page from here, without the log's lock.
+    private var lastCommit: (events: [Event], after: Int64, head: Int64)?
+    /// The frames of the newest commit's events, by kind and id, so that its subscribers on this loop do not
+    /// take the frame cache's lock for each delivery.
+    private var commitFrames: [FrameCache.Kind: [Int64: ByteBuffer]] = [:]
     /// The newest head a signal announced on this loop.
     private var head: Int64
     private var closed = false
@@ -48,9 +54,20 @@ final class SubscriberHub: @unchecked Sendable {
         eventLoop.assertInEventLoop()
         switch signal {
         case .committed(let events, let newHead):
+            // Only a commit whose ids run without a hole up to the new head can stand in for a read.
+            if let first = events.first, let last = events.last, last.id == newHead,
+                last.id - first.id + 1 == Int64(events.count)
+            {
+                lastCommit = (events, first.id - 1, newHead)
+            } else {
+                lastCommit = nil
+            }
+            commitFrames = [:]
             head = max(head, newHead)
             woken += waiting.removeMatching(events)
         case .changed(let newHead):
+            lastCommit = nil
+            commitFrames = [:]
             head = max(head, newHead)
             woken += waiting.removeAll()
         case .closed:
@@ -142,6 +159,26 @@ final class SubscriberHub: @unchecked Sendable {
         guard head <= position else { return .readAgain }
         waiting.insert(subscriber.hubID, selectors: selectors)
         return .waiting
+    }
+
+    /// The page after `position` from the newest commit, when `position` is where that commit started (a
+    /// subscriber that was at the head): no lock, no copy of the tail. `nil` otherwise.
+    func pageFromLastCommit(after position: Int64, selectors: SelectorSet, limit: Int, earliest: Int64) -> HistoryPage?
+    {
+        guard let commit = lastCommit, commit.after == position, commit.events.count <= limit else { return nil }
+        let events = commit.events.filter { selectors.matches($0.topic) }
+        return HistoryPage(events: events, next: commit.head, head: commit.head, earliest: earliest)
+    }
+
+    /// The frame of `event`: from this loop's copy for the newest commit, else the shared cache.
+    func frame(_ event: Event, _ kind: FrameCache.Kind, cache: FrameCache) -> ByteBuffer {
+        guard let commit = lastCommit, event.id > commit.after, event.id <= commit.head else {
+            return cache.frame(event, kind)
+        }
+        if let frame = commitFrames[kind]?[event.id] { return frame }
+        let frame = cache.frame(event, kind)
+        commitFrames[kind, default: [:]][event.id] = frame
+        return frame
     }
 
     /// Subscribers on this loop now (for tests and metrics).

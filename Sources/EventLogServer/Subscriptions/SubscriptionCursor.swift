@@ -75,6 +75,8 @@ struct SubscriptionCursor {
     /// What the subscriber has been sent up to (the id of its last event, or where it started).
     private(set) var position: Int64 = 0
     private(set) var caughtUp = false
+    /// The log's earliest id as the last page (or the bounds) said.
+    private(set) var knownEarliest: Int64 = 1
     private var outbox: [Output] = []
     private var sent = 0
     private var lastWrite: NIODeadline
@@ -167,6 +169,7 @@ struct SubscriptionCursor {
                 position = requested
             }
         }
+        knownEarliest = earliest
         outbox.append(.opened(epoch: epoch, earliest: earliest, head: head, from: position))
         if let requested = resetNotice ?? notice.reset {
             outbox.append(.reset(requested: requested, head: head, epoch: epoch))
@@ -180,6 +183,7 @@ struct SubscriptionCursor {
     /// The page after ``position`` (from the tail or the store).
     mutating func pageRead(_ page: HistoryPage) {
         guard phase == .reading, ending == nil else { return }
+        knownEarliest = max(knownEarliest, page.earliest)
         if position < page.earliest - 1 {
             // Retention removed events this subscriber had not read yet.
             outbox.append(.gap(requested: position, earliest: page.earliest))
