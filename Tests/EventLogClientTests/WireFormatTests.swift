@@ -167,7 +167,7 @@ struct WireFormatTests {
     func serverMessageEncoding() throws {
         let event = Event(id: 6, topic: "a/b", type: "created", key: "k", data: .json(#"{"n":1.50}"#), time: time)
         let plain = Event(id: 7, topic: "a/b", type: "message", key: nil, data: .text("x\r\ny\nz"), time: time + 1)
-        // WebSocket: the texts of WebSocketSink and WebSocketSession in the server.
+        // WebSocket: the texts the server's Subscriber and WebSocketSession write.
         let webSocket: [(ServerMessage, String)] = [
             (
                 .opened(epoch: "ep", earliest: 1, head: 9, from: 4, resumeToken: "r4"),
@@ -205,7 +205,7 @@ struct WireFormatTests {
                 == #"{"type":"ack","ref":7,"id":3,"topic":"a","time":"2026-11-25T01:07:15.123Z","replayed":false}"#
         )
 
-        // SSE: the frames of SSESink and SSEFrame in the server.
+        // SSE: the frames the server's Subscriber (through FrameCache) and SSEFrame write.
         let sse: [(ServerMessage, String)] = [
             (
                 .opened(epoch: "ep", earliest: 1, head: 9, from: 4),
