@@ -77,32 +77,16 @@ enum LiveDelivery {
                 "POST", "/v1/events", contentType: "application/json",
                 body: "{\"topic\":\"\(topic)\",\"data\":\"t=\(stamp(sentAt));\(pad)\"}")
         }
-        let groupsCopy = groups
-        let reset: () async throws -> Void = {
-            _ = try await groupsCopy.collect { members in members.forEach { $0.resetCounts() } }
-        }
-        let step: Step = { rate, seconds, warmUp in
-            try await reset()
-            return try await measure(
-                env, serverPID: server.pid, serverName: "eventlogd", loop: publisherLoop, connections: connections,
-                rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
-                collect: {
-                    try await groupsCopy.collect { members in
-                        members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
-                    }.flatMap { $0 }
-                },
-                reset: reset)
-        }
-        do {
-            let result = try await body(step)
-            connections.forEach { $0.close() }
-            await connected.closeAll()
-            return result
-        } catch {
-            connections.forEach { $0.close() }
-            await connected.closeAll()
-            throw error
-        }
+        return try await runSteps(
+            env, serverPID: server.pid, serverName: "eventlogd", loop: publisherLoop, connections: connections,
+            make: make, subscribers: subscribers, groups: groups,
+            reset: { $0.resetCounts() },
+            sample: { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) },
+            close: {
+                connections.forEach { $0.close() }
+                await connected.closeAll()
+            },
+            body)
     }
 
     /// Redis: `subscribers` connections blocked in `XREAD BLOCK 0` on one stream; `publishers` connections
@@ -151,30 +135,44 @@ enum LiveDelivery {
         let make: PacedPublisher.MakeRequest = { _, sentAt in
             RESP.command("XADD", topic, "*", "t", String(sentAt), "d", pad)
         }
-        let groupsCopy = groups
-        let reset: () async throws -> Void = {
-            _ = try await groupsCopy.collect { members in members.forEach { $0.resetCounts() } }
+        return try await runSteps(
+            env, serverPID: server.pid, serverName: "redis", loop: publisherLoop, connections: connections,
+            make: make, subscribers: subscribers, groups: groups,
+            reset: { $0.resetCounts() },
+            sample: { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) },
+            close: {
+                connections.forEach { $0.close() }
+                await connected.closeAll()
+            },
+            body)
+    }
+
+    /// Runs `body` with a measured step over `groups` of subscribers (`reset` clears a member's counts,
+    /// `sample` reads them), then closes everything with `close`, also when `body` fails.
+    private static func runSteps<Member: Sendable, T: Sendable>(
+        _ env: BenchEnvironment, serverPID: Int32, serverName: String, loop: any EventLoop,
+        connections: [any LoadConnection], make: @escaping PacedPublisher.MakeRequest, subscribers: Int,
+        groups: LoopGroups<Member>, reset: @escaping @Sendable (Member) -> Void,
+        sample: @escaping @Sendable (Member) -> Sample, close: () async -> Void,
+        _ body: (Step) async throws -> T
+    ) async throws -> T {
+        let resetAll: () async throws -> Void = {
+            _ = try await groups.collect { members in members.forEach(reset) }
         }
         let step: Step = { rate, seconds, warmUp in
-            try await reset()
+            try await resetAll()
             return try await measure(
-                env, serverPID: server.pid, serverName: "redis", loop: publisherLoop, connections: connections,
+                env, serverPID: serverPID, serverName: serverName, loop: loop, connections: connections,
                 rate: rate, seconds: seconds, warmUp: warmUp, make: make, subscribers: subscribers,
-                collect: {
-                    try await groupsCopy.collect { members in
-                        members.map { ($0.snapshot.delivered, $0.snapshot.latencies, $0.snapshot.lastDeliveryAt) }
-                    }.flatMap { $0 }
-                },
-                reset: reset)
+                collect: { try await groups.collect { members in members.map(sample) }.flatMap { $0 } },
+                reset: resetAll)
         }
         do {
             let result = try await body(step)
-            connections.forEach { $0.close() }
-            await connected.closeAll()
+            await close()
             return result
         } catch {
-            connections.forEach { $0.close() }
-            await connected.closeAll()
+            await close()
             throw error
         }
     }
