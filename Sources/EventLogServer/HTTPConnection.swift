@@ -33,6 +33,8 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     /// of `.end`, before the machine knows the answer is done; its parts wait here until it does.
     private var writingAnswer = false
     private var deferred: [HTTPServerRequestPart] = []
+    /// The SSE stream this connection has become, if it has.
+    private var stream: Subscriber?
 
     init(server: EventLogServer, eventLoop: any EventLoop) {
         self.server = server
@@ -76,6 +78,11 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         // Bytes NIO's decoder could not parse: its error handler has answered 400.
         perform(machine.inboundClosed())
         context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { stream?.writable() }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -302,9 +309,25 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         _ subscription: SSEStream.Subscription, head: HTTPRequestHead, caller: Principal, keepAlive: Bool
     ) {
         guard let channel = context?.channel else { return }
-        SSEStream(server: server, channel: channel)
+        // The connection answers no more requests (`Connection: close`): NIO's pipelining and protocol-error
+        // handlers have nothing left to do, and an idle stream's memory counts.
+        let pipeline = channel.pipeline.syncOperations
+        if let handler = try? pipeline.handler(type: HTTPServerPipelineHandler.self) {
+            pipeline.removeHandler(handler, promise: nil)
+        }
+        if let handler = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self) {
+            pipeline.removeHandler(handler, promise: nil)
+        }
+        let subscriber = SSEStream(server: server, channel: channel)
             .start(subscription, head: head, corsHeaders: cors.headers(for: head), until: caller.expiresAt)
-            .whenComplete { _ in self.responseWritten(reusable: false) }
+        // What the request left behind is not needed while the stream lasts (an idle stream's memory counts).
+        self.head = nil
+        body = ByteBuffer()
+        stream = subscriber
+        subscriber.finished.whenComplete { _ in
+            self.stream = nil
+            self.responseWritten(reusable: false)
+        }
     }
 
     /// Writes an endpoint's answer (or its error), then lets the machine decide what comes next.

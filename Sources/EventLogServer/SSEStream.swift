@@ -47,13 +47,13 @@ struct SSEStream {
     let server: EventLogServer
     let channel: any Channel
 
-    /// Starts the stream on the channel's event loop (call it there); the future completes when it is over:
+    /// Starts the stream on the channel's event loop (call it there); its `finished` completes when it is over:
     /// the client left, the server stopped, or `until` (Unix milliseconds: when the caller's token stops being
     /// accepted) passed. In the last two cases the response ended cleanly and the client reconnects with its
     /// Last-Event-ID (and a fresh token).
     func start(
         _ subscription: Subscription, head: HTTPRequestHead, corsHeaders: [(String, String)], until: Int64? = nil
-    ) -> EventLoopFuture<Void> {
+    ) -> Subscriber {
         var headers = HTTPHeaders([
             ("Content-Type", "text/event-stream; charset=utf-8"),
             ("Cache-Control", "no-store"),
@@ -73,13 +73,13 @@ struct SSEStream {
             now: now
         )
         let transport = Subscriber.Transport.sse(
-            head: responseHead, envelope: subscription.envelope,
-            retryMilliseconds: configuration.sseRetryMilliseconds)
+            envelope: subscription.envelope, retryMilliseconds: configuration.sseRetryMilliseconds)
         let metrics = server.metrics
         metrics.sseOpened()
         let subscriber = Subscriber(
             server: server, channel: channel, selectors: subscription.selectors, transport: transport, cursor: cursor)
-        subscriber.start()
-        return subscriber.finished.map { _ in metrics.sseClosed() }
+        subscriber.finished.whenComplete { _ in metrics.sseClosed() }
+        subscriber.start(responseHead: responseHead)
+        return subscriber
     }
 }

@@ -156,6 +156,7 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, @un
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if context.channel.isWritable {
             unwritableSince = nil
+            subscription?.writable()
             resumeReading()
         } else if unwritableSince == nil {
             unwritableSince = .now()

@@ -12,8 +12,8 @@ import NIOWebSocket
 final class Subscriber: @unchecked Sendable {
     /// How outputs become bytes on the channel.
     enum Transport {
-        /// An SSE response body; `head` is written first.
-        case sse(head: HTTPResponseHead, envelope: Bool, retryMilliseconds: Int)
+        /// An SSE response body (its head is given to ``start(responseHead:)``).
+        case sse(envelope: Bool, retryMilliseconds: Int)
         /// WebSocket text messages on a session's socket.
         case webSocket(WebSocketSession)
     }
@@ -50,22 +50,21 @@ final class Subscriber: @unchecked Sendable {
         self.ended = channel.eventLoop.makePromise()
     }
 
-    /// Starts the subscription. On the channel's loop.
-    func start() {
+    /// Starts the subscription, writing `responseHead` first (SSE). On the channel's loop.
+    func start(responseHead: HTTPResponseHead? = nil) {
         channel.eventLoop.assertInEventLoop()
         guard channel.isActive else {
             cursor.cancel()
             ended.succeed(nil)
             return
         }
-        if case .sse(let head, _, _) = transport {
+        if let responseHead {
             server.metrics.responded(status: 200)
-            channel.write(HTTPServerResponsePart.head(head), promise: nil)
+            channel.write(HTTPServerResponsePart.head(responseHead), promise: nil)
             // A WebSocket session stops its subscriptions itself; one hook per subscription would pile up on a
             // socket that subscribes again and again.
             channel.closeFuture.whenComplete { _ in self.stop() }
         }
-        WritabilityHandler.install(on: channel, for: self)
         if !hub.add(self) { cursor.shutdown() }
         pump()
     }
@@ -96,6 +95,8 @@ final class Subscriber: @unchecked Sendable {
         pump()
     }
 
+    /// The channel takes writes again (from its connection handler's `channelWritabilityChanged`): the
+    /// backpressure of the cursor.
     func writable() {
         pump()
     }
@@ -188,7 +189,7 @@ final class Subscriber: @unchecked Sendable {
 
     private func write(_ output: SubscriptionCursor.Output) {
         switch transport {
-        case .sse(_, let envelope, let retryMilliseconds):
+        case .sse(let envelope, let retryMilliseconds):
             writeSSE(output, envelope: envelope, retryMilliseconds: retryMilliseconds)
         case .webSocket(let session):
             writeWebSocket(output, session: session)
@@ -296,28 +297,5 @@ final class Subscriber: @unchecked Sendable {
             break
         }
         return nil
-    }
-}
-
-/// Tells the channel's current subscriber when the channel takes writes again (the backpressure of
-/// ``Subscriber``). One per channel; a WebSocket that subscribes anew points it at the new subscriber.
-final class WritabilityHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = NIOAny
-    private weak var subscriber: Subscriber?
-
-    static func install(on channel: any Channel, for subscriber: Subscriber) {
-        let pipeline = channel.pipeline.syncOperations
-        if let existing = try? pipeline.handler(type: WritabilityHandler.self) {
-            existing.subscriber = subscriber
-            return
-        }
-        let handler = WritabilityHandler()
-        handler.subscriber = subscriber
-        try? pipeline.addHandler(handler, position: .first)
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if context.channel.isWritable { subscriber?.writable() }
-        context.fireChannelWritabilityChanged()
     }
 }
