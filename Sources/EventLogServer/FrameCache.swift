@@ -52,14 +52,6 @@ final class FrameCache: Sendable {
         return frame
     }
 
-    /// Appends the SSE frames of `events` to `buffer` (for a history read), encoding only those not cached yet.
-    func write(_ events: [Event], envelope: Bool, into buffer: inout ByteBuffer) {
-        for event in events {
-            var frame = frame(event, envelope ? .sseEnvelope : .sse)
-            buffer.writeBuffer(&frame)
-        }
-    }
-
     private func store(_ frame: ByteBuffer, for key: Key) {
         state.withLock { state in
             if key.id > state.newest { state.newest = key.id }

@@ -44,6 +44,38 @@ struct WebSocketTests {
         }
     }
 
+    @Test("a subscribe that replaces a running replay: nothing of the old subscription follows the new subscribed")
+    func resubscribeEndsTheOldFirst() async throws {
+        try await withTestServer { server in
+            let old = (1...3_000).map { NewEvent(topic: "old/1", type: "t", data: .text("o\($0)")) }
+            _ = try await server.log.append(batch: old)
+            _ = try await server.log.append(NewEvent(topic: "new/1", type: "t", data: .text("n")))
+            let messages = try await withTimeout(.seconds(60)) {
+                try await TestWebSocket.connect(port: server.port) { ws in
+                    try await ws.send(["op": "subscribe", "topics": ["old/1"], "from": "earliest"])
+                    // The old subscription is replaying (3,000 events, pages of 512) when the new one comes.
+                    var messages = try await ws.read(until: "event")
+                    try await ws.send(["op": "subscribe", "topics": ["new/1"], "from": "earliest"])
+                    messages += try await ws.read(until: "caughtup")
+                    if messages.filter({ $0["type"] as? String == "subscribed" }).count < 2 {
+                        // The old subscription's own caughtup came first: read on to the new one's.
+                        messages += try await ws.read(until: "caughtup")
+                    }
+                    return messages
+                }
+            }
+            let subscribedAt = messages.indices.filter { messages[$0]["type"] as? String == "subscribed" }
+            try #require(subscribedAt.count == 2)
+            let before = messages[..<subscribedAt[1]].compactMap { $0["id"] as? Int }
+            let after = Array(messages[(subscribedAt[1] + 1)...])
+            // Before: a prefix of the old replay, in order; after: the new subscription alone.
+            #expect(before == Array(1...before.count))
+            #expect(after.map { $0["type"] as? String } == ["event", "caughtup"])
+            #expect(after.first?["id"] as? Int == 3_001)
+            #expect(after.first?["topic"] as? String == "new/1")
+        }
+    }
+
     @Test("publish over WebSocket is acknowledged after the commit; an idempotent retry gets the same id")
     func publishWithAck() async throws {
         try await withTestServer { server in

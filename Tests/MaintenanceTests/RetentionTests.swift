@@ -123,7 +123,7 @@ struct RetentionTests {
             #expect(dry.dryRun)
             #expect(try storedIDs(path) == Array(1...10))
             #expect(try bounds(path) == (1, 10))
-            let real = try await maintain(path) { try $0.retain(policy) }
+            let real = try await maintain(path, batching: countedBatching) { try $0.retain(policy) }
             #expect(dry.removedEvents == real.removedEvents)
             #expect(dry.removedBytes == real.removedBytes)
             #expect(dry.removedIDs == real.removedIDs)
