@@ -116,7 +116,9 @@ struct ToolTests {
                     """
             )
             #expect(dry.stderr == "examining: 7/7 ids (100%), would remove 7 events\n")
-            let real = try await Self.run(["retain", "--db", path, "--max-events", "3", "--quiet"])
+            let real = try await Self.run([
+                "retain", "--db", path, "--max-events", "3", "--quiet", "--batch-time", "60s",
+            ])
             #expect(real.status == 0)
             #expect(
                 real.stdout == """
@@ -142,7 +144,8 @@ struct ToolTests {
                     event("orders/2", 5), event("users/7", 6), event("users/7", 7),
                 ])
             let spared = try await Self.run([
-                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--min-age", "1h",
+                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--min-age", "1h", "--batch-time",
+                "60s",
             ])
             #expect(spared.status == 0)
             #expect(
@@ -167,7 +170,9 @@ struct ToolTests {
                     """
             )
             #expect(dry.stderr == "mapping keys: 7/7 ids (100%)\nexamining: 7/7 ids (100%), would remove 3 events\n")
-            let real = try await Self.run(["compact", "--db", path, "--keep-latest", "--topic", "orders/*"])
+            let real = try await Self.run([
+                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--batch-time", "60s",
+            ])
             #expect(real.status == 0)
             #expect(
                 real.stdout == """
