@@ -7,6 +7,9 @@ struct CORS: Sendable {
     /// Whether listed origins may send credentials (cookies): true when auth is on. `*` never may.
     var credentials = false
 
+    /// Whether any origin is allowed (`--cors-origin`); without one no response carries CORS headers.
+    var isEnabled: Bool { !allowedOrigins.isEmpty }
+
     /// CORS headers for a request's `Origin`, when that origin is allowed.
     func headers(for head: HTTPRequestHead) -> [(String, String)] {
         guard !allowedOrigins.isEmpty else { return [] }

@@ -215,6 +215,12 @@ public final class EventLogServer: Sendable {
             upgradeConfiguration: upgradeConfiguration
         )
         pipelineConfiguration.decoderConfiguration.maxHeaderListSize = 32 * 1024
+        // Every response header name and value is the server's own (an allowed CORS origin is echoed only when
+        // it equals a configured one), so NIO's per-response check of each header byte is left out.
+        pipelineConfiguration.enableResponseHeaderValidation = false
+        // `HTTPConnectionHandler` holds a pipelined request itself; NIO's pipelining handler would pause and
+        // resume reading around every request (two epoll changes each), pipelined or not.
+        pipelineConfiguration.enablePipelining = false
         let result = try channel.pipeline.syncOperations.configureUpgradableHTTPServerPipeline(
             configuration: pipelineConfiguration
         )

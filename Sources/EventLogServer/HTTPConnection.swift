@@ -9,10 +9,15 @@ import NIOHTTP1
 /// What to do next is decided by ``HTTPConnectionStateMachine``; this handler feeds it what happens on the
 /// channel and performs the actions it returns. A publish is decoded here, on the loop, and handed to the
 /// writer with a completion that answers back on the loop. Routes that await something else (a history read,
-/// a token to verify) run as a Swift task whose answer is written on the loop. NIO's pipelining handler in
-/// front holds a next request until the current answer is written.
-final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+/// a token to verify) run as a Swift task whose answer is written on the loop.
+///
+/// Requests are answered one at a time, in order. A client that sends its next request before the answer to
+/// the current one (HTTP pipelining) has its parts held here until the answer is written, and the connection
+/// stops reading meanwhile. A client that waits for each answer costs nothing for this: its reads are never
+/// paused, so the socket's registration never changes between requests.
+final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = HTTPServerResponsePart
     typealias StateMachine = HTTPConnectionStateMachine<ContinuousClock>
 
@@ -26,13 +31,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
     private var chunk: ByteBuffer?
     private var body = ByteBuffer()
     private var timer: Scheduled<Void>?
+    /// The deadline the machine last set; `nil` while no request timeout runs (an answer is being made).
+    private var timerDeadline: ContinuousClock.Instant?
     /// After a refused body: bytes still to drop, and the actions to run when the drain is over.
     private var drain: (left: Int, then: [StateMachine.Action], deadline: Scheduled<Void>)?
     private var closed = false
-    /// While an answer is written: NIO's pipelining handler hands over the next request from inside the write
-    /// of `.end`, before the machine knows the answer is done; its parts wait here until it does.
-    private var writingAnswer = false
+    /// From a complete request until its answer is written: parts of a next (pipelined) request wait in
+    /// `deferred`, and reading stops (`readPaused`) until they have been handled.
+    private var answering = false
     private var deferred: [HTTPServerRequestPart] = []
+    private var readPaused = false
     /// The SSE stream this connection has become, if it has.
     private var stream: Subscriber?
 
@@ -87,11 +95,20 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
-        if writingAnswer {
+        if answering || !deferred.isEmpty {
             deferred.append(part)
             return
         }
         receive(part)
+    }
+
+    /// Reading goes on unless parts of a pipelined request are waiting for the current answer.
+    func read(context: ChannelHandlerContext) {
+        if deferred.isEmpty {
+            context.read()
+        } else {
+            readPaused = true
+        }
     }
 
     private func receive(_ part: HTTPServerRequestPart) {
@@ -119,10 +136,12 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         while let action = actions.popFirst() {
             switch action {
             case .startTimer(let deadline):
-                timer = scheduleTimeout(at: deadline)
+                // One armed timer at a time: a keep-alive connection moves its deadline on every request, and
+                // the timer, when it fires early, re-arms itself for the current one (no task per request).
+                timerDeadline = deadline
+                if timer == nil { timer = scheduleTimeout(at: deadline) }
             case .cancelTimer:
-                timer?.cancel()
-                timer = nil
+                timerDeadline = nil
             case .markBusy:
                 if let channel = context?.channel { server.connections.setIdle(channel, false) }
             case .markIdle:
@@ -149,6 +168,7 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
                     keepAlive: false)
             case .respond(let keepAlive):
                 guard let head else { break }
+                answering = true
                 let request = Request(head: head, body: body)
                 body = ByteBuffer()
                 respond(to: request, keepAlive: keepAlive)
@@ -158,12 +178,16 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         }
     }
 
-    /// Closes the connection at `deadline` if the machine says the request timeout has passed then.
+    /// Closes the connection at `deadline` if the machine says the request timeout has passed then; if a later
+    /// deadline has replaced it meanwhile, arms the timer again for that one.
     private func scheduleTimeout(at deadline: ContinuousClock.Instant) -> Scheduled<Void>? {
         guard let channel = context?.channel else { return nil }
         return server.connections.scheduleClose(channel, in: ContinuousClock.now.duration(to: deadline)) {
             // On the channel's loop.
-            self.machine.timerFired().contains(.close)
+            self.timer = nil
+            if self.machine.timerFired().contains(.close) { return true }
+            if !self.closed, let next = self.timerDeadline { self.timer = self.scheduleTimeout(at: next) }
+            return false
         }
     }
 
@@ -309,18 +333,17 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         _ subscription: SSEStream.Subscription, head: HTTPRequestHead, caller: Principal, keepAlive: Bool
     ) {
         guard let channel = context?.channel else { return }
-        // The connection answers no more requests (`Connection: close`): NIO's pipelining and protocol-error
-        // handlers have nothing left to do, and an idle stream's memory counts.
+        // The connection answers no more requests (`Connection: close`): NIO's protocol-error handler has
+        // nothing left to do, and an idle stream's memory counts.
         let pipeline = channel.pipeline.syncOperations
-        if let handler = try? pipeline.handler(type: HTTPServerPipelineHandler.self) {
-            pipeline.removeHandler(handler, promise: nil)
-        }
         if let handler = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self) {
             pipeline.removeHandler(handler, promise: nil)
         }
         let subscriber = SSEStream(server: server, channel: channel)
             .start(subscription, head: head, corsHeaders: cors.headers(for: head), until: caller.expiresAt)
         // What the request left behind is not needed while the stream lasts (an idle stream's memory counts).
+        timer?.cancel()
+        timer = nil
         self.head = nil
         body = ByteBuffer()
         stream = subscriber
@@ -337,12 +360,15 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
         case .success(let found): response = found
         case .failure(let error): response = Response(error)
         }
-        writingAnswer = true
         write(response, for: head, keepAlive: keepAlive)
-        writingAnswer = false
+        answering = false
         responseWritten(reusable: keepAlive)
-        while !writingAnswer, !deferred.isEmpty {
+        while !answering, !closed, !deferred.isEmpty {
             receive(deferred.removeFirst())
+        }
+        if deferred.isEmpty, readPaused, let context {
+            readPaused = false
+            context.read()
         }
     }
 
@@ -354,11 +380,14 @@ final class HTTPConnectionHandler: ChannelInboundHandler, RemovableChannelHandle
 
     private func write(_ response: Response, for head: HTTPRequestHead, keepAlive: Bool) {
         guard let context else { return }
-        var headers = HTTPHeaders(response.headers)
-        headers.add(contentsOf: cors.headers(for: head))
-        let body = ByteBuffer(string: response.body)
-        headers.replaceOrAdd(name: "Content-Length", value: String(body.readableBytes))
-        headers.replaceOrAdd(name: "Connection", value: keepAlive && !server.isShuttingDown ? "keep-alive" : "close")
+        // Responses never name Content-Length or Connection themselves: both are added here.
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(response.headers.count + 6)
+        for (name, value) in response.headers { headers.add(name: name, value: value) }
+        if cors.isEnabled { headers.add(contentsOf: cors.headers(for: head)) }
+        let body = context.channel.allocator.buffer(string: response.body)
+        headers.add(name: "Content-Length", value: String(body.readableBytes))
+        headers.add(name: "Connection", value: keepAlive && !server.isShuttingDown ? "keep-alive" : "close")
         server.metrics.responded(status: Int(response.status.code))
         let responseHead = HTTPResponseHead(version: head.version, status: response.status, headers: headers)
         context.write(wrapOutboundOut(.head(responseHead)), promise: nil)

@@ -39,7 +39,7 @@ struct PublishEndpoint {
         server.log.append(batch: decoded.events) { result in
             completion(
                 result.map { results in
-                    let appended = results.filter { !$0.replayed }.count
+                    let appended = results.count { !$0.replayed }
                     if appended > 0 { metrics.appended(appended, latency: ContinuousClock.now - started) }
                     let allReplayed = appended == 0
                     return Response.json(
@@ -57,17 +57,15 @@ struct PublishEndpoint {
         if server.isShuttingDown {
             throw APIError(code: .shuttingDown, message: "the server is shutting down")
         }
-        let contentType =
-            request.head.headers.first(name: "content-type")?
-            .split(separator: ";").first.map { $0.filter { $0 != " " && $0 != "\t" }.lowercased() } ?? ""
+        let contentType = request.head.headers.first(name: "content-type").map(Self.mediaType) ?? []
         let headerKey = request.head.headers.first(name: "idempotency-key")
         let bytes = Array(request.body.readableBytesView)
         switch contentType {
-        case "application/json":
+        case Self.json:
             let event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
             try authorize([event.topic], batch: false, caller: caller, request)
             return ([event], false)
-        case "application/x-ndjson":
+        case Self.ndjson:
             if headerKey != nil {
                 throw APIError(
                     code: .invalidParameter,
@@ -103,6 +101,21 @@ struct PublishEndpoint {
                 message: "publish with Content-Type application/json (one event) or application/x-ndjson (a batch)"
             )
         }
+    }
+
+    private static let json = Array("application/json".utf8)
+    private static let ndjson = Array("application/x-ndjson".utf8)
+
+    /// The media type of a `Content-Type` value: before any `;`, without spaces or tabs, ASCII lowercased.
+    static func mediaType(_ value: String) -> [UInt8] {
+        var type: [UInt8] = []
+        type.reserveCapacity(24)
+        for byte in value.utf8 {
+            if byte == UInt8(ascii: ";") { break }
+            if byte == 0x20 || byte == 0x09 { continue }
+            type.append(byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte)
+        }
+        return type
     }
 
     private func authorize(_ topics: [String], batch: Bool, caller: Principal, _ request: Request) throws(APIError) {

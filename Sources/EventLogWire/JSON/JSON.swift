@@ -304,6 +304,11 @@ public struct JSONWriter {
 
     public init() {}
 
+    /// A writer whose text has room for `capacity` bytes before it grows.
+    public init(capacity: Int) {
+        text.reserveCapacity(capacity)
+    }
+
     public mutating func raw(_ fragment: String) {
         text += fragment
     }
@@ -364,7 +369,7 @@ public struct JSONWriter {
 
     /// `{"a":1,"b":"x"}` from ordered members whose values are already JSON text.
     public static func object(_ members: KeyValuePairs<String, JSONFragment>) -> String {
-        var writer = JSONWriter()
+        var writer = JSONWriter(capacity: 128)
         writer.text += "{"
         var first = true
         for (key, value) in members {

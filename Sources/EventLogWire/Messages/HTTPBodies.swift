@@ -65,7 +65,15 @@ public struct PublishAnswer: Sendable, Hashable {
 
     /// The answer to a single publish: `{"id":N,"topic":"..","time":".."}` (replays are told by a header).
     public var json: String {
-        JSONWriter.object(["id": .int(self.id), "topic": .string(self.topic), "time": .string(self.timeText)])
+        var body = JSONWriter(capacity: 64 + topic.utf8.count)
+        body.raw("{\"id\":")
+        body.raw(String(id))
+        body.raw(",\"topic\":")
+        body.string(topic)
+        body.raw(",\"time\":\"")
+        body.raw(timeText)
+        body.raw("\"}")
+        return body.text
     }
 
     /// The answer to a batch: `{"events":[{"id","topic","time","replayed"}...],"ids":[...]}`.
