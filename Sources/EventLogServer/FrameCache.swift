@@ -28,12 +28,20 @@ final class FrameCache: Sendable {
     }
 
     private let state = Mutex(State())
+    /// The newest id stored, readable without the lock (``mayHold(_:)``).
+    private let newest = Atomic<Int64>(0)
     private let capacity: Int64
     private let tokens: ResumeTokenCodec
 
     init(tokens: ResumeTokenCodec, capacity: Int = 8192) {
         self.tokens = tokens
         self.capacity = Int64(capacity)
+    }
+
+    /// Whether the frame of event `id` may be cached: false for an event older than the window, whose frame
+    /// a replay had better encode straight into its own write than look up, encode and not keep.
+    func mayHold(_ id: Int64) -> Bool {
+        id > newest.load(ordering: .relaxed) - capacity
     }
 
     /// The frame of `event` in `kind`, encoded now if it is not cached yet.
@@ -54,7 +62,10 @@ final class FrameCache: Sendable {
 
     private func store(_ frame: ByteBuffer, for key: Key) {
         state.withLock { state in
-            if key.id > state.newest { state.newest = key.id }
+            if key.id > state.newest {
+                state.newest = key.id
+                newest.store(key.id, ordering: .relaxed)
+            }
             let oldest = state.newest - capacity
             guard key.id > oldest else { return }
             state.frames[key] = frame

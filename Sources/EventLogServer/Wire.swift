@@ -7,8 +7,17 @@ import NIOCore
 extension ByteBuffer {
     /// Appends the SSE frame of one event.
     mutating func writeSSEEvent(_ event: Event, envelope: Bool) {
-        var text = ""
-        SSEEncoder.writeEvent(event, envelope: envelope, into: &text)
-        writeString(text)
+        // The buffer moves into the output and back, so the write does not copy it.
+        var output = SSEBufferOutput(buffer: self)
+        self = ByteBuffer()
+        SSEEncoder.writeEvent(event, envelope: envelope, into: &output)
+        self = output.buffer
     }
+}
+
+/// ``SSEEncoder`` writing straight into a `ByteBuffer`, with no intermediate `String`.
+private struct SSEBufferOutput: SSEOutput {
+    var buffer: ByteBuffer
+    mutating func writeSSEText(_ text: String) { buffer.writeString(text) }
+    mutating func writeSSEText(_ text: Substring) { buffer.writeSubstring(text) }
 }

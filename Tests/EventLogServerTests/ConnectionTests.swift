@@ -102,4 +102,45 @@ struct ConnectionTests {
             #expect(history.events.map(\.id) == [1, 2])
         }
     }
+
+    @Test("2,000 publishes pipelined in one write: reading pauses and resumes, every one answered once, in order")
+    func manyPipelinedRequests() async throws {
+        try await withTestServer { server in
+            let count = 2000
+            var bytes = ""
+            for index in 1...count {
+                let body = "{\"topic\":\"pipe/\(index % 3)\",\"data\":\"\(index)\"}"
+                bytes += "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                bytes += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
+            }
+            bytes += "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            let request = ByteBuffer(string: bytes)
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: server.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                    }
+                }
+            let received = try await withTimeout(.seconds(60)) {
+                try await channel.executeThenClose { inbound, outbound in
+                    try await outbound.write(request)
+                    var received = ""
+                    for try await chunk in inbound { received += String(buffer: chunk) }
+                    return received
+                }
+            }
+            let answers = received.components(separatedBy: "HTTP/1.1 ").dropFirst()
+            let statuses = answers.map { $0.components(separatedBy: "\r\n")[0] }
+            #expect(statuses == Array(repeating: "201 Created", count: count) + ["200 OK"])
+            // The n-th answer carries id n: answered in the order sent, none twice.
+            let ids = answers.prefix(count).map { answer -> Int in
+                let after = answer.components(separatedBy: "\"id\":")[1]
+                return Int(after.prefix { $0.isNumber }) ?? -1
+            }
+            #expect(ids == Array(1...count))
+            let history = try await server.log.read(after: 0, selectors: SelectorSet([.all]), limit: count + 10)
+            #expect(history.events.map(\.id) == Array(1...Int64(count)))
+            #expect(history.events.map(\.data) == (1...count).map { .text(String($0)) })
+        }
+    }
 }

@@ -32,6 +32,12 @@ final class Subscriber: @unchecked Sendable {
     /// of its own.
     private var coalesced: ByteBuffer?
     static let coalescedBytes = 16 * 1024
+    /// A store page read ahead while the one before it is written, so that a replay reads and writes at the
+    /// same time: the position it was read after, and its result once it arrived. Started only while the
+    /// channel is writable, so a subscriber that stops reading holds at most this page and its current one.
+    private var readAhead: (after: Int64, result: Result<HistoryPage, EventLogError>?)?
+    /// The cursor asked for the page being read ahead before it arrived.
+    private var awaitingReadAhead = false
 
     /// Completes when the subscription is over: with its ending, or `nil` when it was stopped (the channel
     /// closed, or a WebSocket subscription was replaced).
@@ -120,6 +126,20 @@ final class Subscriber: @unchecked Sendable {
             case .fetchBounds:
                 fetchBounds()
             case .read(let position, let limit):
+                if let ahead = readAhead {
+                    if ahead.after == position {
+                        if let result = ahead.result {
+                            readAhead = nil
+                            pageArrived(result, limit: limit)
+                        } else {
+                            awaitingReadAhead = true
+                        }
+                        continue
+                    }
+                    // Not the page the cursor wants (it cannot happen today): its result is dropped.
+                    readAhead = nil
+                    awaitingReadAhead = false
+                }
                 if let page = hub.pageFromLastCommit(
                     after: position, selectors: selectors, limit: limit, earliest: cursor.knownEarliest)
                 {
@@ -172,17 +192,38 @@ final class Subscriber: @unchecked Sendable {
         }
     }
 
-    private func readFromStore(after position: Int64, limit: Int) {
+    /// Reads the page after `position` on a reader thread; with `ahead`, as the read-ahead of the next page.
+    private func readFromStore(after position: Int64, limit: Int, ahead: Bool = false) {
         let eventLoop = channel.eventLoop
         server.log.read(after: position, selectors: selectors, limit: limit) { result in
             eventLoop.execute {
-                switch result {
-                case .success(let page): self.cursor.pageRead(page)
-                case .failure(let error): self.cursor.readFailed(error)
+                if ahead {
+                    guard let current = self.readAhead, current.after == position, current.result == nil else {
+                        return  // dropped meanwhile
+                    }
+                    guard self.awaitingReadAhead else {
+                        self.readAhead = (position, result)
+                        return
+                    }
+                    self.readAhead = nil
+                    self.awaitingReadAhead = false
                 }
+                self.pageArrived(result, limit: limit)
                 self.pump()
             }
         }
+    }
+
+    /// Gives a store page to the cursor; if the cursor will want the next one and the channel takes writes,
+    /// starts reading it now.
+    private func pageArrived(_ result: Result<HistoryPage, EventLogError>, limit: Int) {
+        switch result {
+        case .success(let page): cursor.pageRead(page)
+        case .failure(let error): cursor.readFailed(error)
+        }
+        guard case .success = result, readAhead == nil, channel.isWritable, let next = cursor.nextRead else { return }
+        readAhead = (next, nil)
+        readFromStore(after: next, limit: limit, ahead: true)
     }
 
     // MARK: Writing
@@ -200,8 +241,16 @@ final class Subscriber: @unchecked Sendable {
         let buffer: ByteBuffer
         switch output {
         case .event(let event, let replayed):
-            var frame = hub.frame(event, envelope ? .sseEnvelope : .sse, cache: server.frames)
             server.metrics.delivered(1, replayed: replayed)
+            if replayed, !server.frames.mayHold(event.id) {
+                // Old history, read for this subscriber alone: encoded straight into its coalesced write.
+                var pending = coalesced.take() ?? channel.allocator.buffer(capacity: Self.coalescedBytes)
+                pending.writeSSEEvent(event, envelope: envelope)
+                coalesced = pending
+                if pending.readableBytes >= Self.coalescedBytes { writeCoalesced() }
+                return
+            }
+            var frame = hub.frame(event, envelope ? .sseEnvelope : .sse, cache: server.frames)
             if var pending = coalesced.take() {
                 pending.writeBuffer(&frame)
                 coalesced = pending

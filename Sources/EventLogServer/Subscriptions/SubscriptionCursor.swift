@@ -180,6 +180,11 @@ struct SubscriptionCursor {
         phase = .needsRead
     }
 
+    /// Where the next read will start, when the cursor's next step is a read (after its outputs are written).
+    var nextRead: Int64? {
+        phase == .needsRead && ending == nil ? position : nil
+    }
+
     /// The page after ``position`` (from the tail or the store).
     mutating func pageRead(_ page: HistoryPage) {
         guard phase == .reading, ending == nil else { return }
