@@ -117,7 +117,7 @@ struct ToolConventionTests {
         let batch = try Run.command("eventlog-maint", ["retain", "--help"]).stdout
         #expect(
             batch.contains(
-                "  --batch-rows <batch-rows>\n                          Events examined per transaction. (default: 1000)\n"
+                "  --batch-rows <batch-rows>\n                          Events examined per transaction. (default: 200)\n"
             ))
     }
 

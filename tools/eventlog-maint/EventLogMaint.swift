@@ -95,14 +95,14 @@ struct DatabaseOptions: ParsableArguments {
 /// How retention and compaction cut their work into transactions.
 struct BatchingOptions: ParsableArguments {
     @Option(name: .customLong("batch-rows"), help: "Events examined per transaction.")
-    var batchRows: Int = 1000
+    var batchRows: Int = MaintenanceBatching().maxRows
 
     @Option(
         name: .customLong("batch-time"),
-        help: "How long one transaction may hold the writer lock, e.g. 10ms. Default 10ms.",
+        help: "How long one transaction examines events before it deletes what it picked and commits. Default 10ms.",
         transform: parseDuration
     )
-    var batchTime: Duration = .milliseconds(10)
+    var batchTime: Duration = MaintenanceBatching().maxLockTime
 
     func validate() throws {
         if batchRows < 1 { throw ValidationError("--batch-rows must be at least 1") }

@@ -34,7 +34,6 @@ public final class LogMaintenance {
     /// Receives progress reports of long operations.
     public var progress: MaintenanceProgressHandler?
     private let connection: Connection
-    private var busyPoller: BusyPoller?
 
     /// Opens the log at `path`, which must exist and be an event log at this build's schema version.
     public init(path: String, options: Options = Options()) throws {
@@ -55,7 +54,7 @@ public final class LogMaintenance {
             // pay an fsync per batch (https://sqlite.org/pragma.html#pragma_synchronous); the server's own
             // FULL commits sync the WAL, ours included, anyway.
             try connection.execute("PRAGMA synchronous=NORMAL")
-            busyPoller = BusyPoller(connection: connection, timeout: options.busyTimeout)
+            connection.pollWhenBusy(timeout: options.busyTimeout)
         }
     }
 
@@ -114,7 +113,7 @@ public final class LogMaintenance {
         // 1M events, p90 append latency was 1.2-2.6 ms in quiet runs, against ~11 ms when pausing only as long
         // as held (docs/OPERATIONS.md).
         let pause = min(max(held * 2, .milliseconds(1)), .milliseconds(20))
-        Thread.sleep(forTimeInterval: Double(pause.wholeMilliseconds) / 1000)
+        Thread.sleep(forTimeInterval: pause.secondsValue)
     }
 
     // MARK: Checkpoint and vacuum

@@ -41,11 +41,13 @@ public typealias MaintenanceProgressHandler = @Sendable (MaintenanceProgress) ->
 
 /// How retention and compaction cut their work into transactions.
 ///
-/// Each transaction holds the database's writer lock, so it is kept small: appends wait at most about
-/// this long behind a maintenance batch.
+/// Each transaction holds the database's writer lock, so it is kept small: appends wait behind one batch.
+/// The lock is held while the batch examines its events and then while it deletes the ones it picked, so
+/// the row limit bounds the wait as much as the time limit does: deleting 1,000 events with their index
+/// entries held it for 5-10 ms on the test machine, deleting 200 for about 1-2 ms (docs/OPERATIONS.md).
 public struct MaintenanceBatching: Sendable, Hashable {
-    /// The most events one transaction examines. Default 1,000.
-    public var maxRows = 1000
+    /// The most events one transaction examines. Default 200.
+    public var maxRows = 200
     /// The time after which a transaction stops examining events and commits. Default 10 ms.
     public var maxLockTime: Duration = .milliseconds(10)
 

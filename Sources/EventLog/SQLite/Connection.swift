@@ -14,6 +14,7 @@ final class Connection {
     private(set) var handle: OpaquePointer?
     let path: String
     private var cache = StatementCache()
+    private var busyPoller: BusyPoller?
 
     init(path: String, mode: Mode, busyTimeoutMilliseconds: Int32 = 5000) throws {
         self.path = path
@@ -39,6 +40,11 @@ final class Connection {
 
     deinit {
         close()
+    }
+
+    /// Replaces `busy_timeout` with a ``BusyPoller`` that tries for the lock every 100 µs, for up to `timeout`.
+    func pollWhenBusy(timeout: Duration) {
+        busyPoller = BusyPoller(connection: self, timeout: timeout)
     }
 
     /// Finalizes every cached statement, then closes the handle.

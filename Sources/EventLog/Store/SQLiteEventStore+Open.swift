@@ -35,6 +35,9 @@ extension SQLiteEventStore {
                 },
                 open: {
                     let connection = try Connection(path: path, mode: .readWrite, busyTimeoutMilliseconds: busyTimeout)
+                    // A maintenance transaction (eventlog-maint) holds the lock for milliseconds at a time: take it
+                    // back as soon as it is free.
+                    connection.pollWhenBusy(timeout: .milliseconds(Int(busyTimeout)))
                     try configureWriter(connection, options: options)
                     try Migrator.migrate(connection)
                     let started = try Checkpointer(path: path, busyTimeoutMilliseconds: busyTimeout)
