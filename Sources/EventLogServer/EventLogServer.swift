@@ -59,9 +59,10 @@ public final class EventLogServer: Sendable {
         self.group = eventLoopGroup
         let tokens = ResumeTokenCodec(key: log.tokenKey, epoch: log.epoch)
         self.tokens = tokens
-        self.frames = FrameCache(tokens: tokens)
+        let frames = FrameCache(tokens: tokens, head: log.head)
+        self.frames = frames
         self.hubs = SubscriberHubs(
-            group: eventLoopGroup, log: log, sweepInterval: Self.sweepInterval(configuration))
+            group: eventLoopGroup, log: log, frames: frames, sweepInterval: Self.sweepInterval(configuration))
     }
 
     /// How often each event loop sweeps its subscribers: often enough for the shortest of the keepalive, the

@@ -7,8 +7,8 @@ import Synchronization
 ///
 /// Live subscribers all send the same newest events; without the cache each of them would encode each event
 /// (and sign its resume token) again. A subscriber writes the cached buffer itself, so the bytes in its
-/// channel's queue are shared, not copied. Only events near the newest one seen are kept (`capacity` ids back),
-/// so a replay of old history passes through without evicting the live tail.
+/// channel's queue are shared, not copied. Only events near the log's head are kept (`capacity` ids back), so a
+/// replay of old history passes through without evicting the live tail.
 final class FrameCache: Sendable {
     /// Which encoding of an event.
     enum Kind: UInt8, Sendable {
@@ -22,20 +22,23 @@ final class FrameCache: Sendable {
         let kind: Kind
     }
 
-    private struct State {
-        var frames: [Key: ByteBuffer] = [:]
-        var newest: Int64 = 0
-    }
-
-    private let state = Mutex(State())
-    /// The newest id stored, readable without the lock (``mayHold(_:)``).
-    private let newest = Atomic<Int64>(0)
+    private let frames = Mutex<[Key: ByteBuffer]>([:])
+    /// The log's head as last told (``advance(to:)``), or the newest id stored if that is higher; readable
+    /// without the lock (``mayHold(_:)``).
+    private let newest: Atomic<Int64>
     private let capacity: Int64
     private let tokens: ResumeTokenCodec
 
-    init(tokens: ResumeTokenCodec, capacity: Int = 8192) {
+    /// A cache for a log whose head is `head` now; tell it of later commits with ``advance(to:)``.
+    init(tokens: ResumeTokenCodec, head: Int64, capacity: Int = 8192) {
         self.tokens = tokens
         self.capacity = Int64(capacity)
+        self.newest = Atomic(head)
+    }
+
+    /// The log's head moved to `head` (a commit).
+    func advance(to head: Int64) {
+        newest.max(head, ordering: .relaxed)
     }
 
     /// Whether the frame of event `id` may be cached: false for an event older than the window, whose frame
@@ -47,7 +50,7 @@ final class FrameCache: Sendable {
     /// The frame of `event` in `kind`, encoded now if it is not cached yet.
     func frame(_ event: Event, _ kind: Kind) -> ByteBuffer {
         let key = Key(id: event.id, kind: kind)
-        if let cached = state.withLock({ $0.frames[key] }) { return cached }
+        if let cached = frames.withLock({ $0[key] }) { return cached }
         var frame = ByteBuffer()
         switch kind {
         case .sse: frame.writeSSEEvent(event, envelope: false)
@@ -61,18 +64,14 @@ final class FrameCache: Sendable {
     }
 
     private func store(_ frame: ByteBuffer, for key: Key) {
-        state.withLock { state in
-            if key.id > state.newest {
-                state.newest = key.id
-                newest.store(key.id, ordering: .relaxed)
-            }
-            let oldest = state.newest - capacity
-            guard key.id > oldest else { return }
-            state.frames[key] = frame
-            if state.frames.count > Int(capacity) * 3 {
+        let newest = self.newest.max(key.id, ordering: .relaxed).newValue
+        guard key.id > newest - capacity else { return }
+        frames.withLock { frames in
+            frames[key] = frame
+            if frames.count > Int(capacity) * 3 {
                 // Keep the newest half of the window; ids only grow, so this is amortised O(1) per insert.
-                let keepAbove = state.newest - capacity / 2
-                state.frames = state.frames.filter { $0.key.id > keepAbove }
+                let keepAbove = newest - capacity / 2
+                frames = frames.filter { $0.key.id > keepAbove }
             }
         }
     }

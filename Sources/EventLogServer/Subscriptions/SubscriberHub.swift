@@ -197,7 +197,8 @@ final class SubscriberHubs: Sendable {
     private let listener: Int
     private let log: EventLog
 
-    init(group: any EventLoopGroup, log: EventLog, sweepInterval: TimeAmount) {
+    /// Hubs for `group`'s loops; the commit listener also moves `frames` along with the log's head.
+    init(group: any EventLoopGroup, log: EventLog, frames: FrameCache, sweepInterval: TimeAmount) {
         var hubs: [ObjectIdentifier: SubscriberHub] = [:]
         for loop in group.makeIterator() {
             hubs[ObjectIdentifier(loop)] = SubscriberHub(eventLoop: loop, head: log.head, sweepInterval: sweepInterval)
@@ -206,6 +207,10 @@ final class SubscriberHubs: Sendable {
         self.hubs = hubs
         self.log = log
         listener = log.addCommitListener { signal in
+            switch signal {
+            case .committed(_, let head), .changed(let head): frames.advance(to: head)
+            case .closed: break
+            }
             for hub in all { hub.post(signal) }
         }
     }
