@@ -179,12 +179,28 @@ struct StalledCommand: AsyncParsableCommand {
     }
 }
 
+/// `tail`: server memory with a full in-memory tail.
+struct TailCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tail",
+        abstract: "Server RSS growth with a full 64 MiB in-memory tail (--tail-bytes), against --tail-bytes "
+            + "(eventlog only).")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: TailOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(server, title: "tail", [("tail", { try await TailPhase.run($0, options) })])
+    }
+}
+
 /// `all`: every server benchmark with its default options, and one table at the end.
 struct AllCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "all",
-        abstract: "Run publish, latency, fanout, idle, replay, storm, ramp, compaction and stalled, and print one "
-            + "markdown table.",
+        abstract: "Run publish, latency, fanout, idle, replay, storm, tail, ramp, compaction and stalled, and print "
+            + "one markdown table.",
         discussion: """
             Each phase starts a fresh eventlogd (release build, --durability full, a new database in a temporary \
             directory) on 127.0.0.1, measures it, stops it, then does the same against Redis 7 Streams started by \
@@ -197,12 +213,13 @@ struct AllCommand: AsyncParsableCommand {
     @OptionGroup var ramp: RampOptions
     @OptionGroup var compaction: CompactionOptions
     @OptionGroup var stalled: StalledOptions
+    @OptionGroup var tail: TailOptions
 
     /// Phases to leave out.
     @Option(
         name: .customLong("skip"),
         help: """
-            A phase to leave out (publish, latency, fanout, idle, replay, storm, ramp, compaction, stalled); \
+            A phase to leave out (publish, latency, fanout, idle, replay, storm, tail, ramp, compaction, stalled); \
             repeatable.
             """)
     var skipped: [String] = []
@@ -212,7 +229,7 @@ struct AllCommand: AsyncParsableCommand {
     var skipLong = false
 
     static let phaseNames = [
-        "publish", "latency", "fanout", "idle", "replay", "storm", "ramp", "compaction", "stalled",
+        "publish", "latency", "fanout", "idle", "replay", "storm", "tail", "ramp", "compaction", "stalled",
     ]
 
     func validate() throws {
@@ -235,6 +252,7 @@ struct AllCommand: AsyncParsableCommand {
         let ramp = self.ramp
         let compaction = self.compaction
         let stalled = self.stalled
+        let tail = self.tail
         let phases: [(name: String, run: (BenchEnvironment) async throws -> [ResultRow])] = [
             ("publish", { try await PublishPhase.run($0, publish) }),
             ("latency", { try await LatencyPhase.run($0, latency) }),
@@ -242,6 +260,7 @@ struct AllCommand: AsyncParsableCommand {
             ("idle", { try await IdlePhase.run($0, idle) }),
             ("replay", { try await ReplayPhase.run($0, replay) }),
             ("storm", { try await StormPhase.run($0, storm) }),
+            ("tail", { try await TailPhase.run($0, tail) }),
             ("ramp", { try await RampPhase.run($0, ramp) }),
             ("compaction", { try await CompactionPhase.run($0, compaction) }),
             ("stalled", { try await StalledPhase.run($0, stalled) }),
