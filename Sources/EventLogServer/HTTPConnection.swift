@@ -323,9 +323,8 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
     }
 
     private func publish(_ request: Request, caller: Principal, keepAlive: Bool) {
-        let eventLoop = self.eventLoop
-        PublishEndpoint(server: server).handle(request, caller: caller) { result in
-            eventLoop.execute { self.answer(result, for: request.head, keepAlive: keepAlive) }
+        PublishEndpoint(server: server).handle(request, caller: caller, on: eventLoop) { result in
+            self.answer(result, for: request.head, keepAlive: keepAlive)
         }
     }
 

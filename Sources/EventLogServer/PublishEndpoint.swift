@@ -23,10 +23,12 @@ enum PublishDecoder {
 struct PublishEndpoint {
     let server: EventLogServer
 
-    /// Decodes and checks `request` now, then appends; `completion` gets the answer on the writer thread (or at
-    /// once, for a request refused before the append).
+    /// Decodes and checks `request` now, then appends; `completion` gets the answer on `eventLoop` (at once, for
+    /// a request refused before the append). The answer is made there, not on the writer's thread, which every
+    /// publish of the server shares.
     func handle(
-        _ request: Request, caller: Principal, completion: @escaping @Sendable (Result<Response, APIError>) -> Void
+        _ request: Request, caller: Principal, on eventLoop: any EventLoop,
+        completion: @escaping @Sendable (Result<Response, APIError>) -> Void
     ) {
         let decoded: (events: [NewEvent], batch: Bool)
         do {
@@ -37,18 +39,22 @@ struct PublishEndpoint {
         let started = ContinuousClock.now
         let metrics = server.metrics
         server.log.append(batch: decoded.events) { result in
-            completion(
-                result.map { results in
-                    let appended = results.count { !$0.replayed }
-                    if appended > 0 { metrics.appended(appended, latency: ContinuousClock.now - started) }
-                    let allReplayed = appended == 0
-                    return Response.json(
-                        allReplayed ? .ok : .created,
-                        decoded.batch
-                            ? PublishAnswer.batchJSON(results.map(PublishAnswer.init)) : PublishAnswer(results[0]).json,
-                        headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
-                    )
-                }.mapError(APIError.init(any:)))
+            let latency = ContinuousClock.now - started
+            eventLoop.execute {
+                completion(
+                    result.map { results in
+                        let appended = results.count { !$0.replayed }
+                        if appended > 0 { metrics.appended(appended, latency: latency) }
+                        let allReplayed = appended == 0
+                        return Response.json(
+                            allReplayed ? .ok : .created,
+                            decoded.batch
+                                ? PublishAnswer.batchJSON(results.map(PublishAnswer.init))
+                                : PublishAnswer(results[0]).json,
+                            headers: allReplayed ? [("Idempotent-Replayed", "true")] : []
+                        )
+                    }.mapError(APIError.init(any:)))
+            }
         }
     }
 

@@ -360,16 +360,18 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, @un
         let started = ContinuousClock.now
         let (eventLoop, metrics) = (context.eventLoop, server.metrics)
         server.log.append(batch: [event]) { result in
-            let answer: String
-            switch result {
-            case .success(let results):
-                if !results[0].replayed { metrics.appended(1, latency: ContinuousClock.now - started) }
-                answer = PublishAnswer(results[0]).webSocketAck(ref: ref)
-            case .failure(let error):
-                let apiError = APIError(any: error)
-                answer = ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref)
-            }
+            let latency = ContinuousClock.now - started
+            // The answer is made on the loop: the writer's thread is shared by every publish of the server.
             eventLoop.execute {
+                let answer: String
+                switch result {
+                case .success(let results):
+                    if !results[0].replayed { metrics.appended(1, latency: latency) }
+                    answer = PublishAnswer(results[0]).webSocketAck(ref: ref)
+                case .failure(let error):
+                    let apiError = APIError(any: error)
+                    answer = ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref)
+                }
                 self.publishesInFlight -= 1
                 self.send(answer)
                 self.resumeReading()

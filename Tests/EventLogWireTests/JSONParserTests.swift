@@ -133,6 +133,23 @@ struct JSONParserTests {
         #expect(try parse(#"{"a":{"a":1},"b":[{"a":1},{"a":2}]}"#)["b"] != nil)
     }
 
+    @Test(
+        "duplicates are found in large objects too (the first 16 keys are scanned, the rest hashed)",
+        arguments: [(15, 3), (16, 3), (17, 3), (17, 16), (40, 0), (40, 20), (40, 39)])
+    func duplicateKeysInLargeObjects(count: Int, repeated: Int) throws {
+        let keys = (0..<count).map { "k\($0)" }
+        let members = keys.enumerated().map { "\"\($0.element)\":\($0.offset)" }
+        let unique = try parse("{" + members.joined(separator: ",") + "}")
+        #expect(unique["k\(count - 1)"] == .number(String(count - 1)))
+        let withRepeat = "{" + (members + ["\"k\(repeated)\":0"]).joined(separator: ",") + "}"
+        #expect(failure(withRepeat)?.reason == "duplicate key \"k\(repeated)\"")
+        // A repeat in the middle, before the object has 16 keys or after.
+        let middle =
+            "{" + (members.prefix(count / 2) + ["\"k0\":0"] + members.dropFirst(count / 2)).joined(separator: ",")
+            + "}"
+        #expect(failure(middle)?.reason == "duplicate key \"k0\"")
+    }
+
     @Test("keys that are canonically equivalent but differ in bytes are two keys")
     func canonicallyEquivalentKeys() throws {
         // U+00E9 and e + U+0301: Swift's String == calls them equal; JSON and the canonical text don't.

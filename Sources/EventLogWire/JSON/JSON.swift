@@ -14,10 +14,10 @@ public enum JSONValue: Equatable, Sendable {
         case (.null, .null): return true
         case (.bool(let a), .bool(let b)): return a == b
         case (.number(let a), .number(let b)): return a == b
-        case (.string(let a), .string(let b)): return a.utf8.elementsEqual(b.utf8)
+        case (.string(let a), .string(let b)): return Self.sameBytes(a, b)
         case (.array(let a), .array(let b)): return a == b
         case (.object(let a), .object(let b)):
-            return a.count == b.count && zip(a, b).allSatisfy { $0.0.utf8.elementsEqual($1.0.utf8) && $0.1 == $1.1 }
+            return a.count == b.count && zip(a, b).allSatisfy { Self.sameBytes($0.0, $1.0) && $0.1 == $1.1 }
         default: return false
         }
     }
@@ -25,7 +25,16 @@ public enum JSONValue: Equatable, Sendable {
     /// The value of `key` (the same UTF-8 bytes) in an object.
     public subscript(key: String) -> JSONValue? {
         guard case .object(let members) = self else { return nil }
-        return members.first { $0.0.utf8.elementsEqual(key.utf8) }?.1
+        return members.first { Self.sameBytes($0.0, key) }?.1
+    }
+
+    /// Whether two strings have the same UTF-8 bytes (not Swift's canonical equivalence).
+    static func sameBytes(_ a: String, _ b: String) -> Bool {
+        let (left, right) = (a.utf8, b.utf8)
+        guard left.count == right.count else { return false }
+        return left.withContiguousStorageIfAvailable { leftBytes in
+            right.withContiguousStorageIfAvailable { rightBytes in leftBytes.elementsEqual(rightBytes) }
+        }.flatMap { $0 } ?? left.elementsEqual(right)
     }
 
     /// Canonical text: object keys sorted by their UTF-8 bytes, no whitespace.
@@ -43,7 +52,7 @@ private struct ExactKey: Hashable {
 
     init(_ text: String) { self.text = text }
 
-    static func == (lhs: ExactKey, rhs: ExactKey) -> Bool { lhs.text.utf8.elementsEqual(rhs.text.utf8) }
+    static func == (lhs: ExactKey, rhs: ExactKey) -> Bool { JSONValue.sameBytes(lhs.text, rhs.text) }
 
     func hash(into hasher: inout Hasher) {
         var text = text
@@ -144,7 +153,12 @@ public struct JSONParser {
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let key = try parseString()
-            guard seen.insert(ExactKey(key)).inserted else { throw error("duplicate key \"\(key)\"") }
+            // A few members (a publish object has five at most): a scan beats hashing every key.
+            let duplicate =
+                members.count < 16
+                ? members.contains { JSONValue.sameBytes($0.0, key) } : !seen.insert(ExactKey(key)).inserted
+            if members.count == 15 { seen = Set(members.map { ExactKey($0.0) } + [ExactKey(key)]) }
+            guard !duplicate else { throw error("duplicate key \"\(key)\"") }
             skipWhitespace()
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { throw error("expected ':'") }
             index += 1
@@ -223,10 +237,11 @@ public struct JSONParser {
         var result = ""
         func flushRun(_ end: Int) throws(JSONParseError) {
             if end > runStart {
-                guard let run = String(validating: bytes[runStart..<end], as: UTF8.self) else {
-                    throw error("invalid UTF-8 in string")
+                let run = bytes.withUnsafeBufferPointer { buffer in
+                    String(validating: UnsafeBufferPointer(rebasing: buffer[runStart..<end]), as: UTF8.self)
                 }
-                result += run
+                guard let run else { throw error("invalid UTF-8 in string") }
+                if result.isEmpty { result = run } else { result += run }
             }
         }
         while true {

@@ -78,21 +78,25 @@ public struct PublishAnswer: Sendable, Hashable {
 
     /// The answer to a batch: `{"events":[{"id","topic","time","replayed"}...],"ids":[...]}`.
     public static func batchJSON(_ answers: [PublishAnswer]) -> String {
-        var body = JSONWriter()
+        var body = JSONWriter(capacity: 32 + answers.count * 96)
         body.raw("{\"events\":[")
+        // The events of a batch share one commit time: its text is made once.
+        var time: (milliseconds: Int64, text: String)?
         for (offset, answer) in answers.enumerated() {
-            if offset > 0 { body.raw(",") }
-            body.raw(
-                JSONWriter.object([
-                    "id": .int(answer.id),
-                    "topic": .string(answer.topic),
-                    "time": .string(answer.timeText),
-                    "replayed": .bool(answer.replayed),
-                ])
-            )
+            if time?.milliseconds != answer.time { time = (answer.time, answer.timeText) }
+            body.raw(offset > 0 ? ",{\"id\":" : "{\"id\":")
+            body.raw(String(answer.id))
+            body.raw(",\"topic\":")
+            body.string(answer.topic)
+            body.raw(",\"time\":\"")
+            body.raw(time?.text ?? answer.timeText)
+            body.raw(answer.replayed ? "\",\"replayed\":true}" : "\",\"replayed\":false}")
         }
         body.raw("],\"ids\":[")
-        body.raw(answers.map { String($0.id) }.joined(separator: ","))
+        for (offset, answer) in answers.enumerated() {
+            if offset > 0 { body.raw(",") }
+            body.raw(String(answer.id))
+        }
         body.raw("]}")
         return body.text
     }
