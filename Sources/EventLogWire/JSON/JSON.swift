@@ -237,8 +237,13 @@ public struct JSONParser {
         var result = ""
         func flushRun(_ end: Int) throws(JSONParseError) {
             if end > runStart {
-                let run = bytes.withUnsafeBufferPointer { buffer in
-                    String(validating: UnsafeBufferPointer(rebasing: buffer[runStart..<end]), as: UTF8.self)
+                let run = bytes.withUnsafeBufferPointer { buffer -> String? in
+                    // Decoding repairs invalid UTF-8; its result is always valid, so it equals the input bytes
+                    // exactly when they were valid. (`String(validating:)` goes through unspecialized generics.)
+                    let input = UnsafeBufferPointer(rebasing: buffer[runStart..<end])
+                    let decoded = String(decoding: input, as: UTF8.self)
+                    let same = decoded.utf8.withContiguousStorageIfAvailable { $0.elementsEqual(input) }
+                    return (same ?? decoded.utf8.elementsEqual(input)) ? decoded : nil
                 }
                 guard let run else { throw error("invalid UTF-8 in string") }
                 if result.isEmpty { result = run } else { result += run }
