@@ -187,6 +187,9 @@ public final class EventLogServer: Sendable {
             },
             upgradePipelineHandler: { channel, head in
                 channel.eventLoop.makeCompletedFuture {
+                    if let gate = try? channel.pipeline.syncOperations.handler(type: ParserErrorGate.self) {
+                        channel.pipeline.syncOperations.removeHandler(gate, promise: nil)
+                    }
                     try channel.pipeline.syncOperations.addHandler(ClientFrameRequirements())
                     // Reassemble fragmented messages, bounded in size and count (1009 beyond).
                     try channel.pipeline.syncOperations.addHandler(
@@ -228,6 +231,9 @@ public final class EventLogServer: Sendable {
         let upgradeHandler = try channel.pipeline.syncOperations.handler(
             type: NIOTypedHTTPServerUpgradeHandler<UpgradeResult>.self
         )
+        // Without NIO's pipelining handler, a parse error right after a request waits here for its answer.
+        let decoder = try channel.pipeline.syncOperations.handler(type: ByteToMessageHandler<HTTPRequestDecoder>.self)
+        try channel.pipeline.syncOperations.addHandler(ParserErrorGate(), position: .after(decoder))
         // A credential given at the upgrade must authenticate; if it does not, the request goes on as plain HTTP
         // and is answered 401. No credential: an anonymous socket, which may send an `auth` op.
         var authorize: (@Sendable (HTTPRequestHead, any EventLoop) -> EventLoopFuture<Bool>)?

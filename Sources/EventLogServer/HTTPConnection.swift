@@ -332,9 +332,12 @@ final class HTTPConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler
         _ subscription: SSEStream.Subscription, head: HTTPRequestHead, caller: Principal, keepAlive: Bool
     ) {
         guard let channel = context?.channel else { return }
-        // The connection answers no more requests (`Connection: close`): NIO's protocol-error handler has
-        // nothing left to do, and an idle stream's memory counts.
+        // The connection answers no more requests (`Connection: close`): NIO's protocol-error handler and the
+        // parse error gate have nothing left to do, and an idle stream's memory counts.
         let pipeline = channel.pipeline.syncOperations
+        if let handler = try? pipeline.handler(type: ParserErrorGate.self) {
+            pipeline.removeHandler(handler, promise: nil)
+        }
         if let handler = try? pipeline.handler(type: HTTPServerProtocolErrorHandler.self) {
             pipeline.removeHandler(handler, promise: nil)
         }

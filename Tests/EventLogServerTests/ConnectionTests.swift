@@ -77,20 +77,7 @@ struct ConnectionTests {
                     + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
             }
             let bytes = publish("a") + publish("b") + "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: server.port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            let received = try await withTimeout(.seconds(20)) {
-                try await channel.executeThenClose { inbound, outbound in
-                    try await outbound.write(ByteBuffer(string: bytes))
-                    var received = ""
-                    for try await chunk in inbound { received += String(buffer: chunk) }
-                    return received
-                }
-            }
+            let received = try await Self.sendAndReadAll(ByteBuffer(string: bytes), port: server.port, seconds: 20)
             // Each answer's status line follows the previous body directly.
             let statuses = received.components(separatedBy: "HTTP/1.1 ").dropFirst().map {
                 $0.components(separatedBy: "\r\n")[0]
@@ -114,21 +101,7 @@ struct ConnectionTests {
                 bytes += "Content-Length: \(body.utf8.count)\r\n\r\n\(body)"
             }
             bytes += "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-            let request = ByteBuffer(string: bytes)
-            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                .connect(host: "127.0.0.1", port: server.port) { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                    }
-                }
-            let received = try await withTimeout(.seconds(60)) {
-                try await channel.executeThenClose { inbound, outbound in
-                    try await outbound.write(request)
-                    var received = ""
-                    for try await chunk in inbound { received += String(buffer: chunk) }
-                    return received
-                }
-            }
+            let received = try await Self.sendAndReadAll(ByteBuffer(string: bytes), port: server.port, seconds: 60)
             let answers = received.components(separatedBy: "HTTP/1.1 ").dropFirst()
             let statuses = answers.map { $0.components(separatedBy: "\r\n")[0] }
             #expect(statuses == Array(repeating: "201 Created", count: count) + ["200 OK"])
@@ -141,6 +114,40 @@ struct ConnectionTests {
             let history = try await server.log.read(after: 0, selectors: SelectorSet([.all]), limit: count + 10)
             #expect(history.events.map(\.id) == Array(1...Int64(count)))
             #expect(history.events.map(\.data) == (1...count).map { .text(String($0)) })
+        }
+    }
+
+    @Test("bytes that do not parse right after a publish: the publish gets its 201, then 400 and the close")
+    func garbageAfterARequestWaitsForItsAnswer() async throws {
+        try await withTestServer { server in
+            let body = "{\"topic\":\"pipe/g\",\"data\":\"kept\"}"
+            let bytes =
+                "POST /v1/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n\(body)GARBAGE\u{0}\u{1}\r\n\r\n"
+            let received = try await Self.sendAndReadAll(ByteBuffer(string: bytes), port: server.port, seconds: 20)
+            let answers = received.components(separatedBy: "HTTP/1.1 ").dropFirst()
+            #expect(answers.map { $0.components(separatedBy: "\r\n")[0] } == ["201 Created", "400 Bad Request"])
+            #expect(answers.first?.contains("\"id\":1,\"topic\":\"pipe/g\"") == true)
+            let history = try await server.log.read(after: 0, selectors: SelectorSet([.all]), limit: 10)
+            #expect(history.events.map(\.data) == [.text("kept")])
+        }
+    }
+
+    /// Writes `bytes` on a new connection to `port` and returns everything the server sends until it closes.
+    static func sendAndReadAll(_ bytes: ByteBuffer, port: Int, seconds: Int64) async throws -> String {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connect(host: "127.0.0.1", port: port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        return try await withTimeout(.seconds(seconds)) {
+            try await channel.executeThenClose { inbound, outbound in
+                try await outbound.write(bytes)
+                var received = ""
+                for try await chunk in inbound { received += String(buffer: chunk) }
+                return received
+            }
         }
     }
 }
