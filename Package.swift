@@ -115,13 +115,15 @@ let package = Package(
             ],
             path: "tools/eventlog-maint"
         ),
+        // Launching child processes in tests without Foundation's Process (see Subprocess.swift).
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         // A test target that runs a built tool lists the tool, so `swift test` builds it first.
         .testTarget(
             name: "CLITests",
             dependencies: [
                 "EventLogWire", "EventLog", "EventLogCommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                "eventlogd", "eventlog", "eventlog-maint",
+                "eventlogd", "eventlog", "eventlog-maint", "TestSupport",
             ]
         ),
         .testTarget(
@@ -138,17 +140,17 @@ let package = Package(
         ),
         .testTarget(
             name: "MaintenanceTests",
-            dependencies: ["EventLog", "eventlog-maint"]
+            dependencies: ["EventLog", "eventlog-maint", "TestSupport"]
         ),
         .testTarget(
             name: "EventLogTests",
-            dependencies: ["EventLog"]
+            dependencies: ["EventLog", "TestSupport"]
         ),
         .testTarget(
             name: "EventLogServerTests",
             dependencies: [
                 "EventLogServer", "EventLogClient", "EventLog", "EventLogWire", "EventLogAuth", "eventlogd", "eventlog",
-                "eventlog-maint",
+                "eventlog-maint", "TestSupport",
                 .product(name: "PropertyBased", package: "swift-property-based"),
             ]
         ),

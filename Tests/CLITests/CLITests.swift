@@ -1,6 +1,7 @@
 import EventLog
 import EventLogWire
 import Foundation
+import TestSupport
 import Testing
 
 /// Runs a built executable of this package and captures its output.
@@ -29,7 +30,7 @@ struct Run {
     )
         throws -> Run
     {
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = executable(name)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }
@@ -90,7 +91,7 @@ struct Fixture {
         let sql =
             "INSERT INTO events (id, topic, type, key, data, data_format, time) VALUES "
             + rows.joined(separator: ", ") + ";"
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
         process.arguments = [fixture.path, sql]
         try process.run()
@@ -191,7 +192,7 @@ struct CLITests {
         let earlier = try Run.command(
             "eventlog", ["publish", "--db", fixture.path, "--topic", "live/0", "--data", "41"])
         #expect(earlier.stdout == "5\n")
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = Run.executable("eventlog")
         process.arguments = ["tail", "-f", "--db", fixture.path, "-n", "1", "--topic", "live/*"]
         let out = Pipe()

@@ -1,5 +1,6 @@
 import EventLogWire
 import Foundation
+import TestSupport
 import Testing
 
 @testable import EventLogCommandLine
@@ -7,12 +8,12 @@ import Testing
 /// A running `eventlogd` on 127.0.0.1 and a free port, stopped by ``stop()``.
 private final class Daemon: @unchecked Sendable {
     // @unchecked: `process` is only used from the test that owns this object.
-    let process: Process
+    let process: Subprocess
     let url: String
 
     /// Starts eventlogd with `arguments` and waits until its log says where it listens.
     init(_ arguments: [String]) throws {
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = Run.executable("eventlogd")
         process.arguments = ["--host", "127.0.0.1", "--port", "0"] + arguments
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }

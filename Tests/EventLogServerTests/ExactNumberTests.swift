@@ -3,6 +3,7 @@ import EventLogClient
 import EventLogWire
 import Foundation
 import NIOCore
+import TestSupport
 import Testing
 
 @testable import EventLogServer
@@ -128,7 +129,7 @@ struct ExactNumberTests {
 
     /// Runs the built `eventlog replay` and returns its standard output; fails on a non-zero exit.
     private func runReplay(_ arguments: [String]) throws -> String {
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = ServerProcess.builtExecutable("eventlog")
         process.arguments = ["replay"] + arguments
         process.environment = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("EVENTLOG_") }

@@ -1,12 +1,13 @@
 import EventLog
 import Foundation
+import TestSupport
 import Testing
 
 @testable import EventLogServer
 
 /// Runs the built `eventlog-maint` with `arguments` and returns its exit status and output.
 func runMaint(_ arguments: [String]) throws -> (status: Int32, output: String) {
-    let process = Process()
+    let process = Subprocess()
     process.executableURL = ServerProcess.executableURL.deletingLastPathComponent().appendingPathComponent(
         "eventlog-maint")
     process.arguments = arguments

@@ -1,6 +1,7 @@
 import EventLog
 import Foundation
 import NIOHTTP1
+import TestSupport
 import Testing
 
 @testable import EventLogServer
@@ -288,7 +289,7 @@ var readOnlyOptions: EventLog.Options {
 
 /// Runs SQL with the sqlite3 command-line tool and returns its trimmed output.
 func runSQLite(_ path: String, _ sql: String) throws -> String {
-    let process = Process()
+    let process = Subprocess()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
     process.arguments = [path, sql]
     let pipe = Pipe()

@@ -1,11 +1,12 @@
 import EventLogWire
 import Foundation
+import TestSupport
 
 /// An `eventlogd` child process on 127.0.0.1 with an ephemeral port, for tests that signal, kill
 /// or measure the real executable.
 final class ServerProcess: @unchecked Sendable {
     // @unchecked: `process` and the pipes are only used from the test that owns this object.
-    let process: Process
+    let process: Subprocess
     let port: Int
     let databasePath: String
     private let stderrLines: Locked<[String]>
@@ -34,7 +35,7 @@ final class ServerProcess: @unchecked Sendable {
         databasePath: String, port: Int? = 0, arguments: [String] = [], environment: [String: String] = [:]
     ) throws {
         self.databasePath = databasePath
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = ServerProcess.executableURL
         process.arguments =
             ["--host", "127.0.0.1"] + (port.map { ["--port", String($0)] } ?? []) + ["--db", databasePath] + arguments

@@ -2,6 +2,7 @@ import EventLog
 import Foundation
 import NIOCore
 import NIOPosix
+import TestSupport
 import Testing
 
 @Suite(
@@ -167,7 +168,7 @@ struct Exited {
 
     /// Runs `executable` with `arguments` and waits for it (at most `timeout` seconds, then SIGKILL).
     static func run(_ executable: URL, _ arguments: [String], timeout: TimeInterval = 60) throws -> Exited {
-        let process = Process()
+        let process = Subprocess()
         process.executableURL = executable
         process.arguments = arguments
         let errors = Pipe()

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import EventLog
@@ -81,7 +82,7 @@ extension EventLog {
 /// Returns its standard output.
 @discardableResult
 func sqlite3(_ path: String, _ sql: String) throws -> String {
-    let process = Process()
+    let process = Subprocess()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
     process.arguments = [path, sql]
     let output = Pipe()

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import TestSupport
 import Testing
 
 @testable import EventLog
@@ -127,7 +128,7 @@ let day: Int64 = 86_400_000
 /// Runs the sqlite3 command-line shell on `path`, as a separate process would touch the file.
 @discardableResult
 func sqlite3(_ path: String, _ sql: String) throws -> String {
-    let process = Process()
+    let process = Subprocess()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
     process.arguments = [path, sql]
     let output = Pipe()

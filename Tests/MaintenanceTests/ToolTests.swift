@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 @testable import EventLog
@@ -29,7 +30,7 @@ struct ToolTests {
     /// Runs the tool with `arguments` and waits for it.
     static func run(_ arguments: [String]) async throws -> Outcome {
         try await onThread {
-            let process = Process()
+            let process = Subprocess()
             process.executableURL = executableURL
             process.arguments = arguments
             let output = Pipe()
