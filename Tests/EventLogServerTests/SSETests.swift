@@ -320,4 +320,42 @@ struct SSETests {
             #expect(liveSessions > 0)
         }
     }
+
+    @Test("a commit made while a loop had no subscribers never stands in for a later subscriber's read")
+    func resumeAfterACommitNobodyHeard() async throws {
+        try await withTestServer { server in
+            let client = server.client
+            // Subscribers on every loop hear commit 1, then all leave.
+            let caughtUp = Locked(0)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        try await client.sse("/v1/events?topic=heard/t", headers: [("Last-Event-ID", "0")]) { reader in
+                            while let message = try await reader.nextMessage() {
+                                if message.event == "eventlog.caughtup" { caughtUp.withLock { $0 += 1 } }
+                                if message.id == "1" { break }
+                            }
+                        }
+                    }
+                }
+                try await waitUntil(timeout: .seconds(30)) { caughtUp.withLock { $0 } == 8 }
+                _ = try await client.publish(topic: "heard/t", data: "\"one\"")
+                try await group.waitForAll()
+            }
+            try await waitUntil(timeout: .seconds(30)) { server.server.hubs.count == 0 }
+            // Commit 2 reaches no loop. A subscriber resuming at 0 must not take commit 1 (after 0) for its page.
+            _ = try await client.publish(topic: "heard/t", data: "\"two\"")
+            let ids = try await withTimeout(.seconds(30)) {
+                try await client.sse("/v1/events?topic=heard/t", headers: [("Last-Event-ID", "0")]) { reader in
+                    var ids: [String] = []
+                    while let message = try await reader.nextMessage() {
+                        if message.event == "eventlog.caughtup" { break }
+                        if let id = message.id { ids.append(id) }
+                    }
+                    return ids
+                }
+            }
+            #expect(ids == ["1", "2"])
+        }
+    }
 }

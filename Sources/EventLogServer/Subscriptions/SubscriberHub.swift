@@ -28,7 +28,11 @@ final class SubscriberHub: @unchecked Sendable {
     static let wakeSlice = 128
     /// The newest commit this loop heard of, and the head before it: a subscriber woken at that head reads its
     /// page from here, without the log's lock.
-    private var lastCommit: (events: [Event], after: Int64, head: Int64)?
+    /// `skipped` is ``skippedCommits`` when it was heard: a commit skipped since (no subscribers then) makes it
+    /// stale, and a stale commit must not stand in for a read.
+    private var lastCommit: (events: [Event], after: Int64, head: Int64, skipped: Int)?
+    /// Commits not sent to this loop because it had no subscribers then (counted on the writer's thread).
+    private let skippedCommits = Atomic<Int>(0)
     /// The frames of the newest commit's events, by kind and id, so that its subscribers on this loop do not
     /// take the frame cache's lock for each delivery.
     private var commitFrames: [FrameCache.Kind: [Int64: ByteBuffer]] = [:]
@@ -46,11 +50,15 @@ final class SubscriberHub: @unchecked Sendable {
     /// Called by the log's commit listener, on the writer: one task on this hub's loop per signal, and none
     /// when the hub has no subscribers (a subscriber added later reads what this commit wrote).
     func post(_ signal: CommitSignal) {
-        if case .committed = signal, population.load(ordering: .relaxed) == 0 { return }
-        eventLoop.execute { self.handle(signal) }
+        if case .committed = signal, population.load(ordering: .relaxed) == 0 {
+            skippedCommits.add(1, ordering: .sequentiallyConsistent)
+            return
+        }
+        let skipped = skippedCommits.load(ordering: .sequentiallyConsistent)
+        eventLoop.execute { self.handle(signal, skipped: skipped) }
     }
 
-    private func handle(_ signal: CommitSignal) {
+    private func handle(_ signal: CommitSignal, skipped: Int) {
         eventLoop.assertInEventLoop()
         switch signal {
         case .committed(let events, let newHead):
@@ -58,7 +66,7 @@ final class SubscriberHub: @unchecked Sendable {
             if let first = events.first, let last = events.last, last.id == newHead,
                 last.id - first.id + 1 == Int64(events.count)
             {
-                lastCommit = (events, first.id - 1, newHead)
+                lastCommit = (events, first.id - 1, newHead, skipped)
             } else {
                 lastCommit = nil
             }
@@ -165,7 +173,9 @@ final class SubscriberHub: @unchecked Sendable {
     /// subscriber that was at the head): no lock, no copy of the tail. `nil` otherwise.
     func pageFromLastCommit(after position: Int64, selectors: SelectorSet, limit: Int, earliest: Int64) -> HistoryPage?
     {
-        guard let commit = lastCommit, commit.after == position, commit.events.count <= limit else { return nil }
+        guard let commit = lastCommit, commit.after == position, commit.events.count <= limit,
+            commit.skipped == skippedCommits.load(ordering: .sequentiallyConsistent)
+        else { return nil }
         let events = commit.events.filter { selectors.matches($0.topic) }
         return HistoryPage(events: events, next: commit.head, head: commit.head, earliest: earliest)
     }
