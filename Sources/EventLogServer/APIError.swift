@@ -19,6 +19,8 @@ struct APIError: Error {
     let status: HTTPResponseStatus
     /// For `forbidden_topic`, the refused selector or topic.
     var selector: String?
+    /// For `expected_last_id_mismatch`, the topic's newest id.
+    var lastID: Int64?
 
     init(code: ErrorCode, message: String, index: Int? = nil, headers: [(String, String)] = []) {
         self.code = code
@@ -43,6 +45,7 @@ struct APIError: Error {
             self.init(code: .shuttingDown, message: error.message, index: error.index)
         default:
             self.init(code: error.code, message: error.message, index: error.index)
+            lastID = error.lastID
         }
     }
 

@@ -65,10 +65,25 @@ struct PublishEndpoint {
         }
         let contentType = request.head.headers.first(name: "content-type").map(Self.mediaType) ?? []
         let headerKey = request.head.headers.first(name: "idempotency-key")
+        let expectedHeader = request.head.headers.first(name: "expected-last-id")
         let bytes = Array(request.body.readableBytesView)
         switch contentType {
         case Self.json:
-            let event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
+            var event = try PublishDecoder.event(from: bytes, idempotencyKey: headerKey)
+            if let expectedHeader {
+                let expected: Int64
+                do {
+                    expected = try PublishRequest.parseExpectedLastID(expectedHeader, source: "Expected-Last-Id")
+                } catch {
+                    throw APIError(code: .invalidParameter, message: error.message)
+                }
+                if let inBody = event.expectedLastID, inBody != expected {
+                    throw APIError(
+                        code: .invalidParameter,
+                        message: "Expected-Last-Id \(expected) and the body's \"expectedLastId\" \(inBody) differ")
+                }
+                event.expectedLastID = expected
+            }
             try authorize([event.topic], batch: false, caller: caller, request)
             return ([event], false)
         case Self.ndjson:
@@ -76,6 +91,12 @@ struct PublishEndpoint {
                 throw APIError(
                     code: .invalidParameter,
                     message: "Idempotency-Key applies to one event; give each NDJSON line its own \"idempotencyKey\""
+                )
+            }
+            if expectedHeader != nil {
+                throw APIError(
+                    code: .invalidParameter,
+                    message: "Expected-Last-Id applies to one event; give NDJSON lines their own \"expectedLastId\""
                 )
             }
             var events: [NewEvent] = []

@@ -21,7 +21,9 @@ struct Response: Sendable {
     init(_ error: APIError) {
         self = .json(
             error.status,
-            ErrorBody(error.code, message: error.message, index: error.index, selector: error.selector).json,
+            ErrorBody(
+                error.code, message: error.message, index: error.index, selector: error.selector, lastID: error.lastID
+            ).json,
             headers: error.headers
         )
     }

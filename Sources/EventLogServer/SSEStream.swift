@@ -17,30 +17,46 @@ struct SSEStream {
                 throw APIError(code: .invalidParameter, message: "subscribe with at least one topic=<selector>")
             }
             selectors = try HistoryEndpoint.selectors(texts)
-            let headerValue = request.head.headers.first(name: "last-event-id")
-            let requested: StartPosition
-            do {
-                if let headerValue, !headerValue.isEmpty {
-                    requested = try StartPosition(lastEventID: headerValue, source: "Last-Event-ID")
-                } else if let queryValue = request.queryValue("lastEventId") {
-                    requested = try StartPosition(lastEventID: queryValue, source: "lastEventId")
-                } else {
-                    requested = .live
-                }
-            } catch {
-                throw APIError(error)
-            }
-            switch requested {
-            case .earliest: start = .earliest
-            case .after(let id): start = .after(id)
-            case .live, .resumeToken: start = .live  // Last-Event-ID never names a token
-            }
+            start = try SSEStream.start(request)
             switch request.queryValue("envelope") {
             case nil, "0", "false": envelope = false
             case "1", "true": envelope = true
             case let other?:
                 throw APIError(code: .invalidParameter, message: "envelope must be 1 or 0, not \"\(other.prefix(40))\"")
             }
+        }
+    }
+
+    /// The start position: `Last-Event-ID` (a reconnect) wins; otherwise at most one of the query's
+    /// `lastEventId`, `snapshot=latest`, `since` and `rewind`; otherwise the live tail.
+    static func start(_ request: Request, now: Int64 = Timestamp.nowMilliseconds()) throws(APIError) -> CursorStart {
+        do throws(EventLogError) {
+            if let header = request.head.headers.first(name: "last-event-id"), !header.isEmpty {
+                return CursorStart(try StartPosition(lastEventID: header, source: "Last-Event-ID")) ?? .live
+            }
+            let given = ["lastEventId", "snapshot", "since", "rewind"].filter { request.queryValue($0) != nil }
+            guard given.count <= 1 else {
+                throw EventLogError(
+                    .invalidParameter, "give one start: \(given.joined(separator: ", ")) do not go together")
+            }
+            if let text = request.queryValue("lastEventId") {
+                return CursorStart(try StartPosition(lastEventID: text, source: "lastEventId")) ?? .live
+            }
+            if let text = request.queryValue("snapshot") {
+                guard text == "latest" else {
+                    throw EventLogError(.invalidParameter, "snapshot must be \"latest\", not \"\(text.prefix(40))\"")
+                }
+                return .snapshot
+            }
+            if let text = request.queryValue("since") {
+                return .since(try StartPosition.parseSince(text, now: now))
+            }
+            if let text = request.queryValue("rewind") {
+                return .rewind(try StartPosition.parseRewind(text))
+            }
+            return .live
+        } catch {
+            throw APIError(error)
         }
     }
 

@@ -370,7 +370,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, @un
                     answer = PublishAnswer(results[0]).webSocketAck(ref: ref)
                 case .failure(let error):
                     let apiError = APIError(any: error)
-                    answer = ServerMessage.webSocketError(code: apiError.code, message: apiError.message, ref: ref)
+                    answer = ServerMessage.webSocketError(
+                        code: apiError.code, message: apiError.message, ref: ref, lastID: apiError.lastID)
                 }
                 self.publishesInFlight -= 1
                 self.send(answer)
@@ -398,9 +399,8 @@ final class WebSocketSession: ChannelDuplexHandler, RemovableChannelHandler, @un
                     code: .invalidResumeToken,
                     message: "the resume token is malformed, tampered with, or from another log")
             }
-        case .earliest: start = .earliest
-        case .live: start = .live
-        case .after(let id): start = .after(id)
+        case let position:
+            start = CursorStart(position) ?? .live
         }
         guard let context else { return }
         let configuration = server.configuration

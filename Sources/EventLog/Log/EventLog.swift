@@ -225,6 +225,56 @@ public final class EventLog: Sendable {
         }
     }
 
+    /// A page of the snapshot (`snapshot=latest`): the newest event of each (topic, key) matching `selectors`
+    /// with an id above `position`, ascending, at most `limit`. Read pages after `next` until one is not full:
+    /// by then every key's newest event as of that page's head was returned (a key updated meanwhile comes
+    /// again with its newer event), and the live tail goes on from `next`. A key is its `key`, or its topic
+    /// for an event without one (as for compaction).
+    public func readSnapshot(after position: Int64, selectors: SelectorSet, limit: Int) async throws -> Page {
+        try await withCheckedThrowingContinuation { continuation in
+            readSnapshot(after: position, selectors: selectors, limit: limit) { continuation.resume(with: $0) }
+        }
+    }
+
+    /// ``readSnapshot(after:selectors:limit:)`` for callers that are not Swift tasks; `completion` runs on a
+    /// reader thread.
+    public func readSnapshot(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<Page, EventLogError>) -> Void
+    ) {
+        guard !selectors.isEmpty else {
+            let (head, earliest) = state.withLock { ($0.tail.head, $0.earliest) }
+            return completion(.success(Page(events: [], next: max(position, head), head: head, earliest: earliest)))
+        }
+        store.readSnapshot(after: position, selectors: selectors, limit: max(1, limit), completion: completion)
+    }
+
+    /// The largest id of an event matching `selectors` that retention removed (0 when none). A subscriber
+    /// whose position is below it missed events of its own topics: that is a `gap`; removals from other topics
+    /// never raise it.
+    public func removedThrough(_ selectors: SelectorSet) async throws -> Int64 {
+        try await store.removedThrough(selectors)
+    }
+
+    /// The position a start `since` `time` (Unix milliseconds) reads after: the largest id committed before
+    /// it, 0 when none.
+    public func position(since time: Int64) async throws -> Int64 {
+        try await store.position(since: time)
+    }
+
+    /// The position a start `rewind` `count` reads after: the one before the `count`-th newest event matching
+    /// `selectors`, 0 when fewer match.
+    public func position(rewinding count: Int, selectors: SelectorSet) async throws -> Int64 {
+        guard count > 0, !selectors.isEmpty else { return head }
+        return try await store.position(rewinding: count, selectors: selectors)
+    }
+
+    /// True when `position` names no event of this log: a restore or an import skipped it, because the file it
+    /// replaced (or the backup's own history) had issued ids up to there. A client there gets `reset`.
+    public func isVoid(_ position: Int64) -> Bool {
+        store.identity.voids.contains { $0.contains(position) }
+    }
+
     /// Calls `listener` after every commit and every change that can concern subscribers, until
     /// ``removeCommitListener(_:)``. A server's event loops use it to wake the subscribers they keep.
     public func addCommitListener(_ listener: @escaping @Sendable (CommitSignal) -> Void) -> Int {

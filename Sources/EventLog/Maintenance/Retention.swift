@@ -52,9 +52,9 @@ public struct RetentionReport: Sendable, Hashable {
     public var removedBytes: Int64 = 0
     /// The smallest and the largest id removed.
     public var removedIDs: ClosedRange<Int64>?
-    /// `meta.earliest` before the run.
+    /// The smallest retained id before the run.
     public var earliestBefore: Int64 = 1
-    /// `meta.earliest` after the run: the largest removed id + 1 when that is larger than before.
+    /// The smallest retained id after the run (for a dry run, what it would be).
     public var earliestAfter: Int64 = 1
     /// The head when the run started; newer events were not looked at.
     public var head: Int64 = 0
@@ -75,8 +75,9 @@ public struct RetentionReport: Sendable, Hashable {
 ///
 /// Every limit selects a prefix of the selected events in id order (the oldest ones), so a step reads the
 /// next selected events after ``cursor``, finds how far that prefix reaches among them, and deletes the
-/// selected events in `(cursor, last]` with one statement. The same transaction moves `meta.earliest` past
-/// the last deleted id, so no reader ever sees the rows gone while `earliest` still claims them.
+/// selected events in `(cursor, last]` with one statement. The same transaction raises the removal watermarks
+/// of the topics it deleted from (and of the prefixes above them), so no reader ever sees the rows gone
+/// without the `gap` they mean for subscribers of those topics, and no other subscriber gets one.
 struct RetentionRun: Sendable {
     let policy: RetentionPolicy
     let dryRun: Bool
@@ -141,7 +142,8 @@ struct RetentionRun: Sendable {
                 ageCutoffTime = cutoff
                 // For the progress bar only: the last id committed before the cut-off, found by bisecting ids
                 // on commit time (which follows ids unless the clock stepped back).
-                progressEnd = max(progressEnd, try Self.lastID(before: cutoff, head: report.head, connection))
+                progressEnd = max(
+                    progressEnd, try SQLiteEventStore.lastID(before: cutoff, head: report.head, connection))
             }
             base = max(0, (try connection.scalarInt("SELECT min(id) FROM events") ?? 1) - 1)
             cursor = base
@@ -189,19 +191,28 @@ struct RetentionRun: Sendable {
                 return
             }
             if !dryRun {
-                try connection.run(
-                    "DELETE FROM events WHERE id > ? AND id <= ? AND \(filter.sql)",
+                var deleted: [String: Int64] = [:]
+                let removed = try connection.rows(
+                    "DELETE FROM events WHERE id > ? AND id <= ? AND \(filter.sql) RETURNING topic, id",
                     [.int(cursor), .int(last)] + filter.arguments
-                )
+                ) { (topic: $0.text(0) ?? "", id: $0.int64(1)) }
+                for row in removed { deleted[row.topic] = max(deleted[row.topic] ?? 0, row.id) }
                 // Inside the write transaction nobody else can delete, so this is exact.
-                guard Int64(connection.changes) == count else {
-                    throw EventLogError(.corrupt, "retention deleted \(connection.changes) events, expected \(count)")
+                guard Int64(removed.count) == count else {
+                    throw EventLogError(.corrupt, "retention deleted \(removed.count) events, expected \(count)")
                 }
-                report.earliestAfter = try connection.advanceEarliest(to: last + 1)
+                // A gap only for the selectors that match what went (docs/PROTOCOL.md, "Gaps").
+                try connection.raiseRemovalWatermarks(deleted)
                 try connection.countRemoval()
+                report.earliestAfter = try SQLiteEventStore.readEarliest(connection)
                 report.transactions += 1
-            } else {
-                report.earliestAfter = max(report.earliestAfter, last + 1)
+            } else if report.earliestAfter >= first && report.earliestAfter <= last {
+                // A dry run removed the smallest retained id: the smallest one it would leave.
+                report.earliestAfter =
+                    try connection.scalarInt(
+                        "SELECT id FROM events WHERE id >= ? AND NOT (id <= ? AND \(filter.sql)) ORDER BY id LIMIT 1",
+                        [.int(report.earliestAfter), .int(last)] + filter.arguments
+                    ) ?? report.head + 1
             }
             report.record(first: first, last: last, count: count, bytes: bytes)
             cursor = last
@@ -218,26 +229,5 @@ struct RetentionRun: Sendable {
             )
         )
         return finished
-    }
-
-    /// The largest id whose commit time is below `time`, assuming times grow with ids (an estimate).
-    private static func lastID(before time: Int64, head: Int64, _ connection: Connection) throws -> Int64 {
-        var low: Int64 = 0
-        var high = head
-        while low < high {
-            let middle = low + (high - low + 1) / 2
-            // The first event at or after `middle`, by primary key: a point seek, whatever was deleted.
-            let found = try connection.rows(
-                "SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]
-            ) {
-                ($0.int64(0), $0.int64(1))
-            }
-            guard let (id, eventTime) = found.first, id <= high else {
-                high = middle - 1
-                continue
-            }
-            if eventTime < time { low = id } else { high = middle - 1 }
-        }
-        return low
     }
 }

@@ -46,12 +46,29 @@ extension Connection {
         )
     }
 
-    /// Sets `meta.earliest` to `candidate` when that is larger than the stored value; returns the result.
-    /// It never moves back: readers compare positions with it to detect gaps.
-    func advanceEarliest(to candidate: Int64) throws -> Int64 {
-        let current = try SQLiteEventStore.readEarliest(self)
-        guard candidate > current else { return current }
-        try run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(candidate))])
-        return candidate
+    /// Raises the removal watermarks (the `removed` table) for events retention deleted: `deleted` maps each
+    /// topic to the largest id deleted from it. The rows of the topic, of every prefix above it (`a/b/*`,
+    /// `a/*`) and of `*` move up to it, so that any selector's watermark is one row. They never move back.
+    func raiseRemovalWatermarks(_ deleted: [String: Int64]) throws {
+        var rows: [String: Int64] = [:]
+        for (topic, id) in deleted {
+            rows[topic] = max(rows[topic] ?? 0, id)
+            rows["*"] = max(rows["*"] ?? 0, id)
+            var prefix = Substring(topic)
+            while let slash = prefix.lastIndex(of: "/") {
+                prefix = prefix[..<slash]
+                let selector = String(prefix) + "/*"
+                rows[selector] = max(rows[selector] ?? 0, id)
+            }
+        }
+        for (selector, id) in rows {
+            try run(
+                """
+                INSERT INTO removed (selector, through) VALUES (?, ?)
+                ON CONFLICT (selector) DO UPDATE SET through = max(through, excluded.through)
+                """,
+                [.text(selector), .int(id)]
+            )
+        }
     }
 }

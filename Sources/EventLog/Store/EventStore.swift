@@ -39,6 +39,22 @@ protocol EventStore: AnyObject, Sendable {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void)
 
+    /// A page of the snapshot (`snapshot=latest`): the newest event of each (topic, key) matching `selectors`
+    /// with an id above `position`, ascending, at most `limit`, with the head and earliest of the same
+    /// snapshot. `completion` runs on the store's reader thread.
+    func readSnapshot(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void)
+
+    /// The largest id of an event matching `selectors` that retention removed (0 when none).
+    func removedThrough(_ selectors: SelectorSet) async throws -> Int64
+
+    /// The largest id committed before `time` (Unix milliseconds), 0 when none: where `since` starts.
+    func position(since time: Int64) async throws -> Int64
+
+    /// The position before the `count`-th newest event matching `selectors`, 0 when fewer match.
+    func position(rewinding count: Int, selectors: SelectorSet) async throws -> Int64
+
     /// The newest `count` events that match `selectors`, ascending by id.
     func latest(_ count: Int, selectors: SelectorSet) async throws -> [Event]
 
@@ -97,7 +113,7 @@ protocol EventStoreObserver: AnyObject, Sendable {
 
 /// Head, earliest and removals of a store, read together in one snapshot.
 struct StoreBounds: Sendable, Hashable {
-    /// Every id below this has been deleted.
+    /// The smallest retained id (head + 1 when none is).
     var earliest: Int64
     /// The largest id ever assigned, by any writer, even if that row was deleted since.
     var head: Int64
@@ -114,6 +130,8 @@ struct StoreIdentity: Sendable {
     let tokenKey: [UInt8]
     /// The bounds when the store opened.
     let bounds: StoreBounds
+    /// Positions that name no event of this log (ids a restore or an import skipped).
+    let voids: [ClosedRange<Int64>]
 }
 
 /// An event to append, validated, with the hash of its request (for idempotency keys).

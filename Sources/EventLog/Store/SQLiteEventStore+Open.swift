@@ -65,6 +65,13 @@ extension SQLiteEventStore {
                     guard version >= 1 && version <= Migrator.latestVersion else {
                         throw EventLogError(.corrupt, "\(path) is not an event log (schema version \(version))")
                     }
+                    guard version == Migrator.latestVersion else {
+                        // Reads use the tables of the newest schema; only a writer migrates.
+                        throw EventLogError(
+                            .corrupt,
+                            "\(path) has schema version \(version); open it once with eventlogd (or any writer) to migrate it"
+                        )
+                    }
                     let loaded = try loadIdentity(connection)
                     identity.withLock { if $0 == nil { $0 = loaded } }
                 }
@@ -102,7 +109,8 @@ extension SQLiteEventStore {
         else {
             throw EventLogError(.corrupt, "\(connection.path): the meta table lacks the epoch or the token key")
         }
-        return StoreIdentity(epoch: epoch, tokenKey: tokenKey, bounds: try readBounds(connection))
+        return StoreIdentity(
+            epoch: epoch, tokenKey: tokenKey, bounds: try readBounds(connection), voids: try readVoids(connection))
     }
 }
 

@@ -23,6 +23,45 @@ extension SQLiteEventStore {
         if !accepted { completion(.failure(.closed)) }
     }
 
+    func readSnapshot(
+        after position: Int64, selectors: SelectorSet, limit: Int,
+        completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
+    ) {
+        let accepted = readers.submit(
+            ConnectionJob { connection in
+                completion(
+                    Result { () throws(EventLogError) -> HistoryPage in
+                        do {
+                            return try Self.readSnapshotPage(
+                                connection, after: position, selectors: selectors, limit: limit)
+                        } catch let error as EventLogError {
+                            throw error
+                        } catch {
+                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error)")
+                        }
+                    })
+            })
+        if !accepted { completion(.failure(.closed)) }
+    }
+
+    func removedThrough(_ selectors: SelectorSet) async throws -> Int64 {
+        try await withReader { connection in try Self.readRemovedThrough(connection, selectors: selectors) }
+    }
+
+    func position(since time: Int64) async throws -> Int64 {
+        try await withReader { connection in
+            try connection.transaction(write: false) {
+                try Self.lastID(before: time, head: try Self.readHead(connection), connection)
+            }
+        }
+    }
+
+    func position(rewinding count: Int, selectors: SelectorSet) async throws -> Int64 {
+        try await withReader { connection in
+            try Self.rewindPosition(connection, count: count, selectors: selectors)
+        }
+    }
+
     func latest(_ count: Int, selectors: SelectorSet) async throws -> [Event] {
         try await withReader { connection in
             var found: [Event] = []
@@ -87,9 +126,79 @@ extension SQLiteEventStore {
         Int64(try connection.scalarText("SELECT value FROM meta WHERE name = 'removals'") ?? "0") ?? 0
     }
 
-    /// `meta.earliest`: every id below it has been deleted.
+    /// The smallest retained id; head + 1 when no event is retained (1 for a new log).
     static func readEarliest(_ connection: Connection) throws -> Int64 {
-        Int64(try connection.scalarText("SELECT value FROM meta WHERE name = 'earliest'") ?? "1") ?? 1
+        if let id = try connection.scalarInt("SELECT id FROM events ORDER BY id LIMIT 1") { return id }
+        return try readHead(connection) + 1
+    }
+
+    /// The largest id of an event matching `selectors` that retention removed (0 when none): the largest of
+    /// the `removed` rows of the selectors themselves and of the floor `''`. One primary-key seek per selector,
+    /// whatever the number of topics: retention keeps a row for every prefix above each topic it removes from.
+    static func readRemovedThrough(_ connection: Connection, selectors: SelectorSet) throws -> Int64 {
+        let statement = try connection.cachedStatement("SELECT max(through) FROM removed WHERE selector IN (?, '')")
+        var through: Int64 = 0
+        for selector in selectors.selectors {
+            try statement.bind([.text(selector.description)])
+            defer { statement.reset() }
+            if try statement.step(), !statement.isNull(0) { through = max(through, statement.int64(0)) }
+        }
+        return through
+    }
+
+    /// The positions a restore or an import skipped (see `voids` in schema/0002_order_state.sql), as id ranges.
+    static func readVoids(_ connection: Connection) throws -> [ClosedRange<Int64>] {
+        try connection.rows("SELECT after, through FROM voids WHERE through > after ORDER BY after") {
+            ($0.int64(0) + 1)...$0.int64(1)
+        }
+    }
+
+    /// The largest id whose commit time is below `time` (0 when none): the position a start `since` that time
+    /// reads after. Bisects ids on commit time, which the writer never lets go back (``SQLiteWriter``); one
+    /// primary-key seek per step, whatever was deleted.
+    static func lastID(before time: Int64, head: Int64, _ connection: Connection) throws -> Int64 {
+        var low: Int64 = 0
+        var high = head
+        while low < high {
+            let middle = low + (high - low + 1) / 2
+            // The first event at or after `middle`, by primary key: a point seek, whatever was deleted.
+            let found = try connection.rows(
+                "SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]
+            ) {
+                ($0.int64(0), $0.int64(1))
+            }
+            guard let (id, eventTime) = found.first, id <= high else {
+                high = middle - 1
+                continue
+            }
+            if eventTime < time { low = id } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    /// The position before the `count`-th newest event matching `selectors` (0 when fewer match): a start that
+    /// replays exactly the last `count`. One selector is one seek with `OFFSET`; several merge their newest ids.
+    static func rewindPosition(_ connection: Connection, count: Int, selectors: SelectorSet) throws -> Int64 {
+        try connection.transaction(write: false) {
+            if selectors.selectors.count == 1 {
+                let filter = SelectorFilter(selectors.selectors[0])
+                let id = try connection.scalarInt(
+                    "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT 1 OFFSET ?",
+                    filter.arguments + [.int(Int64(count - 1))])
+                return id.map { $0 - 1 } ?? 0
+            }
+            var ids: [Int64] = []
+            for selector in selectors.selectors {
+                let filter = SelectorFilter(selector)
+                ids += try connection.rows(
+                    "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT ?",
+                    filter.arguments + [.int(Int64(count))]
+                ) { $0.int64(0) }
+            }
+            guard ids.count >= count else { return 0 }
+            ids.sort(by: >)
+            return ids[count - 1] - 1
+        }
     }
 
     /// Head, earliest and removals in one read transaction (or in the caller's, when one is open), so the
@@ -133,6 +242,54 @@ extension SQLiteEventStore {
         if selectors.selectors.count > 1 { merged.sort { $0.id < $1.id } }
         if merged.count > limit { merged.removeSubrange(limit...) }
         let next = merged.count == limit ? merged[limit - 1].id : max(position, head)
-        return HistoryPage(events: merged, next: next, head: head, earliest: earliest)
+        return HistoryPage(
+            events: merged, next: next, head: head, earliest: earliest,
+            removedThrough: try readRemovedThrough(connection, selectors: selectors))
     }
+
+    /// A page of `snapshot=latest`: the newest event of each (topic, key) matching `selectors` whose id is above
+    /// `position`, in id order, from the `latest` table (through `latest_id`, so a page costs its own rows plus
+    /// the keys of other topics it steps over, never a sort). A key updated after the cursor passed it comes
+    /// again with its newer id, so once a page is not full, the cursor has sent the newest event of every key as
+    /// of that page's head.
+    private static func readSnapshotPage(
+        _ connection: Connection,
+        after position: Int64,
+        selectors: SelectorSet,
+        limit: Int
+    ) throws -> HistoryPage {
+        try connection.execute("BEGIN")
+        defer { try? connection.execute("COMMIT") }
+        let head = try readHead(connection)
+        let earliest = try readEarliest(connection)
+        var terms: [String] = []
+        var arguments: [SQLValue] = [.int(position)]
+        // A set with `*` holds nothing else (SelectorSet drops covered selectors).
+        for selector in selectors.selectors {
+            switch selector {
+            case .all: terms.append("1")
+            case .topic(let topic):
+                terms.append("+l.topic = ?")
+                arguments.append(.text(topic))
+            case .prefix(let prefix):
+                terms.append("(+l.topic > ? AND +l.topic < ?)")
+                arguments += [.text(prefix + "/"), .text(prefix + "0")]
+            }
+        }
+        if terms.isEmpty { terms = ["0"] }
+        let statement = try connection.cachedStatement(
+            """
+            SELECT \(snapshotColumns) FROM latest l JOIN events e ON e.id = l.id
+            WHERE l.id > ? AND (\(terms.joined(separator: " OR "))) ORDER BY l.id LIMIT ?
+            """
+        )
+        try statement.bind(arguments + [.int(Int64(limit))])
+        defer { statement.reset() }
+        var events: [Event] = []
+        while try statement.step() { events.append(event(from: statement)) }
+        let next = events.count == limit ? events[limit - 1].id : max(position, head)
+        return HistoryPage(events: events, next: next, head: head, earliest: earliest)
+    }
+
+    private static let snapshotColumns = eventColumns.split(separator: ", ").map { "e." + $0 }.joined(separator: ", ")
 }

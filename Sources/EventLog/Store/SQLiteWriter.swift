@@ -23,6 +23,9 @@ final class SQLiteWriter: @unchecked Sendable {
     var head: Int64 = 0
     /// `PRAGMA data_version` at the last look (``pollForeignWrites(_:)``).
     var dataVersion: Int64?
+    /// The commit time of this writer's last group (0 before the first): times never go back, even when the
+    /// clock does, so `since` can bisect ids on them.
+    private var lastTime: Int64 = 0
     private let logger: Logger
     private let observer = Mutex(WeakObserver())
 
@@ -168,7 +171,11 @@ final class SQLiteWriter: @unchecked Sendable {
             foreignWrites = true
             head = fileHead
         }
-        let time = Timestamp.nowMilliseconds()
+        if lastTime == 0 {
+            lastTime = try connection.scalarInt("SELECT time FROM events ORDER BY id DESC LIMIT 1") ?? 0
+        }
+        let time = max(Timestamp.nowMilliseconds(), lastTime)
+        lastTime = time
         // Taken from the connection's cache once per group, not once per event (the cache hashes the SQL).
         let statements = try Statements(connection)
         var run = GroupRun()
@@ -219,8 +226,11 @@ final class SQLiteWriter: @unchecked Sendable {
     private struct Statements {
         let lookup: Statement
         let insert: Statement
+        /// The topic's newest id, for a conditional append (`events_topic_id`: one seek).
+        let lastID: Statement
 
         init(_ connection: Connection) throws {
+            lastID = try connection.cachedStatement("SELECT max(id) FROM events WHERE topic = ?")
             lookup = try connection.cachedStatement(
                 "SELECT \(SQLiteEventStore.eventColumns), request_hash FROM events WHERE topic = ? AND idempotency_key = ?"
             )
@@ -255,6 +265,20 @@ final class SQLiteWriter: @unchecked Sendable {
                     )
                 }
                 return AppendResult(event: original, replayed: true)
+            }
+        }
+        if let expected = event.expectedLastID {
+            // After the idempotency lookup: a retry of an append that won returns it, though the topic moved on.
+            let check = statements.lastID
+            check.reset()
+            try check.bind([.text(event.topic)])
+            let last = try check.step() && !check.isNull(0) ? check.int64(0) : 0
+            check.reset()
+            guard last == expected else {
+                throw EventLogError(
+                    .expectedLastIDMismatch,
+                    "topic \(event.topic)'s last id is \(last), not the expected \(expected); nothing was appended",
+                    lastID: last)
             }
         }
         let insert = statements.insert

@@ -21,6 +21,12 @@ extension SubscriptionConnector {
             query.append(("lastEventId", "earliest"))
         case .after(let id):
             headers.add(name: "Last-Event-ID", value: String(id))
+        case .snapshot:
+            query.append(("snapshot", "latest"))
+        case .since(let time):
+            query.append(("since", Timestamp.rfc3339(milliseconds: time)))
+        case .rewind(let count):
+            query.append(("rewind", String(count)))
         }
         let head = HTTPRequestHead(
             version: .http1_1,

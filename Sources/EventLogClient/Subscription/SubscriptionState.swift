@@ -38,9 +38,7 @@ struct SubscriptionState: Sendable {
             start = .after(id)
         } else {
             switch self.start {
-            case .live: start = .live
-            case .earliest: start = .earliest
-            case .after(let id): start = .after(id)
+            case .live, .earliest, .after, .snapshot, .since, .rewind: start = self.start
             case .resumeToken:
                 throw EventLogClientError(
                     .invalidArgument,
@@ -51,7 +49,7 @@ struct SubscriptionState: Sendable {
         switch start {
         case .after(let id): self.requestedPosition = id
         case .earliest: self.requestedPosition = 0
-        case .live, .resumeToken: self.requestedPosition = nil
+        case .live, .resumeToken, .snapshot, .since, .rewind: self.requestedPosition = nil
         }
         return start
     }
@@ -69,7 +67,8 @@ struct SubscriptionState: Sendable {
         switch start {
         case .after(let id): self.requestedPosition = id
         case .earliest: self.requestedPosition = 0
-        case .resumeToken, .live: self.requestedPosition = self.lastEventID ?? self.openedFrom
+        case .resumeToken, .live, .snapshot, .since, .rewind:
+            self.requestedPosition = self.lastEventID ?? self.openedFrom
         }
         return start
     }

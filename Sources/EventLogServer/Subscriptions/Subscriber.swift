@@ -155,6 +155,14 @@ final class Subscriber: @unchecked Sendable {
                 } catch {
                     cursor.readFailed(error)
                 }
+            case .readSnapshot(let position, let limit):
+                let eventLoop = channel.eventLoop
+                server.log.readSnapshot(after: position, selectors: selectors, limit: limit) { result in
+                    eventLoop.execute {
+                        self.pageArrived(result, limit: limit)
+                        self.pump()
+                    }
+                }
             case .wait(let position):
                 switch hub.wait(self, after: position, selectors: selectors) {
                 case .waiting: break
@@ -178,11 +186,27 @@ final class Subscriber: @unchecked Sendable {
     }
 
     private func fetchBounds() {
-        let log = server.log
-        channel.eventLoop.makeFutureWithTask { try await log.refreshBounds() }.whenComplete { result in
+        let (log, selectors, start) = (server.log, selectors, cursor.start)
+        channel.eventLoop.makeFutureWithTask { () async throws -> SubscriptionCursor.Opening in
+            let bounds = try await log.refreshBounds()
+            var opening = SubscriptionCursor.Opening(epoch: log.epoch, earliest: bounds.earliest, head: bounds.head)
+            switch start {
+            case .live, .snapshot: break
+            case .earliest:
+                opening.removedThrough = try await log.removedThrough(selectors)
+            case .after(let position):
+                opening.void = log.isVoid(position)
+            case .since(let time):
+                opening.resolved = try await log.position(since: time)
+            case .rewind(let count):
+                opening.removedThrough = try await log.removedThrough(selectors)
+                opening.resolved = try await log.position(rewinding: count, selectors: selectors)
+            }
+            return opening
+        }.whenComplete { result in
             switch result {
-            case .success(let bounds):
-                self.cursor.boundsFetched(epoch: log.epoch, earliest: bounds.earliest, head: bounds.head)
+            case .success(let opening):
+                self.cursor.boundsFetched(opening)
             case .failure(let error as EventLogError):
                 self.cursor.readFailed(error)
             case .failure(let error):

@@ -19,7 +19,8 @@ struct SubscriptionCursor {
         case opened(epoch: String, earliest: Int64, head: Int64, from: Int64)
         /// The requested position is above the head (another epoch, a restored log).
         case reset(requested: Int64, head: Int64, epoch: String)
-        /// Events after `requested` were removed before they were sent; the stream goes on from `earliest`.
+        /// Retention removed events matching the selectors after `requested` before they were sent; the last of
+        /// them was `earliest - 1`. The stream goes on with what is left after `requested`.
         case gap(requested: Int64, earliest: Int64)
         /// One event; `replayed` until the cursor has caught up once.
         case event(Event, replayed: Bool)
@@ -43,18 +44,35 @@ struct SubscriptionCursor {
 
     /// One step for the driver.
     enum Action: Equatable, Sendable {
-        /// Read the log's bounds, then call ``boundsFetched(epoch:earliest:head:)``.
+        /// Read the log's bounds and resolve the start (``Opening``), then call ``boundsFetched(_:)``.
         case fetchBounds
         /// Write this output (the driver flushes when it next gets `idle` or a wait).
         case write(Output)
         /// Read the page after `after`, then call ``pageRead(_:)`` (or ``readFailed(_:)``).
         case read(after: Int64, limit: Int)
+        /// Read the snapshot page after `after` (``EventLog/readSnapshot(after:selectors:limit:)``), then call
+        /// ``pageRead(_:)`` (or ``readFailed(_:)``).
+        case readSnapshot(after: Int64, limit: Int)
         /// Register for a commit above `after`; call ``committed()`` when one may concern this subscriber.
         case wait(after: Int64)
         /// Nothing to do until the next input.
         case idle
         /// Stop: the subscription is over.
         case end(Ending)
+    }
+
+    /// What the driver found out for ``Action/fetchBounds``.
+    struct Opening: Equatable, Sendable {
+        var epoch: String
+        var earliest: Int64
+        var head: Int64
+        /// For `since` and `rewind`: the position the start resolves to.
+        var resolved: Int64?
+        /// For `earliest` and `rewind`: the selectors' removal watermark now (removals before the subscription
+        /// are no gap for a start that asks for whatever is retained).
+        var removedThrough: Int64 = 0
+        /// For `after`: the position names no event of this log (a restore skipped it).
+        var void = false
     }
 
     private enum Phase: Equatable {
@@ -77,6 +95,11 @@ struct SubscriptionCursor {
     private(set) var caughtUp = false
     /// The log's earliest id as the last page (or the bounds) said.
     private(set) var knownEarliest: Int64 = 1
+    /// Reading the snapshot (`snapshot=latest`) until it reaches the head.
+    private(set) var snapshotting = false
+    /// The removal watermark already accounted for: a gap is due only when a page's is above both it and the
+    /// position.
+    private var gapThrough: Int64 = 0
     private var outbox: [Output] = []
     private var sent = 0
     private var lastWrite: NIODeadline
@@ -134,7 +157,8 @@ struct SubscriptionCursor {
             guard writable else { return blocked(now) }
             blockedSince = nil
             phase = .reading
-            return .read(after: position, limit: pageSize)
+            return snapshotting
+                ? .readSnapshot(after: position, limit: pageSize) : .read(after: position, limit: pageSize)
         case .needsWait:
             blockedSince = nil
             phase = .waiting
@@ -150,51 +174,61 @@ struct SubscriptionCursor {
     }
 
     /// The log's bounds, read when the subscription opens: decides the start position and the notices.
-    mutating func boundsFetched(epoch: String, earliest: Int64, head: Int64) {
+    mutating func boundsFetched(_ opening: Opening) {
         guard phase == .fetchingBounds, ending == nil else { return }
-        var notice: (gap: Int64?, reset: Int64?) = (nil, nil)
+        let (earliest, head) = (opening.earliest, opening.head)
+        var reset: Int64?
         switch start {
         case .live:
             position = head
         case .earliest:
             position = earliest - 1
+            gapThrough = opening.removedThrough
         case .after(let requested):
-            if requested > head {
-                notice.reset = requested
+            if requested > head || opening.void {
+                reset = requested
                 position = head
-            } else if requested < earliest - 1 {
-                notice.gap = requested
-                position = earliest - 1
             } else {
+                // Matching events removed after `requested` show up as the first page's gap.
                 position = requested
             }
+        case .snapshot:
+            position = 0
+            snapshotting = true
+        case .since:
+            position = min(opening.resolved ?? head, head)
+        case .rewind:
+            position = min(opening.resolved ?? head, head)
+            gapThrough = opening.removedThrough
         }
         knownEarliest = earliest
-        outbox.append(.opened(epoch: epoch, earliest: earliest, head: head, from: position))
-        if let requested = resetNotice ?? notice.reset {
-            outbox.append(.reset(requested: requested, head: head, epoch: epoch))
-        }
-        if let requested = notice.gap {
-            outbox.append(.gap(requested: requested, earliest: earliest))
+        outbox.append(.opened(epoch: opening.epoch, earliest: earliest, head: head, from: position))
+        if let requested = resetNotice ?? reset {
+            outbox.append(.reset(requested: requested, head: head, epoch: opening.epoch))
         }
         phase = .needsRead
     }
 
+    /// ``boundsFetched(_:)`` for a start that needs nothing resolved (live, earliest on a log without removals,
+    /// after).
+    mutating func boundsFetched(epoch: String, earliest: Int64, head: Int64) {
+        boundsFetched(Opening(epoch: epoch, earliest: earliest, head: head))
+    }
+
     /// Where the next read will start, when the cursor's next step is a read (after its outputs are written).
     var nextRead: Int64? {
-        phase == .needsRead && ending == nil ? position : nil
+        phase == .needsRead && ending == nil && !snapshotting ? position : nil
     }
 
     /// The page after ``position`` (from the tail or the store).
     mutating func pageRead(_ page: HistoryPage) {
         guard phase == .reading, ending == nil else { return }
         knownEarliest = max(knownEarliest, page.earliest)
-        if position < page.earliest - 1 {
-            // Retention removed events this subscriber had not read yet.
-            outbox.append(.gap(requested: position, earliest: page.earliest))
-            position = page.earliest - 1
-            phase = .needsRead
-            return
+        if page.removedThrough > max(position, gapThrough) {
+            // Retention removed events of this subscriber's selectors that it had not read yet. What is left
+            // after its position follows (another topic under the same prefix may have lost nothing).
+            outbox.append(.gap(requested: position, earliest: page.removedThrough + 1))
+            gapThrough = page.removedThrough
         }
         if !page.events.isEmpty {
             for event in page.events { outbox.append(.event(event, replayed: !caughtUp)) }
@@ -206,6 +240,8 @@ struct SubscriptionCursor {
             phase = .needsRead
             return
         }
+        // A snapshot that reached the head has sent the newest event of every key as of it: the tail follows.
+        snapshotting = false
         if !caughtUp {
             caughtUp = true
             outbox.append(.caughtUp(position: position))

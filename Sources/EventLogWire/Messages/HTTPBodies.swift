@@ -137,14 +137,25 @@ public struct PublishAnswer: Sendable, Hashable {
 
 extension HistoryPage {
     /// The history answer: `{"events":[<envelope>...],"next":N,"head":H,"earliest":E}`.
-    public var json: String {
+    public var json: String { json(requested: nil) }
+
+    /// The history answer for a read after `requested`, with
+    /// `"gap":{"requested":N,"earliest":E,"reason":"retention"}` when ``removedThrough`` is above it: retention
+    /// removed matching events after `requested` (`E` is the id after the last of them).
+    public func json(requested: Int64?) -> String {
         var body = JSONWriter()
         body.raw("{\"events\":[")
         for (offset, event) in self.events.enumerated() {
             if offset > 0 { body.raw(",") }
             body.raw(EventEnvelope.encode(event))
         }
-        body.raw("],\"next\":\(self.next),\"head\":\(self.head),\"earliest\":\(self.earliest)}")
+        body.raw("],\"next\":\(self.next),\"head\":\(self.head),\"earliest\":\(self.earliest)")
+        if let requested, self.removedThrough > requested {
+            body.raw(
+                ",\"gap\":{\"requested\":\(requested),\"earliest\":\(self.removedThrough + 1),\"reason\":\"retention\"}"
+            )
+        }
+        body.raw("}")
         return body.text
     }
 
@@ -155,11 +166,14 @@ extension HistoryPage {
         for element in try object.objects("events") {
             events.append(try EventEnvelope.decode(element))
         }
+        var removedThrough: Int64 = 0
+        if let gap = try object.optionalObject("gap") { removedThrough = try gap.int64("earliest") - 1 }
         self.init(
             events: events,
             next: try object.int64("next"),
             head: try object.int64("head"),
-            earliest: try object.int64("earliest")
+            earliest: try object.int64("earliest"),
+            removedThrough: removedThrough
         )
     }
 }
@@ -198,7 +212,7 @@ extension TopicSummary {
     }
 }
 
-/// The body of every failed request: `{"error":{"code":..,"message":..,"index":..}}`.
+/// The body of every failed request: `{"error":{"code":..,"message":..,"index":..,"lastId":..}}`.
 public struct ErrorBody: Sendable, Hashable {
     /// The error code as sent; a newer server may send one this catalogue does not know.
     public var code: String
@@ -208,18 +222,21 @@ public struct ErrorBody: Sendable, Hashable {
     public var index: Int?
     /// For `forbidden_topic`, the selector (or, on publish, the topic) that was refused.
     public var selector: String?
+    /// For `expected_last_id_mismatch`, the topic's newest id when the condition was checked (0: none).
+    public var lastID: Int64?
 
     /// Creates an error body.
-    public init(code: String, message: String, index: Int? = nil, selector: String? = nil) {
+    public init(code: String, message: String, index: Int? = nil, selector: String? = nil, lastID: Int64? = nil) {
         self.code = code
         self.message = message
         self.index = index
         self.selector = selector
+        self.lastID = lastID
     }
 
     /// Creates the error body of a code of the catalogue.
-    public init(_ code: ErrorCode, message: String, index: Int? = nil, selector: String? = nil) {
-        self.init(code: code.rawValue, message: message, index: index, selector: selector)
+    public init(_ code: ErrorCode, message: String, index: Int? = nil, selector: String? = nil, lastID: Int64? = nil) {
+        self.init(code: code.rawValue, message: message, index: index, selector: selector, lastID: lastID)
     }
 
     /// The code in the catalogue, or `nil` for a code this version does not know.
@@ -232,6 +249,7 @@ public struct ErrorBody: Sendable, Hashable {
             "message": .string(self.message),
             "index": self.index.map { .int(Int64($0)) } ?? .omitted,
             "selector": .optionalString(self.selector),
+            "lastId": self.lastID.map { .int($0) } ?? .omitted,
         ])
         return JSONWriter.object(["error": .raw(inner)])
     }
@@ -248,7 +266,9 @@ public struct ErrorBody: Sendable, Hashable {
         let message = (try? error.optionalString("message")) ?? nil
         let index = ((try? error.optionalInt64("index")) ?? nil) ?? ((try? object.optionalInt64("index")) ?? nil)
         let selector = (try? error.optionalString("selector")) ?? nil
+        let lastID = (try? error.optionalInt64("lastId")) ?? nil
         self.init(
-            code: code, message: message ?? code, index: index.map { Int(truncatingIfNeeded: $0) }, selector: selector)
+            code: code, message: message ?? code, index: index.map { Int(truncatingIfNeeded: $0) }, selector: selector,
+            lastID: lastID)
     }
 }

@@ -1,8 +1,8 @@
-/// The publish object, `{"topic":..,"type":..,"key":..,"data":..,"idempotencyKey":..}`: the body of
+/// The publish object, `{"topic":..,"type":..,"key":..,"data":..,"idempotencyKey":..,"expectedLastId":N}`: the body of
 /// `POST /v1/events`, one NDJSON line of a batch, and the WebSocket `publish` op. Encoded and decoded here only.
 public enum PublishRequest {
     /// Fields a publish object may have.
-    public static let allowedFields: Set<String> = ["topic", "type", "key", "data", "idempotencyKey"]
+    public static let allowedFields: Set<String> = ["topic", "type", "key", "data", "idempotencyKey", "expectedLastId"]
 
     /// The event described by one JSON object. `extraFields` are tolerated (the WebSocket op's `op`, `ref`).
     /// A header's idempotency key wins over the body's.
@@ -25,7 +25,26 @@ public enum PublishRequest {
         let key = try optionalString(value, "key")
         let bodyKey = try optionalString(value, "idempotencyKey")
         let data = EventData.decoding(value["data"])
-        return NewEvent(topic: topic, type: type, key: key, data: data, idempotencyKey: headerKey ?? bodyKey)
+        let expected: Int64?
+        switch value["expectedLastId"] {
+        case .none, .some(.null): expected = nil
+        case .some(.number(let text)):
+            expected = try parseExpectedLastID(text, source: "\"expectedLastId\"")
+        default: throw EventLogError(.invalidField, "\"expectedLastId\" must be a non-negative integer id")
+        }
+        return NewEvent(
+            topic: topic, type: type, key: key, data: data, idempotencyKey: headerKey ?? bodyKey,
+            expectedLastID: expected)
+    }
+
+    /// Parses an expected last id (the `Expected-Last-Id` header, the `expectedLastId` field): a non-negative
+    /// integer, `0` for a topic with no event. `source` names where it came from, for the error.
+    public static func parseExpectedLastID(_ text: String, source: String) throws(EventLogError) -> Int64 {
+        guard let id = Int64(text), id >= 0, text.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            throw EventLogError(
+                .invalidField, "\(source) must be a non-negative integer id, not \"\(text.prefix(40))\"")
+        }
+        return id
     }
 
     private static func optionalString(_ value: JSONValue, _ name: String) throws(EventLogError) -> String? {
@@ -77,6 +96,7 @@ public enum PublishRequest {
             "key": .optionalString(event.key),
             "data": data,
             "idempotencyKey": includeIdempotencyKey ? .optionalString(event.idempotencyKey) : .omitted,
+            "expectedLastId": event.expectedLastID.map { .int($0) } ?? .omitted,
         ])
     }
 

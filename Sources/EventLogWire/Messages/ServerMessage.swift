@@ -77,18 +77,21 @@ extension ServerMessage {
     /// A WebSocket `error` message: `{"type":"error","code":..,"message":..,"ref":..}`, where `ref` echoes the
     /// client message's `ref` (left out when ``JSONFragment/omitted``).
     /// `selector` names the selector or topic a `forbidden_topic` refused.
+    /// `lastID` is the topic's newest id of an `expected_last_id_mismatch`, `index` the batch line of an error.
     public static func webSocketError(
-        code: ErrorCode, message: String, ref: JSONFragment = .omitted, selector: String? = nil
+        code: ErrorCode, message: String, ref: JSONFragment = .omitted, selector: String? = nil,
+        lastID: Int64? = nil
     ) -> String {
-        webSocketError(codeText: code.rawValue, message: message, ref: ref, selector: selector)
+        webSocketError(codeText: code.rawValue, message: message, ref: ref, selector: selector, lastID: lastID)
     }
 
     private static func webSocketError(
-        codeText code: String, message: String, ref: JSONFragment = .omitted, selector: String? = nil
+        codeText code: String, message: String, ref: JSONFragment = .omitted, selector: String? = nil,
+        lastID: Int64? = nil
     ) -> String {
         JSONWriter.object([
             "type": .string("error"), "code": .string(code), "message": .string(message),
-            "selector": .optionalString(selector), "ref": ref,
+            "selector": .optionalString(selector), "lastId": lastID.map { .int($0) } ?? .omitted, "ref": ref,
         ])
     }
 

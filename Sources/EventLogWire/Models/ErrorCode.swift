@@ -45,6 +45,8 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
     case methodNotAllowed = "method_not_allowed"
     /// The idempotency key names a different event on this topic.
     case idempotencyConflict = "idempotency_conflict"
+    /// A conditional append's `expectedLastId` is not the topic's newest id; nothing was appended (409).
+    case expectedLastIDMismatch = "expected_last_id_mismatch"
     /// The body is over the server's limit.
     case bodyTooLarge = "body_too_large"
     /// One event's data is over the size limit.
@@ -80,7 +82,7 @@ public enum ErrorCode: String, Sendable, Hashable, CaseIterable, CustomStringCon
         case .forbidden, .forbiddenTopic: return 403
         case .notFound: return 404
         case .methodNotAllowed: return 405
-        case .idempotencyConflict: return 409
+        case .idempotencyConflict, .expectedLastIDMismatch: return 409
         case .bodyTooLarge, .eventTooLarge: return 413
         case .unsupportedMediaType: return 415
         case .upgradeRequired: return 426

@@ -29,6 +29,10 @@ public struct NewEvent: Hashable, Sendable {
     public var data: EventData?
     /// Makes a retry return the original event instead of appending again (per topic).
     public var idempotencyKey: String?
+    /// A condition (optimistic concurrency): append only if the topic's newest id is this one (0: the topic
+    /// has no event). Otherwise the append fails with `expected_last_id_mismatch` and the current last id.
+    /// Not part of the request an idempotency key names: a retry returns the original whatever it expects.
+    public var expectedLastID: Int64?
 
     /// Creates an event to append.
     public init(
@@ -36,13 +40,15 @@ public struct NewEvent: Hashable, Sendable {
         type: String = "message",
         key: String? = nil,
         data: EventData?,
-        idempotencyKey: String? = nil
+        idempotencyKey: String? = nil,
+        expectedLastID: Int64? = nil
     ) {
         self.topic = topic
         self.type = type
         self.key = key
         self.data = data
         self.idempotencyKey = idempotencyKey
+        self.expectedLastID = expectedLastID
     }
 }
 

@@ -9,13 +9,17 @@ public struct HistoryPage: Sendable, Hashable {
     public var head: Int64
     /// The smallest retained id when the page was read.
     public var earliest: Int64
+    /// The largest id of an event matching the page's selectors that retention removed, as far as the
+    /// reader looked (0: none, or not looked at). Above the position read after, it is a `gap`.
+    public var removedThrough: Int64
 
     /// Creates a page.
-    public init(events: [Event], next: Int64, head: Int64, earliest: Int64) {
+    public init(events: [Event], next: Int64, head: Int64, earliest: Int64, removedThrough: Int64 = 0) {
         self.events = events
         self.next = next
         self.head = head
         self.earliest = earliest
+        self.removedThrough = removedThrough
     }
 }
 
