@@ -18,24 +18,50 @@ struct HistoryEndpoint {
         if let failure = caller.authorizeSubscribe(selectors) {
             throw Access(server: server).refuse(failure, request.head, principal: caller)
         }
-        let after = try HistoryEndpoint.integer(
-            request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
         let limit = try HistoryEndpoint.integer(
             request.queryValue("limit"), name: "limit", default: 100, range: 1...Int64(HistoryEndpoint.maxLimit))
+        let starts = ["last", "rewind", "since", "snapshot"].filter { request.queryValue($0) != nil }
+        guard starts.count <= 1, starts.isEmpty || starts == ["snapshot"] || request.queryValue("after") == nil else {
+            let given = (request.queryValue("after") == nil ? [] : ["after"]) + starts
+            throw APIError(
+                code: .invalidParameter,
+                message:
+                    "give one start: \(given.joined(separator: ", ")) do not go together (snapshot continues with after)"
+            )
+        }
+        var after = try HistoryEndpoint.integer(
+            request.queryValue("after"), name: "after", default: 0, range: 0...Int64.max)
         let page: EventLog.Page
-        if let lastText = request.queryValue("last") {
-            guard request.queryValue("after") == nil else {
-                throw APIError(code: .invalidParameter, message: "give either after or last, not both")
-            }
-            let last = try HistoryEndpoint.integer(
-                lastText, name: "last", default: 1, range: 1...Int64(HistoryEndpoint.maxLimit))
+        // After 0 means everything retained: what retention removed before is no gap (as for SSE's `earliest`).
+        var gapAfter: Int64? = after > 0 ? after : nil
+        if let countText = request.queryValue("last") ?? request.queryValue("rewind") {
+            let name = request.queryValue("last") != nil ? "last" : "rewind"
+            let count = try HistoryEndpoint.integer(
+                countText, name: name, default: 1, range: 1...Int64(HistoryEndpoint.maxLimit))
             let (head, earliest) = (server.log.head, server.log.earliest)
-            let events = try await server.log.readLatest(Int(last), selectors: selectors)
+            let events = try await server.log.readLatest(Int(count), selectors: selectors)
             page = EventLog.Page(events: events, next: events.last?.id ?? head, head: head, earliest: earliest)
+            gapAfter = nil
+        } else if let value = request.queryValue("snapshot") {
+            guard value == "latest" else {
+                throw APIError(
+                    code: .invalidParameter, message: "snapshot must be \"latest\", not \"\(value.prefix(40))\"")
+            }
+            page = try await server.log.readSnapshot(after: after, selectors: selectors, limit: Int(limit))
+            gapAfter = nil
         } else {
+            if let text = request.queryValue("since") {
+                do {
+                    after = try await server.log.position(
+                        since: try StartPosition.parseSince(text, now: Timestamp.nowMilliseconds()))
+                } catch let error as EventLogError {
+                    throw APIError(error)
+                }
+                gapAfter = after
+            }
             page = try await server.log.read(after: after, selectors: selectors, limit: Int(limit))
         }
-        return .json(.ok, page.json)
+        return .json(.ok, page.json(requested: gapAfter))
     }
 
     /// The topics the caller may read.

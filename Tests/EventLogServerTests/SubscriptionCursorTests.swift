@@ -15,8 +15,11 @@ struct SubscriptionCursorTests {
         Event(id: id, topic: topic, type: "message", key: nil, data: .text("e\(id)"), time: 0)
     }
 
-    static func page(_ ids: [Int64], next: Int64, head: Int64, earliest: Int64 = 1) -> HistoryPage {
-        HistoryPage(events: ids.map { event($0) }, next: next, head: head, earliest: earliest)
+    static func page(
+        _ ids: [Int64], next: Int64, head: Int64, earliest: Int64 = 1, removedThrough: Int64 = 0
+    ) -> HistoryPage {
+        HistoryPage(
+            events: ids.map { event($0) }, next: next, head: head, earliest: earliest, removedThrough: removedThrough)
     }
 
     static func cursor(
@@ -157,7 +160,7 @@ struct SubscriptionCursorTests {
         #expect(cursor.next(now: Self.t0 + .seconds(121), writable: true) == .idle)
     }
 
-    @Test("a gap mid-stream: retention removed events after the position before they were read")
+    @Test("a gap mid-stream: retention removed matching events after the position before they were read")
     func gapMidStream() {
         var cursor = Self.cursor(.after(0), pageSize: 2)
         _ = Self.drain(&cursor)
@@ -169,31 +172,97 @@ struct SubscriptionCursorTests {
                 .write(.event(Self.event(1), replayed: true)), .write(.event(Self.event(2), replayed: true)),
                 .read(after: 2, limit: 2),
             ])
-        // Meanwhile everything below 6 was removed: the page reports earliest 6.
-        cursor.pageRead(Self.page([6, 7], next: 7, head: 9, earliest: 6))
-        #expect(Self.drain(&cursor) == [.write(.gap(requested: 2, earliest: 6)), .read(after: 5, limit: 2)])
-        cursor.pageRead(Self.page([6, 7], next: 7, head: 9, earliest: 6))
+        // Meanwhile retention removed this subscriber's events up to 5: the page says so, and holds what is left
+        // after 2 (another topic of its selectors kept 4). The gap comes first, then the page, once.
+        cursor.pageRead(Self.page([4, 6], next: 6, head: 9, earliest: 4, removedThrough: 5))
         #expect(
             Self.drain(&cursor) == [
-                .write(.event(Self.event(6), replayed: true)), .write(.event(Self.event(7), replayed: true)),
-                .read(after: 7, limit: 2),
+                .write(.gap(requested: 2, earliest: 6)), .write(.event(Self.event(4), replayed: true)),
+                .write(.event(Self.event(6), replayed: true)), .read(after: 6, limit: 2),
             ])
-        // A position just below earliest is no gap.
+        cursor.pageRead(Self.page([7], next: 9, head: 9, earliest: 4, removedThrough: 5))
+        #expect(
+            Self.drain(&cursor) == [
+                .write(.event(Self.event(7), replayed: true)), .write(.caughtUp(position: 9)), .wait(after: 9),
+            ])
+        // Removals at or below the position are no gap.
         var exact = Self.cursor(.after(5))
         _ = Self.drain(&exact)
         exact.boundsFetched(epoch: "E", earliest: 6, head: 9)
+        _ = Self.drain(&exact)
+        exact.pageRead(Self.page([6], next: 9, head: 9, earliest: 6, removedThrough: 5))
         #expect(
             Self.drain(&exact) == [
-                .write(.opened(epoch: "E", earliest: 6, head: 9, from: 5)), .read(after: 5, limit: 3),
+                .write(.event(Self.event(6), replayed: true)), .write(.caughtUp(position: 9)), .wait(after: 9),
             ])
-        // A position further below gets the gap right after opened.
-        var below = Self.cursor(.after(3))
-        _ = Self.drain(&below)
-        below.boundsFetched(epoch: "E", earliest: 6, head: 9)
+        // A start of earliest takes what was removed before it opened as no gap; a removal after it opened is one.
+        var earliest = Self.cursor(.earliest)
+        _ = Self.drain(&earliest)
+        earliest.boundsFetched(.init(epoch: "E", earliest: 3, head: 9, removedThrough: 7))
         #expect(
-            Self.drain(&below) == [
-                .write(.opened(epoch: "E", earliest: 6, head: 9, from: 5)), .write(.gap(requested: 3, earliest: 6)),
-                .read(after: 5, limit: 3),
+            Self.drain(&earliest) == [
+                .write(.opened(epoch: "E", earliest: 3, head: 9, from: 2)), .read(after: 2, limit: 3),
+            ])
+        earliest.pageRead(Self.page([3, 8], next: 9, head: 9, earliest: 3, removedThrough: 7))
+        #expect(
+            Self.drain(&earliest) == [
+                .write(.event(Self.event(3), replayed: true)), .write(.event(Self.event(8), replayed: true)),
+                .write(.caughtUp(position: 9)), .wait(after: 9),
+            ])
+    }
+
+    @Test("snapshot: pages of the snapshot read until one reaches the head, then caughtup and the live tail")
+    func snapshot() {
+        var cursor = Self.cursor(.snapshot, pageSize: 2)
+        _ = Self.drain(&cursor)
+        cursor.boundsFetched(epoch: "E", earliest: 1, head: 9)
+        #expect(
+            Self.drain(&cursor) == [
+                .write(.opened(epoch: "E", earliest: 1, head: 9, from: 0)), .readSnapshot(after: 0, limit: 2),
+            ])
+        cursor.pageRead(Self.page([2, 5], next: 5, head: 9))
+        #expect(
+            Self.drain(&cursor) == [
+                .write(.event(Self.event(2), replayed: true)), .write(.event(Self.event(5), replayed: true)),
+                .readSnapshot(after: 5, limit: 2),
+            ])
+        // Meanwhile 10 and 11 were committed: the last snapshot page ends at its head, 11; the tail follows.
+        cursor.pageRead(Self.page([11], next: 11, head: 11))
+        #expect(
+            Self.drain(&cursor) == [
+                .write(.event(Self.event(11), replayed: true)), .write(.caughtUp(position: 11)), .wait(after: 11),
+            ])
+        cursor.committed()
+        #expect(Self.drain(&cursor) == [.read(after: 11, limit: 2)])
+    }
+
+    @Test("since and rewind start at the position the driver resolved; rewind takes earlier removals as no gap")
+    func sinceAndRewind() {
+        var since = Self.cursor(.since(1_000))
+        _ = Self.drain(&since)
+        since.boundsFetched(.init(epoch: "E", earliest: 1, head: 9, resolved: 4))
+        #expect(
+            Self.drain(&since) == [
+                .write(.opened(epoch: "E", earliest: 1, head: 9, from: 4)), .read(after: 4, limit: 3),
+            ])
+        var rewind = Self.cursor(.rewind(2))
+        _ = Self.drain(&rewind)
+        rewind.boundsFetched(.init(epoch: "E", earliest: 1, head: 9, resolved: 6, removedThrough: 8))
+        _ = Self.drain(&rewind)
+        rewind.pageRead(Self.page([7, 9], next: 9, head: 9, removedThrough: 8))
+        #expect(
+            Self.drain(&rewind) == [
+                .write(.event(Self.event(7), replayed: true)), .write(.event(Self.event(9), replayed: true)),
+                .write(.caughtUp(position: 9)), .wait(after: 9),
+            ])
+        // A void position (a restore skipped it) is a reset, as one above the head is.
+        var void = Self.cursor(.after(5))
+        _ = Self.drain(&void)
+        void.boundsFetched(.init(epoch: "E", earliest: 1, head: 9, void: true))
+        #expect(
+            Self.drain(&void) == [
+                .write(.opened(epoch: "E", earliest: 1, head: 9, from: 9)),
+                .write(.reset(requested: 5, head: 9, epoch: "E")), .read(after: 9, limit: 3),
             ])
     }
 

@@ -44,7 +44,7 @@ struct SchemaTests {
             let path = directory.path("events.db")
             #expect(try sqlite3(path, "PRAGMA user_version;") == "\(Migrator.latestVersion)\n")
             let meta = try sqlite3(path, "SELECT name || '=' || length(value) FROM meta ORDER BY name;")
-            #expect(meta == "earliest=1\nepoch=32\nschema_version=1\ntoken_key=64\n")
+            #expect(meta == "epoch=32\nschema_version=1\ntoken_key=64\n")
             #expect(try sqlite3(path, "SELECT value FROM meta WHERE name = 'epoch';") == log.epoch + "\n")
         }
     }

@@ -75,7 +75,9 @@ struct ExportImportTests {
             try #require(lines.count == 5)
             #expect(
                 lines[0].hasPrefix("{\"eventlog\":\"export\",\"version\":1,\"epoch\":\"\(log.epoch)\",\"tokenKey\":\""))
-            #expect(lines[0].hasSuffix("\"earliest\":3,\"head\":7,\"schemaVersion\":1,\"events\":4}"))
+            #expect(
+                lines[0].hasSuffix(
+                    "\"earliest\":3,\"head\":7,\"schemaVersion\":2,\"events\":4,\"removedThrough\":2,\"voids\":[]}"))
             #expect(
                 lines[2].hasSuffix(
                     #","topic":"orders/1","type":"updated","key":"o-1","data":{"a":[1,2.5e3,true,null],"b":"x\"y"}}"#

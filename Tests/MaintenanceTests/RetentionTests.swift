@@ -74,7 +74,7 @@ struct RetentionTests {
         }
     }
 
-    @Test("per-topic retention removes only selected events but moves earliest for the whole log")
+    @Test("per-topic retention removes only selected events and raises only their selectors' watermarks")
     func perSelector() async throws {
         try await withTemporaryDirectory { directory in
             let path = directory.path("events.db")
@@ -84,17 +84,18 @@ struct RetentionTests {
             let report = try await maintain(path) { try $0.retain(policy) }
             #expect(report.removedEvents == 4)
             #expect(report.removedIDs == 1...7)
-            #expect(report.earliestAfter == 8)
+            // Earliest is the smallest retained id: users/1's 2 is still there.
+            #expect(report.earliestAfter == 2)
             #expect(try storedIDs(path) == [2, 4, 6, 8, 9, 10])
-            // The users/1 rows below earliest are left, and verify says so (a warning, not an error).
+            // orders/1, the prefixes above it and `*` know 7 went; users/* knows nothing went.
+            let watermarks = try withConnection(path) { connection in
+                try connection.rows("SELECT selector, through FROM removed ORDER BY selector") {
+                    "\($0.text(0) ?? "") \($0.int64(1))"
+                }
+            }
+            #expect(watermarks == ["*" + " 7", "orders/*" + " 7", "orders/1 7"])
             let verify = try await maintain(path, readOnly: true) { try $0.verify() }
-            #expect(verify.isOK)
-            #expect(
-                verify.warnings.map(\.description) == [
-                    "warning [earliest] 3 events have ids below earliest 8 (smallest 2; topics users/1): "
-                        + "subscribers resume from earliest and will not receive them"
-                ]
-            )
+            #expect(verify.problems == [])
         }
     }
 
@@ -109,7 +110,7 @@ struct RetentionTests {
             let report = try await maintain(path) { try $0.retain(policy) }
             #expect(report.removedEvents == 4)
             #expect(try storedIDs(path) == [3, 6, 7, 8, 9])
-            #expect(try bounds(path).earliest == 6)
+            #expect(try bounds(path).earliest == 3)
         }
     }
 

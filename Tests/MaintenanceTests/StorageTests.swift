@@ -113,7 +113,7 @@ struct StorageTests {
             _ = try await maintain(path) { try $0.retain(RetentionPolicy(maxEvents: 4)) }
             let stats = try await maintain(path, readOnly: true) { try $0.stats(perTopic: true) }
             #expect(stats.epoch == epoch)
-            #expect(stats.schemaVersion == 1)
+            #expect(stats.schemaVersion == 2)
             #expect(stats.eventCount == 4)
             #expect(stats.earliest == 3)
             #expect(stats.head == 6)

@@ -195,16 +195,14 @@ struct ToolTests {
             let healthy = try await Self.run(["verify", "--db", path, "--quiet"])
             #expect(healthy.status == 0)
             #expect(healthy.stdout.hasPrefix("verify: ok (3 events, head 3, earliest 1, epoch "))
-            try sqlite3(path, "UPDATE meta SET value = '9' WHERE name = 'earliest';")
+            try sqlite3(path, "UPDATE latest SET id = 1 WHERE topic = 't/1';")
             let broken = try await Self.run(["verify", "--db", path, "--quiet"])
             #expect(broken.status == 1)
             #expect(
                 broken.stdout.hasPrefix(
                     """
-                    error [earliest] meta earliest 9 is beyond head + 1 = 4
-                    warning [earliest] 3 events have ids below earliest 9 (smallest 1; topics t/1): subscribers resume \
-                    from earliest and will not receive them
-                    verify: 1 errors, 1 warnings (3 events, head 3, earliest 9, epoch
+                    error [latest] 1 (topic, key) rows of the latest table do not name the newest event of their key
+                    verify: 1 errors, 0 warnings (3 events, head 3, earliest 1, epoch
                     """
                 )
             )

@@ -4,9 +4,10 @@ import Foundation
 /// compacted topic does. A key belongs to a topic: it is the event's `key`, or the topic itself when the
 /// event has none, so the same key in two topics names two things.
 ///
-/// Compaction never changes ids or their order and never moves `earliest`: a replay from 0 still sees at
-/// least the final state of every key, so nothing a reader could act on has gone missing, and no `gap` is
-/// due. It only thins out history that a newer event of the same key supersedes.
+/// Compaction never changes ids or their order, and it is never a `gap` (it raises no removal watermark): a
+/// subscriber at any position still gets the newest event of every key after it, so nothing it could act on
+/// has gone missing. It only thins out history that a newer event of the same key supersedes (or, for an
+/// expired tombstone, a deleted key). It may raise `earliest`, the smallest retained id.
 public struct CompactionPolicy: Sendable, Hashable {
     /// The events compaction considers; others are left alone. Default: every event.
     public var selectors: SelectorSet
@@ -52,7 +53,8 @@ public struct CompactionReport: Sendable, Hashable {
     public var keptYoungSuperseded: Int64 = 0
     /// Approximate bytes of the removed events (see ``RetentionPolicy/maxBytes``).
     public var removedBytes: Int64 = 0
-    /// `meta.earliest`, which compaction leaves as it is.
+    /// The smallest retained id after the run (before it, for a dry run). Compaction may raise it, but never
+    /// makes a gap: it raises no removal watermark.
     public var earliest: Int64 = 1
     /// The head when the run started; newer events were not looked at.
     public var head: Int64 = 0
@@ -232,7 +234,10 @@ struct CompactionRun: Sendable {
                         [.int(run.lowerBound), .int(run.upperBound)] + filter.arguments
                     )
                 }
-                if !runs.isEmpty { try connection.countRemoval() }
+                if !runs.isEmpty {
+                    try connection.countRemoval()
+                    report.earliest = try SQLiteEventStore.readEarliest(connection)
+                }
                 report.transactions += 1
             }
             report.removedEvents += removed

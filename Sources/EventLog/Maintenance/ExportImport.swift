@@ -8,7 +8,7 @@ public struct ExportReport: Sendable, Hashable {
     public var epoch: String
     /// The head written in the header.
     public var head: Int64
-    /// `meta.earliest` written in the header.
+    /// The smallest retained id, written in the header.
     public var earliest: Int64
 }
 
@@ -20,7 +20,7 @@ public struct ImportReport: Sendable, Hashable {
     public var ids: ClosedRange<Int64>?
     /// The head of the new log: the exported head (so ids are never handed out twice), or the last id.
     public var head: Int64
-    /// `meta.earliest` of the new log.
+    /// The smallest id the new log holds (its head + 1 when it holds none).
     public var earliest: Int64
     /// The epoch of the new log.
     public var epoch: String
@@ -31,10 +31,15 @@ public struct ImportReport: Sendable, Hashable {
 /// The JSON Lines export format, version 1.
 ///
 /// The first line is a header, `{"eventlog":"export","version":1,"epoch":..,"tokenKey":..,"earliest":E,
-/// "head":H,"schemaVersion":1,"events":N}`; then one line per event in id order, `{"id":N,"time":"<RFC 3339>",
+/// "head":H,"schemaVersion":2,"events":N,"removedThrough":R,"voids":[[A,T],..]}`; then one line per event in id order, `{"id":N,"time":"<RFC 3339>",
 /// "topic":..,"type":..,"key":..,"data":<value>,"idempotencyKey":..,"requestHash":N}`, with `key`,
 /// `idempotencyKey` and `requestHash` only when set. `data` is a JSON string for text, the stored JSON text
 /// itself for JSON data, and `null` for a tombstone, so an import stores every byte as it was.
+///
+/// `removedThrough` (the largest id retention removed, from any topic) and `voids` (positions a restore skipped)
+/// came with schema version 2; an import of an older export takes `earliest - 1` as what was removed. The import
+/// keeps the removals as one floor for every selector: a subscriber of the imported log below it gets a `gap`
+/// even for a topic that lost nothing, which is safe, where a per-topic copy could be large.
 enum ExportFormat {
     static let version = 1
 
@@ -55,7 +60,11 @@ enum ExportFormat {
             JSONLine.appendString(epoch, to: &buffer)
             buffer += ",\"tokenKey\":"
             JSONLine.appendString(tokenKey, to: &buffer)
-            buffer += ",\"earliest\":\(earliest),\"head\":\(head),\"schemaVersion\":\(version),\"events\":\(count)}\n"
+            let removedThrough = try connection.scalarInt("SELECT max(through) FROM removed") ?? 0
+            let voids = try SQLiteEventStore.readVoids(connection)
+                .map { "[\($0.lowerBound - 1),\($0.upperBound)]" }.joined(separator: ",")
+            buffer += ",\"earliest\":\(earliest),\"head\":\(head),\"schemaVersion\":\(version),\"events\":\(count)"
+            buffer += ",\"removedThrough\":\(removedThrough),\"voids\":[\(voids)]}\n"
             let statement = try connection.cachedStatement(
                 """
                 SELECT id, time, topic, type, key, data, data_format, idempotency_key, request_hash
@@ -107,6 +116,9 @@ enum ExportFormat {
         var tokenKey: String?
         var earliest: Int64 = 1
         var head: Int64 = 0
+        /// `nil` in exports from before schema version 2.
+        var removedThrough: Int64?
+        var voids: [(after: Int64, through: Int64)] = []
     }
 
     /// Imports into `connection`, which holds an empty log, in one transaction: all or nothing.
@@ -261,12 +273,22 @@ enum ExportFormat {
             if head > 0 {
                 try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(head)])
             }
-            let earliest = header?.earliest ?? 1
-            guard earliest <= head + 1 else {
+            let exportedEarliest = header?.earliest ?? 1
+            guard exportedEarliest <= head + 1 else {
                 throw MaintenanceError(
-                    .invalidExport, "the header's earliest \(earliest) is beyond its head \(head) + 1")
+                    .invalidExport, "the header's earliest \(exportedEarliest) is beyond its head \(head) + 1")
             }
-            try connection.run("UPDATE meta SET value = ? WHERE name = 'earliest'", [.text(String(earliest))])
+            let floor = min(head, header?.removedThrough ?? (exportedEarliest - 1))
+            if floor > 0 {
+                try connection.run("INSERT INTO removed (selector, through) VALUES ('', ?)", [.int(floor)])
+            }
+            for void in header?.voids ?? [] where void.after < void.through && void.through <= head {
+                try connection.run(
+                    "INSERT OR REPLACE INTO voids (after, through) VALUES (?, ?)",
+                    [.int(void.after), .int(void.through)])
+            }
+            try connection.run("INSERT OR REPLACE INTO meta (name, value) VALUES ('issued', ?)", [.text(String(head))])
+            let earliest = try SQLiteEventStore.readEarliest(connection)
             if keepEpoch {
                 guard let epoch = header?.epoch else {
                     throw MaintenanceError(
@@ -321,6 +343,20 @@ enum ExportFormat {
                 throw fail("the header's \"head\" must be an integer >= 0")
             }
             header.head = value
+        }
+        if case .raw(let text) = fields["removedThrough"] {
+            guard let value = Int64(text), value >= 0 else {
+                throw fail("the header's \"removedThrough\" must be an integer >= 0")
+            }
+            header.removedThrough = value
+        }
+        if case .raw(let text) = fields["voids"] {
+            // `[[after,through],..]`: integers only, so the digits and separators are the whole grammar.
+            let numbers = text.split(whereSeparator: { "[], ".contains($0) }).map { Int64($0) }
+            guard numbers.count % 2 == 0, numbers.allSatisfy({ ($0 ?? -1) >= 0 }) else {
+                throw fail("the header's \"voids\" must be [[after,through],..] of integers >= 0")
+            }
+            header.voids = stride(from: 0, to: numbers.count, by: 2).map { (numbers[$0]!, numbers[$0 + 1]!) }
         }
         return header
     }

@@ -303,13 +303,18 @@ public final class LogMaintenance {
         let source = try Connection(path: backup, mode: .readOnly)
         defer { source.close() }
         try checkSchema(source, forWriting: false)
+        // The ids the replaced log issued: the restored one must never hand them out again.
+        let replacedIssued = FileManager.default.fileExists(atPath: path) ? Self.issuedThrough(path: path) : 0
         // Through SQLite, not a file copy: an existing log's -wal file must not be replayed onto the new content.
         let destination = try Connection(path: path, mode: .readWrite)
         defer { destination.close() }
         let pages = try DatabaseCopy.copy(from: source, to: destination, busyTimeout: .seconds(5), progress: progress)
+        // A backup made by an older build gets the newest schema (the server would migrate it anyway).
+        try Migrator.migrate(destination)
         try destination.transaction(write: true) {
             try destination.run(
                 "UPDATE meta SET value = ? WHERE name = 'epoch'", [.text(Migrator.randomHex(bytes: 16))])
+            try Self.skipIssuedIDs(destination, issued: replacedIssued)
         }
         _ = try destination.scalarText("PRAGMA journal_mode=WAL")
         _ = try destination.rows("PRAGMA wal_checkpoint(TRUNCATE)") { $0.int64(0) }
@@ -377,6 +382,35 @@ public final class LogMaintenance {
                     + "open it once with this build's eventlogd to migrate it"
             )
         }
+    }
+
+    /// The largest id the log at `path` ever issued (its sequence, or `meta.issued` after a restore), 0 when the
+    /// file is not a readable log: restore replaces it whatever it holds.
+    private static func issuedThrough(path: String) -> Int64 {
+        guard let connection = try? Connection(path: path, mode: .readOnly) else { return 0 }
+        defer { connection.close() }
+        let head = (try? SQLiteEventStore.readHead(connection)) ?? 0
+        let issued = ((try? connection.metaValue("issued")) ?? nil).flatMap { Int64($0) } ?? 0
+        return max(head, issued)
+    }
+
+    /// Moves the id sequence of a restored log past every id issued before, by the replaced file (`issued`) or by
+    /// the backup's own log, and keeps that in `meta.issued`. The ids between the restored head and there
+    /// become a void (schema/0002_order_state.sql): they named events the restore took away, so a client
+    /// resuming from one gets `reset`, and no new event ever takes an id a client has seen.
+    static func skipIssuedIDs(_ connection: Connection, issued replaced: Int64) throws {
+        let head = try SQLiteEventStore.readHead(connection)
+        let recorded = try connection.metaValue("issued").flatMap { Int64($0) } ?? 0
+        let issued = max(head, recorded, replaced)
+        if issued > head {
+            try connection.run(
+                "INSERT INTO voids (after, through) VALUES (?, ?) "
+                    + "ON CONFLICT (after) DO UPDATE SET through = max(through, excluded.through)",
+                [.int(head), .int(issued)])
+            try connection.run("DELETE FROM sqlite_sequence WHERE name = 'events'")
+            try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(issued)])
+        }
+        try connection.run("INSERT OR REPLACE INTO meta (name, value) VALUES ('issued', ?)", [.text(String(issued))])
     }
 
     private static func describeCopy(_ connection: Connection, path: String, pages: Int64) throws -> BackupReport {

@@ -20,13 +20,13 @@ public struct VerifyReport: Sendable, Hashable {
         public enum Severity: String, Sendable, Hashable {
             /// The file breaks an invariant the server relies on.
             case error
-            /// Legal but worth knowing: rows stranded below `earliest`, a clock that stepped back.
+            /// Legal but worth knowing: a clock that stepped back.
             case warning
         }
 
         /// How bad it is.
         public let severity: Severity
-        /// Which check found it: `integrity`, `schema`, `meta`, `sequence`, `ids`, `earliest`, `time`,
+        /// Which check found it: `integrity`, `schema`, `meta`, `sequence`, `ids`, `latest`, `removed`, `voids`, `time`,
         /// `indexes`, `idempotency`, `topics`, `journal`.
         public let check: String
         /// What is wrong, precisely, for humans.
@@ -44,7 +44,7 @@ public struct VerifyReport: Sendable, Hashable {
     public var eventCount: Int64 = 0
     /// The head (`sqlite_sequence`), when present.
     public var head: Int64?
-    /// `meta.earliest`, when it parses.
+    /// The smallest retained id (the head + 1 when none is).
     public var earliest: Int64?
     /// `meta.epoch`, when present.
     public var epoch: String?
@@ -81,8 +81,9 @@ enum Verifier {
             progress?(MaintenanceProgress(phase: "integrity check", completed: 0, total: nil, unit: "checks"))
             checkIntegrity(connection, quick: options.quick, &report)
             guard try checkSchema(connection, &report) else { return }
-            let earliest = try checkMeta(connection, &report)
-            try checkSequence(connection, earliest: earliest, &report)
+            try checkMeta(connection, &report)
+            try checkSequence(connection, &report)
+            try checkOrderState(connection, &report)
             try checkTimes(connection, tolerance: options.timeTolerance.wholeMilliseconds, &report, progress)
             try checkIndexes(connection, &report)
             try checkTopics(connection, &report)
@@ -130,11 +131,16 @@ enum Verifier {
         for index in ["events_topic_id", "events_topic_idempotency_key"] where !indexes.contains(index) {
             report.error("schema", "the index \(index) is missing")
         }
+        if version >= 2 {
+            for table in ["latest", "removed", "voids"] where !tables.contains(table) {
+                report.error("schema", "the \(table) table of schema version 2 is missing")
+            }
+            if !indexes.contains("latest_id") { report.error("schema", "the index latest_id is missing") }
+        }
         return true
     }
 
-    /// Returns `meta.earliest` when it parses.
-    private static func checkMeta(_ connection: Connection, _ report: inout VerifyReport) throws -> Int64? {
+    private static func checkMeta(_ connection: Connection, _ report: inout VerifyReport) throws {
         report.checks.append("meta")
         let rows = try connection.rows("SELECT name, value FROM meta") { ($0.text(0) ?? "", $0.text(1) ?? "") }
         let meta = Dictionary(rows, uniquingKeysWith: { first, _ in first })
@@ -166,21 +172,9 @@ enum Verifier {
         } else {
             report.error("meta", "meta has no schema_version row")
         }
-        var earliest: Int64?
-        if let text = meta["earliest"] {
-            if let value = Int64(text), value >= 1 {
-                earliest = value
-                report.earliest = value
-            } else {
-                report.error("meta", "meta earliest \(Topic.quoted(text)) is not an integer >= 1")
-            }
-        } else {
-            report.error("meta", "meta has no earliest row")
-        }
-        return earliest
     }
 
-    private static func checkSequence(_ connection: Connection, earliest: Int64?, _ report: inout VerifyReport) throws {
+    private static func checkSequence(_ connection: Connection, _ report: inout VerifyReport) throws {
         report.checks.append("sequence")
         let (count, minID, maxID) = try connection.rows("SELECT count(*), min(id), max(id) FROM events") {
             ($0.int64(0), $0.isNull(1) ? nil : $0.int64(1), $0.isNull(2) ? nil : $0.int64(2))
@@ -206,25 +200,59 @@ enum Verifier {
                 "\(above) events have ids above the head \(head) (sqlite_sequence.seq for events); largest id \(maxID)"
             )
         }
-        report.checks.append("earliest")
-        guard let earliest else { return }
-        if earliest > head + 1 {
-            report.error("earliest", "meta earliest \(earliest) is beyond head + 1 = \(head + 1)")
+        report.earliest = minID ?? head + 1
+    }
+
+    /// The tables of schema version 2: `latest` holds exactly the newest id of each (topic, key); the removal
+    /// watermark of a prefix is at least that of every topic below it; voids lie below the head and hold no event.
+    private static func checkOrderState(_ connection: Connection, _ report: inout VerifyReport) throws {
+        guard try connection.scalarInt("PRAGMA user_version") ?? 0 >= 2 else { return }
+        report.checks.append("latest")
+        let wrong =
+            try connection.scalarInt(
+                """
+                SELECT count(*) FROM (
+                    SELECT topic, coalesce(key, topic) AS key, max(id) AS id FROM events GROUP BY 1, 2
+                ) AS truth FULL JOIN latest USING (topic, key)
+                WHERE truth.id IS NOT latest.id
+                """) ?? 0
+        if wrong > 0 {
+            report.error(
+                "latest", "\(wrong) (topic, key) rows of the latest table do not name the newest event of their key")
         }
-        if let minID, minID < earliest {
-            let below = try connection.scalarInt("SELECT count(*) FROM events WHERE id < ?", [.int(earliest)]) ?? 0
-            let topics = try connection.rows(
-                "SELECT DISTINCT topic FROM events WHERE id < ? ORDER BY topic LIMIT \(examples + 1)",
-                [.int(earliest)]
-            ) { $0.text(0) ?? "" }
-            let shown = topics.prefix(examples).joined(separator: ", ") + (topics.count > examples ? ", ..." : "")
-            // Per-topic retention moves earliest for every topic (see OPERATIONS.md), which strands other
-            // topics' older rows below it: legal, but no subscriber will be sent them.
-            report.warning(
-                "earliest",
-                "\(below) events have ids below earliest \(earliest) (smallest \(minID); topics \(shown)): "
-                    + "subscribers resume from earliest and will not receive them"
-            )
+        report.checks.append("removed")
+        let rows = try connection.rows("SELECT selector, through FROM removed") { ($0.text(0) ?? "", $0.int64(1)) }
+        let watermarks = Dictionary(rows, uniquingKeysWith: max)
+        var behind: [String] = []
+        for (selector, through) in rows where selector != "" && selector != "*" && !selector.hasSuffix("/*") {
+            var covering = ["*"]
+            var prefix = Substring(selector)
+            while let slash = prefix.lastIndex(of: "/") {
+                prefix = prefix[..<slash]
+                covering.append(String(prefix) + "/*")
+            }
+            if let lower = covering.first(where: { (watermarks[$0] ?? 0) < through }) {
+                behind.append("\(lower) below \(selector) (\(through))")
+            }
+        }
+        if !behind.isEmpty {
+            report.error(
+                "removed",
+                "\(behind.count) removal watermarks of prefixes are below a topic's: "
+                    + behind.prefix(examples).joined(separator: ", "))
+        }
+        report.checks.append("voids")
+        let head = report.head ?? 0
+        for void in try SQLiteEventStore.readVoids(connection) {
+            if void.upperBound > head {
+                report.error("voids", "the void \(void) reaches above the head \(head)")
+            }
+            let inside =
+                try connection.scalarInt(
+                    "SELECT count(*) FROM events WHERE id BETWEEN ? AND ?",
+                    [.int(void.lowerBound), .int(void.upperBound)]
+                ) ?? 0
+            if inside > 0 { report.error("voids", "\(inside) events have ids inside the void \(void)") }
         }
     }
 
