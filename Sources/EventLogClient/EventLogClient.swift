@@ -66,12 +66,33 @@ public struct EventLogClient: Sendable {
     ///
     /// With an ``NewEvent/idempotencyKey`` the key goes in the `Idempotency-Key` header; a retry with the same
     /// key returns the original event with ``PublishResult/replayed`` set.
+    ///
+    /// With an expected last id (`expectedLastID`, or else the event's ``NewEvent/expectedLastID``) the append is
+    /// conditional (optimistic concurrency): the server appends only if the topic's newest id is that one (`0`: the
+    /// topic has no event yet); it goes in the `Expected-Last-Id` header. Otherwise nothing is appended and the
+    /// call throws `409 expected_last_id_mismatch` with the topic's newest id in
+    /// ``EventLogClientError/lastID`` (``EventLogClientError/expectedLastIDMismatch``). A retry with the event's
+    /// idempotency key returns the original append even when the topic moved on since.
+    ///
+    /// - Parameters:
+    ///   - event: The event.
+    ///   - expectedLastID: The id the topic's newest event must have, overriding the event's own; `nil` keeps the
+    ///     event's.
     /// - Throws: ``EventLogClientError``; the server's refusals are ``EventLogClientError/Code/http`` errors with
-    ///   its status and code (`409 idempotency_conflict`, `400 invalid_topic`, ...).
-    public func publish(_ event: NewEvent) async throws -> PublishResult {
+    ///   its status and code (`409 idempotency_conflict`, `409 expected_last_id_mismatch`, `400 invalid_topic`,
+    ///   ...).
+    public func publish(_ event: NewEvent, expectedLastID: Int64? = nil) async throws -> PublishResult {
+        var event = event
+        if let expectedLastID {
+            event.expectedLastID = expectedLastID
+        }
         var headers = try self.headers(contentType: "application/json")
         if let idempotencyKey = event.idempotencyKey {
             headers.add(name: "Idempotency-Key", value: idempotencyKey)
+        }
+        if let expected = event.expectedLastID {
+            // The body carries it too (`expectedLastId`, the same value): the server takes either.
+            headers.add(name: "Expected-Last-Id", value: String(expected))
         }
         let response = try await self.execute(
             method: .POST,
@@ -93,7 +114,9 @@ public struct EventLogClient: Sendable {
     /// Publishes events in one all-or-nothing transaction (`POST /v1/events`, NDJSON) and returns their results in
     /// order. An empty batch returns `[]` without a request.
     ///
-    /// Each event's ``NewEvent/idempotencyKey`` travels on its own line.
+    /// Each event's ``NewEvent/idempotencyKey`` and ``NewEvent/expectedLastID`` travel on its own line. When a
+    /// line's condition fails the whole batch is refused: `409 expected_last_id_mismatch` with the line in
+    /// ``EventLogClientError/index`` and its topic's newest id in ``EventLogClientError/lastID``.
     /// - Throws: ``EventLogClientError``; ``EventLogClientError/index`` names the line the server refused.
     public func publish(batch: [NewEvent]) async throws -> [PublishResult] {
         guard !batch.isEmpty else {
@@ -135,9 +158,25 @@ public struct EventLogClient: Sendable {
     ///   - after: The position to read after; `0` reads from the start of the retained log.
     ///   - limit: The most events to return, `1...1000`.
     public func history(topics: [String], after: Int64 = 0, limit: Int = 100) async throws -> HistoryPage {
+        try await self.history(topics: topics, from: .after(after), limit: limit)
+    }
+
+    /// Reads one page of history (`GET /v1/events`, JSON) from `start`: after an id, the snapshot (the newest event
+    /// of each key), from a time, or the last few events.
+    ///
+    /// A snapshot is read in pages: ask again with ``HistoryStart/snapshot(after:)`` of the page's
+    /// ``HistoryPage/next`` until a page has fewer than `limit` events; then every key's newest event (as of that
+    /// page) was returned, and ``HistoryStart/after(_:)`` of its `next` reads what came since. The other starts
+    /// continue with ``HistoryStart/after(_:)`` of `next`.
+    ///
+    /// - Parameters:
+    ///   - topics: Topics or selectors (`orders/*`, `*`); an empty array means every topic.
+    ///   - start: Where the page starts.
+    ///   - limit: The most events to return, `1...1000` (a rewind returns its count).
+    public func history(topics: [String], from start: HistoryStart, limit: Int = 100) async throws -> HistoryPage {
         var headers = try self.headers()
         headers.add(name: "Accept", value: "application/json")
-        let query = topics.map { ("topic", $0) } + [("after", String(after)), ("limit", String(limit))]
+        let query = topics.map { ("topic", $0) } + start.queryItems + [("limit", String(limit))]
         let response = try await self.execute(method: .GET, path: "/v1/events", query: query, headers: headers)
         guard response.status == 200 else {
             throw Self.httpError(response)
@@ -167,6 +206,15 @@ public struct EventLogClient: Sendable {
     /// ``EventLogClientError``. Reading is driven by the consumer: at most
     /// ``Configuration/subscriptionBufferSize`` elements are read ahead. Cancelling the consuming task or dropping
     /// the iterator closes the connection.
+    ///
+    /// Starts: ``StartPosition/live`` (the default), ``StartPosition/earliest``, ``StartPosition/after(_:)``,
+    /// ``StartPosition/snapshot`` (the newest event of each key in id order, then `caughtUp`, then live: the state
+    /// of every key and its changes), ``StartPosition/since(_:)`` (Unix milliseconds) and
+    /// ``StartPosition/rewind(_:)`` (the last N events, `1...1_000_000`). Before its first event a reconnect
+    /// resumes where the server resolved the start (a snapshot asks for the snapshot again, or after its
+    /// `caughtUp` resumes after the head it reached); after an event it resumes after that event. A snapshot cut
+    /// off before its `caughtUp` so continues with every event after the last one delivered (older versions of
+    /// the remaining keys included), in id order: applying events in order still ends at every key's newest.
     ///
     /// - Parameters:
     ///   - topics: Topics or selectors (`orders/*`, `*`).
@@ -361,7 +409,8 @@ extension EventLogClient {
                 status: Int(status.code),
                 serverCode: error.code,
                 message: error.message,
-                index: error.index
+                index: error.index,
+                lastID: error.lastID
             )
         }
         var message = "HTTP \(status.code) \(status.reasonPhrase)"

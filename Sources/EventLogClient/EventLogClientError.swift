@@ -7,6 +7,10 @@ import NIOPosix
 /// Match on ``code``; for HTTP errors, ``status`` holds the status code and ``serverCode`` / ``message`` hold the
 /// server's `{"error":{"code","message"}}` body.
 ///
+/// A conditional publish (``NewEvent/expectedLastID``) that found the topic elsewhere fails with ``serverCode``
+/// ``ErrorCode/expectedLastIDMismatch`` (HTTP 409) and the topic's newest id in ``lastID``;
+/// ``expectedLastIDMismatch`` reads both at once.
+///
 /// The server's code is typed (``ErrorCode``, the catalogue the server answers from). A code this version does not
 /// know (from a newer server) is `nil` in ``serverCode`` and kept as sent in ``serverCodeText``, which
 /// ``description`` shows.
@@ -69,11 +73,29 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
     public let message: String
     /// The zero-based line of a batch that caused the error, when the server named one.
     public let index: Int?
+    /// For `expected_last_id_mismatch`: the topic's newest id when the server checked the condition (`0`: the
+    /// topic has no event).
+    public let lastID: Int64?
     /// Whether ``message`` says everything on its own (`cannot connect to ...`), without the code in front.
     private let isSelfContained: Bool
 
-    init(_ code: Code, status: Int? = nil, serverCode: String? = nil, message: String, index: Int? = nil) {
-        self.init(code, status: status, serverCode: serverCode, message: message, index: index, selfContained: false)
+    init(
+        _ code: Code,
+        status: Int? = nil,
+        serverCode: String? = nil,
+        message: String,
+        index: Int? = nil,
+        lastID: Int64? = nil
+    ) {
+        self.init(
+            code,
+            status: status,
+            serverCode: serverCode,
+            message: message,
+            index: index,
+            lastID: lastID,
+            selfContained: false
+        )
     }
 
     init(_ code: Code, status: Int? = nil, serverCode: ErrorCode, message: String, index: Int? = nil) {
@@ -86,6 +108,7 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
         serverCode: String?,
         message: String,
         index: Int?,
+        lastID: Int64?,
         selfContained: Bool
     ) {
         self.code = code
@@ -93,7 +116,27 @@ public struct EventLogClientError: Error, Sendable, Hashable, CustomStringConver
         self.serverCodeText = serverCode
         self.message = message
         self.index = index
+        self.lastID = lastID
         self.isSelfContained = selfContained
+    }
+
+    /// For a conditional publish refused because the topic moved on (`409 expected_last_id_mismatch`): the
+    /// topic's newest id (`0`: it has no event), to read the events after the one expected and decide again.
+    /// `nil` for any other error.
+    ///
+    /// ```swift
+    /// do {
+    ///     _ = try await client.publish(NewEvent(topic: "orders/1", data: .json("2"), expectedLastID: seen))
+    /// } catch let error as EventLogClientError {
+    ///     guard let current = error.expectedLastIDMismatch else { throw error }
+    ///     // Someone else appended after `seen`: catch up to `current`, then decide again.
+    /// }
+    /// ```
+    public var expectedLastIDMismatch: Int64? {
+        guard self.serverCode == .expectedLastIDMismatch else {
+            return nil
+        }
+        return self.lastID
     }
 
     /// A readable summary, e.g. `http 409 idempotency_conflict: the key names another event`, or
@@ -134,6 +177,7 @@ extension EventLogClientError {
             serverCode: nil,
             message: "cannot connect to \(baseURL): \(Self.connectFailureReason(error))",
             index: nil,
+            lastID: nil,
             selfContained: true
         )
     }

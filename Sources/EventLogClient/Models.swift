@@ -33,3 +33,31 @@ public enum SubscriptionElement: Sendable, Hashable {
     /// The connection was lost; the subscription reconnects after a backoff and resumes where it stopped.
     case reconnecting(attempt: Int, reason: String)
 }
+
+/// Where a page of history starts (``EventLogClient/history(topics:from:limit:)``).
+public enum HistoryStart: Sendable, Hashable {
+    /// The events after this id (`after=N`); `0` reads from the start of the retained log.
+    case after(Int64)
+    /// The snapshot: the newest event of each (topic, key) the selectors match, in id order (`snapshot=latest`);
+    /// an event without a key counts as key == its topic. The first page is `after: 0`; the next ones continue
+    /// after the previous page's ``HistoryPage/next``.
+    case snapshot(after: Int64 = 0)
+    /// The events committed at or after this time, Unix milliseconds (`since=<RFC 3339>`).
+    case since(Int64)
+    /// The last `count` matching events (`rewind=N`).
+    case rewind(Int)
+
+    /// The query parameters of this start.
+    var queryItems: [(String, String)] {
+        switch self {
+        case .after(let id):
+            return [("after", String(id))]
+        case .snapshot(let after):
+            return [("snapshot", "latest")] + (after > 0 ? [("after", String(after))] : [])
+        case .since(let time):
+            return [("since", Timestamp.rfc3339(milliseconds: time))]
+        case .rewind(let count):
+            return [("rewind", String(count))]
+        }
+    }
+}

@@ -8,6 +8,8 @@ enum BrowserClient {
         // eventlog.js: WebSocket client for eventlogd. Usage:
         //   const log = new EventLogSocket("ws://host:8080/v1/ws", {
         //     topics: ["orders/*"], from: "earliest",            // or resume: "<token>"
+        //     // from: "latest" (default) | "earliest" | <id> | "snapshot" (the newest event of each key, then
+        //     //       live) | {since: "15m" or "2026-11-28T04:00:00Z"} | {rewind: 100} (the last 100, then live)
         //     onEvent(e) {}, onCaughtUp() {}, onGap(info) {}, onReset(info) {}, onError(err) {},
         //     onStatus(s) {}                                     // "open" | "reconnecting" | "closed"
         //     token: "<jwt>" or async () => "<jwt>",             // optional: sent as an auth op at every
@@ -17,7 +19,11 @@ enum BrowserClient {
         //   });
         //   Without `token`, a same-origin page authenticates with its eventlog_token cookie.
         //   const ack = await log.publish({topic: "orders/1", type: "created", data: {...}, idempotencyKey: "k1"});
+        //   A conditional publish adds expectedLastId: N (append only if the topic's newest id is N, 0: none); when
+        //   the topic moved on it rejects with {code: "expected_last_id_mismatch", message, lastId: <its newest id>}.
         //   log.resumeToken  // the token of the last event seen; log.close() to stop.
+        //   For EventSource: new EventSource(EventLogSocket.streamURL("/v1/events", {topics, from: "snapshot"})):
+        //   the same `from` forms as query parameters (Last-Event-ID takes over on a reconnect after an event).
         "use strict";
         class EventLogSocket {
           constructor(url, options = {}) {
@@ -90,8 +96,10 @@ enum BrowserClient {
             switch (message.type) {
               case "subscribed":
                 this.attempt = 0;  // a working subscription: the next reconnect starts with the shortest delay
-                // Until the first event, resume from where this subscription started.
-                if (!this.resumeToken && message.resume) this.resumeToken = message.resume;
+                // Until the first event, resume from where this subscription started. Not for a snapshot: its
+                // `from` is 0, where its reading starts (resuming there would replay all history); until its
+                // first event or caughtup a reconnect asks for the snapshot again.
+                if (!this.resumeToken && message.resume && !this.fromSnapshot()) this.resumeToken = message.resume;
                 call("onSubscribed", message);
                 break;
               case "event":
@@ -137,6 +145,22 @@ enum BrowserClient {
               }
             }
           }
+          // Whether the next subscribe asks for the snapshot (it has no resume token).
+          fromSnapshot() { return !this.resumeToken && this.from === "snapshot"; }
+          // The SSE URL of `base` (e.g. "/v1/events") for options.topics and options.from (the forms of the
+          // constructor's `from`), with envelope=1 unless options.envelope is false.
+          static streamURL(base, options = {}) {
+            const query = (options.topics || ["*"]).map((t) => "topic=" + encodeURIComponent(t));
+            if (options.envelope !== false) query.push("envelope=1");
+            const from = options.from === undefined ? "latest" : options.from;
+            if (from === "snapshot") query.push("snapshot=latest");
+            else if (from !== null && typeof from === "object" && from.since !== undefined) {
+              query.push("since=" + encodeURIComponent(String(from.since)));
+            } else if (from !== null && typeof from === "object" && from.rewind !== undefined) {
+              query.push("rewind=" + encodeURIComponent(String(from.rewind)));
+            } else if (from !== "latest" && from !== null) query.push("lastEventId=" + encodeURIComponent(String(from)));
+            return base + (base.includes("?") ? "&" : "?") + query.join("&");
+          }
           publish(event) {
             return new Promise((resolve, reject) => {
               if (!this.ws || this.ws.readyState !== WebSocket.OPEN) { reject(new Error("not connected")); return; }
@@ -158,7 +182,8 @@ enum BrowserClient {
 }
 
 extension BrowserClient {
-    /// A small live view served at `/`: `/?topic=orders/*&transport=sse|ws&from=earliest|latest|<id>`.
+    /// A small live view served at `/`: `/?topic=orders/*&transport=sse|ws&from=earliest|latest|snapshot|<id>`,
+    /// or `&since=15m` / `&rewind=100` instead of `from`.
     ///
     /// It shows every event of the subscription (id, time, topic, key, type, data) as it arrives, and
     /// the control messages (connected, caught up, gap, reset, error) as separator lines. All event
@@ -221,7 +246,10 @@ extension BrowserClient {
           const params = new URLSearchParams(location.search);
           const topics = params.getAll("topic").length ? params.getAll("topic") : ["*"];
           const transport = params.get("transport") === "ws" ? "ws" : "sse";
-          const from = params.get("from") || "earliest";  // "earliest", "latest" or an id
+          // "earliest", "latest", "snapshot" or an id; or {since} / {rewind} from those parameters.
+          const from = params.has("since") ? { since: params.get("since") }
+            : params.has("rewind") ? { rewind: Number(params.get("rewind")) }
+            : params.get("from") || "earliest";
           const state = window.eventlog = { received: [], controls: [], status: "connecting", opens: 0 };
           const $ = (id) => document.getElementById(id);
           const list = $("events");
@@ -277,7 +305,7 @@ extension BrowserClient {
             gap: (d) => "gap: events after " + d.requested + " before " + d.earliest + " are gone (" + d.reason + "); continuing from " + d.earliest,
             reset: (d) => "reset: position " + d.requested + " is not in this log (head " + d.head + ", epoch " + d.epoch + "); continuing live",
             error: (d) => "error " + d.code + ": " + d.message,
-            restart: () => "starting over from " + from,
+            restart: () => "starting over from " + (typeof from === "string" ? from : JSON.stringify(from)),
           };
           const control = (type, data, kind) => {
             state.controls.push({ type, data });
@@ -286,7 +314,7 @@ extension BrowserClient {
           if (transport === "ws") {
             const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/v1/ws";
             const socket = state.socket = new EventLogSocket(url, {
-              topics, from: /^\d+$/.test(from) ? Number(from) : from,
+              topics, from: typeof from === "string" && /^\d+$/.test(from) ? Number(from) : from,
               onSubscribed: (m) => { state.opens++; control("subscribed", m, "open"); setPosition("resume " + socket.resumeToken); },
               onEvent: (e) => {
                 showEvent({ id: e.id, topic: e.topic, type: e.event, key: e.key, time: e.time, data: e.data });
@@ -299,8 +327,9 @@ extension BrowserClient {
               onStatus: setStatus,
             });
           } else {
-            const url = "/v1/events?" + topics.map((t) => "topic=" + encodeURIComponent(t)).join("&") +
-              "&envelope=1" + (from === "latest" ? "" : "&lastEventId=" + encodeURIComponent(from));
+            // Before the first event a reconnect asks for the same start (a snapshot again); after it,
+            // Last-Event-ID takes over.
+            const url = EventLogSocket.streamURL("/v1/events", { topics, from });
             let lastEventId = "", retry = 2000;
             const connect = async () => {
               const headers = { Accept: "text/event-stream" };

@@ -102,7 +102,13 @@ func parseAge(_ text: String) -> Int64? {
 extension EventLogCommand {
     /// `eventlog replay`: history, in id order.
     struct Replay: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Print the events of the log, in id order.")
+        static let configuration = CommandConfiguration(
+            abstract: "Print the events of the log, in id order.",
+            discussion: """
+                By default from the start of the retained log; --after or --from start elsewhere, --rewind N with \
+                the last N events, and --latest prints the current state: the newest event of each key.
+                """
+        )
 
         @OptionGroup var source: SourceOptions
         @OptionGroup var selection: SelectionOptions
@@ -112,6 +118,16 @@ extension EventLogCommand {
 
         @Option(help: "Start at this id (inclusive).")
         var from: Int64?
+
+        @Flag(
+            help: """
+                Print the newest event of each key (its topic for an event without one), in id order: the current \
+                state.
+                """)
+        var latest = false
+
+        @Option(help: "Start with the last N matching events, 1...1000000.")
+        var rewind: Int?
 
         @Option(help: "Stop at this id (inclusive).")
         var until: Int64?
@@ -128,6 +144,18 @@ extension EventLogCommand {
 
         func validate() throws {
             if after != nil && from != nil { throw ValidationError("give --after or --from, not both") }
+            let starts = [
+                after.map { _ in "--after" }, from.map { _ in "--from" }, latest ? "--latest" : nil,
+                rewind.map { _ in "--rewind" },
+            ].compactMap { $0 }
+            if starts.count > 1 { throw ValidationError("give one start: \(starts.joined(separator: " or "))") }
+            if latest && (since != nil || until != nil || untilTime != nil) {
+                throw ValidationError("--latest prints the state now; give no --since, --until or --until-time")
+            }
+            if rewind != nil && since != nil { throw ValidationError("give --rewind or --since, not both") }
+            if let rewind, !(1...StartPosition.maxRewind).contains(rewind) {
+                throw ValidationError("--rewind must be in 1...\(StartPosition.maxRewind)")
+            }
             if let after, after < 0 { throw ValidationError("--after must not be negative") }
             if let from, from < 1 { throw ValidationError("--from must be at least 1") }
             if let limit, limit < 1 { throw ValidationError("--limit must be at least 1") }
@@ -140,31 +168,43 @@ extension EventLogCommand {
             let printer = EventPrinter(format: selection.format ?? .automatic)
             let since = try self.since.map { try parseTime($0, name: "--since") }
             let untilTime = try self.untilTime.map { try parseTime($0, name: "--until-time") }
-            var position = after ?? ((from ?? 1) - 1)
+            let start: ReplayStart
+            if latest {
+                start = .snapshot
+            } else if let rewind {
+                start = .rewind(rewind)
+            } else {
+                start = .after(after ?? ((from ?? 1) - 1))
+            }
             var remaining = limit ?? Int.max
-            while remaining > 0 {
-                let page = try await log.page(after: position, topics: selection.selectors, limit: 1000)
-                if page.events.isEmpty { break }
-                var selected: [Event] = []
-                var done = false
-                for event in page.events {
-                    if let until, event.id > until {
-                        done = true
-                        break
+            do {
+                try await log.replay(from: start, topics: selection.selectors) { events in
+                    var selected: [Event] = []
+                    var done = false
+                    for event in events {
+                        if let until, event.id > until {
+                            done = true
+                            break
+                        }
+                        if let untilTime, event.time > untilTime {
+                            // Commit times follow ids, so nothing later can match.
+                            done = true
+                            break
+                        }
+                        if let since, event.time < since { continue }
+                        selected.append(event)
+                        remaining -= 1
+                        if remaining == 0 {
+                            done = true
+                            break
+                        }
                     }
-                    if let untilTime, event.time > untilTime {
-                        // Commit times follow ids, so nothing later can match.
-                        done = true
-                        break
-                    }
-                    if let since, event.time < since { continue }
-                    selected.append(event)
-                    remaining -= 1
-                    if remaining == 0 { break }
+                    printer.print(selected)
+                    return !done
                 }
-                printer.print(selected)
-                if done { break }
-                position = page.next
+            } catch {
+                await log.close()
+                throw error
             }
             await log.close()
         }
@@ -184,6 +224,9 @@ extension EventLogCommand {
         @Flag(name: [.customShort("f"), .customLong("follow")], help: "Keep printing new events (resumes by itself).")
         var follow = false
 
+        @Flag(help: "First print the newest event of each key (the current state) instead of the last -n events.")
+        var latest = false
+
         func validate() throws {
             if count < 0 || count > 1000 { throw ValidationError("-n must be in 0...1000") }
         }
@@ -191,8 +234,22 @@ extension EventLogCommand {
         func run() async throws {
             let log = try await source.open()
             let printer = EventPrinter(format: selection.format ?? .automatic)
-            let latest = count > 0 ? try await log.latest(count, topics: selection.selectors) : []
-            printer.print(latest)
+            if latest, follow, case .server(let client) = log {
+                // One subscription: the snapshot, then the live tail on the same cursor (no gap, no duplicate).
+                try await Self.follow(client.subscribe(topics: selection.selectors, from: .snapshot), printer)
+                return
+            }
+            var snapshotEnd: Int64?
+            var newest: [Event] = []
+            if latest {
+                snapshotEnd = try await log.replay(from: .snapshot, topics: selection.selectors) { events in
+                    printer.print(events)
+                    return true
+                }
+            } else {
+                newest = count > 0 ? try await log.latest(count, topics: selection.selectors) : []
+                printer.print(newest)
+            }
             guard follow else {
                 await log.close()
                 return
@@ -200,7 +257,7 @@ extension EventLogCommand {
             switch log {
             case .database(let database):
                 let bounds = try await database.refreshBounds()
-                var position = latest.last?.id ?? bounds.head
+                var position = snapshotEnd ?? newest.last?.id ?? bounds.head
                 let selectors = try SelectorSet(parsing: selection.selectors)
                 while true {
                     // A read-only log follows the file: refresh, read, and poll again shortly.
@@ -212,21 +269,26 @@ extension EventLogCommand {
                 }
             case .server(let client):
                 let head = try await client.historyPage(["topic=*", "last=1"]).head
-                let start = latest.last?.id ?? head
-                for try await element in client.subscribe(topics: selection.selectors, from: .after(start)) {
-                    switch element {
-                    case .event(let event): printer.print([event])
-                    case .gap(let requested, let earliest):
-                        FileHandle.standardError.write(
-                            Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
-                    case .reset(_, let head, let epoch):
-                        FileHandle.standardError.write(
-                            Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
-                    case .reconnecting(let attempt, let reason):
-                        FileHandle.standardError.write(
-                            Data("eventlog: reconnecting (attempt \(attempt)): \(reason)\n".utf8))
-                    case .opened, .caughtUp: break
-                    }
+                let start = newest.last?.id ?? head
+                try await Self.follow(client.subscribe(topics: selection.selectors, from: .after(start)), printer)
+            }
+        }
+
+        /// Prints a subscription's events, and its notices on stderr, until it ends.
+        static func follow(_ subscription: Subscription, _ printer: EventPrinter) async throws {
+            for try await element in subscription {
+                switch element {
+                case .event(let event): printer.print([event])
+                case .gap(let requested, let earliest):
+                    FileHandle.standardError.write(
+                        Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+                case .reset(_, let head, let epoch):
+                    FileHandle.standardError.write(
+                        Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
+                case .reconnecting(let attempt, let reason):
+                    FileHandle.standardError.write(
+                        Data("eventlog: reconnecting (attempt \(attempt)): \(reason)\n".utf8))
+                case .opened, .caughtUp: break
                 }
             }
         }
@@ -259,6 +321,14 @@ extension EventLogCommand {
         @Option(help: "Makes a retry return the original id instead of appending again.")
         var idempotencyKey: String?
 
+        @Option(
+            name: .customLong("expect-last"),
+            help: """
+                Publish only if the topic's newest id is this one (0: the topic has no event); otherwise exit 1 \
+                with its last id.
+                """)
+        var expectLast: Int64?
+
         @Flag(help: "Read an NDJSON batch from stdin (one publish object per line); all or nothing.")
         var ndjson = false
 
@@ -267,9 +337,13 @@ extension EventLogCommand {
                 if topic != nil || data != nil || type != nil || key != nil || idempotencyKey != nil {
                     throw ValidationError("--ndjson takes the events from stdin; give no --topic/--type/--key/--data")
                 }
+                if expectLast != nil {
+                    throw ValidationError("--ndjson lines carry their own \"expectedLastId\"; give no --expect-last")
+                }
             } else if topic == nil {
                 throw ValidationError("give --topic (or --ndjson)")
             }
+            if let expectLast, expectLast < 0 { throw ValidationError("--expect-last must not be negative") }
         }
 
         func run() async throws {
@@ -290,10 +364,29 @@ extension EventLogCommand {
                 }
             } catch {
                 await log.close()
-                throw UserError(UserError.describe(error))
+                throw UserError(Self.describe(error, events: events))
             }
             await log.close()
             print(ids.map(String.init).joined(separator: "\n"))
+        }
+
+        /// A refusal in one line; a failed condition names the topic, the expected id and the topic's last id.
+        static func describe(_ error: Error, events: [NewEvent]) -> String {
+            let mismatch: (lastID: Int64, index: Int?)?
+            switch error {
+            case let error as EventLogClientError:
+                mismatch = error.expectedLastIDMismatch.map { ($0, error.index) }
+            case let error as EventLogError where error.code == .expectedLastIDMismatch:
+                mismatch = error.lastID.map { ($0, error.index) }
+            default:
+                mismatch = nil
+            }
+            guard let mismatch else { return UserError.describe(error) }
+            let event = events.indices.contains(mismatch.index ?? 0) ? events[mismatch.index ?? 0] : nil
+            var text = "nothing was published: the last id of \(event?.topic ?? "the topic") is \(mismatch.lastID)"
+            if let expected = event?.expectedLastID { text += ", not the expected \(expected)" }
+            if events.count > 1, let index = mismatch.index { text += " (event \(index + 1) of the batch)" }
+            return text
         }
 
         private func singleEvent() throws -> NewEvent {
@@ -314,7 +407,8 @@ extension EventLogCommand {
                 throw UserError("--data is not JSON (quote text as a JSON string): \(error.message)")
             }
             return NewEvent(
-                topic: topic ?? "", type: type ?? "message", key: key, data: payload, idempotencyKey: idempotencyKey)
+                topic: topic ?? "", type: type ?? "message", key: key, data: payload, idempotencyKey: idempotencyKey,
+                expectedLastID: expectLast)
         }
 
         private func readBatch() throws -> [NewEvent] {

@@ -106,6 +106,81 @@ enum LogSource {
         }
     }
 
+    /// Hands the events of a replay from `start` to `body` in id order, a page at a time, until `body` returns
+    /// `false` or the replay reached the head. Returns the position a tail of a file goes on from (the last page's
+    /// `next`), `nil` when `body` stopped it or the events came from a server.
+    ///
+    /// From a file: history pages, snapshot pages (``EventLog/readSnapshot(after:selectors:limit:)``), or pages
+    /// after the rewound position. From a server: history pages for `after`; the snapshot and a rewind come from a
+    /// subscription that starts there and ends at its `caughtup`, so any server that streams them can replay them.
+    @discardableResult
+    func replay(
+        from start: ReplayStart, topics: [String], _ body: ([Event]) async throws -> Bool
+    ) async throws -> Int64? {
+        let pageSize = 1000
+        switch (self, start) {
+        case (.database(let log), .after(var position)):
+            let selectors = try SelectorSet(parsing: topics)
+            while true {
+                let page = try await log.read(after: position, selectors: selectors, limit: pageSize)
+                if page.events.isEmpty { return page.next }
+                guard try await body(page.events) else { return nil }
+                position = page.next
+            }
+        case (.database(let log), .snapshot):
+            let selectors = try SelectorSet(parsing: topics)
+            var position: Int64 = 0
+            while true {
+                let page = try await log.readSnapshot(after: position, selectors: selectors, limit: pageSize)
+                if !page.events.isEmpty {
+                    guard try await body(page.events) else { return nil }
+                }
+                // A page that is not full ends the snapshot; the tail goes on from its `next`.
+                if page.events.count < pageSize { return page.next }
+                position = page.next
+            }
+        case (.database(let log), .rewind(let count)):
+            let position = try await log.position(rewinding: count, selectors: try SelectorSet(parsing: topics))
+            return try await self.replay(from: .after(position), topics: topics, body)
+        case (.server, .after(var position)):
+            while true {
+                let page = try await self.page(after: position, topics: topics, limit: pageSize)
+                if page.events.isEmpty { return nil }
+                guard try await body(page.events) else { return nil }
+                position = page.next
+            }
+        case (.server(let client), .snapshot), (.server(let client), .rewind):
+            let from: StartPosition
+            if case .rewind(let count) = start { from = .rewind(count) } else { from = .snapshot }
+            var events: [Event] = []
+            for try await element in client.subscribe(topics: topics, from: from) {
+                switch element {
+                case .event(let event):
+                    events.append(event)
+                    if events.count == pageSize {
+                        guard try await body(events) else { return nil }
+                        events.removeAll(keepingCapacity: true)
+                    }
+                case .caughtUp:
+                    if !events.isEmpty { _ = try await body(events) }
+                    return nil
+                case .gap(let requested, let earliest):
+                    FileHandle.standardError.write(
+                        Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+                case .reset(_, let head, let epoch):
+                    FileHandle.standardError.write(
+                        Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
+                case .reconnecting(_, let reason):
+                    // A replay is one answer: a dropped connection is an error, as for a history page.
+                    throw UserError(reason)
+                case .opened:
+                    break
+                }
+            }
+            throw UserError("the server ended the stream before the replay caught up")
+        }
+    }
+
     /// The newest `count` matching events.
     func latest(_ count: Int, topics: [String]) async throws -> [Event] {
         switch self {
@@ -120,6 +195,16 @@ enum LogSource {
     func close() async {
         if case .database(let log) = self { await log.close() }
     }
+}
+
+/// Where `eventlog replay` starts.
+enum ReplayStart: Equatable {
+    /// After this id.
+    case after(Int64)
+    /// The newest event of each key, in id order (`--latest`).
+    case snapshot
+    /// The last `count` matching events (`--rewind`).
+    case rewind(Int)
 }
 
 /// The message of a server error answer, or its status.

@@ -6,7 +6,7 @@ import Testing
 @testable import EventLogCommandLine
 
 /// A running `eventlogd` on 127.0.0.1 and a free port, stopped by ``stop()``.
-private final class Daemon: @unchecked Sendable {
+final class Daemon: @unchecked Sendable {
     // @unchecked: `process` is only used from the test that owns this object.
     let process: Subprocess
     let url: String

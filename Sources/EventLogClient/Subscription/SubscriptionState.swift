@@ -4,7 +4,12 @@
 /// messages into the elements the consumer sees, and says where the next connection starts. Its rules:
 /// - an event at or before the last delivered id is dropped, so the consumer sees each event once, in order;
 /// - before any event, a reconnect resumes from the position the server resolved (`from`), so a `.live` subscriber
-///   does not lose what was published while it was reconnecting;
+///   does not lose what was published while it was reconnecting (and `.since` / `.rewind` resume where they
+///   resolved to, not at a later time or a later last-N);
+/// - a `.snapshot` is the exception: its `from` is 0, not a position (the snapshot reads the newest event of each
+///   key; "after 0" would replay all history), so before its first event or `caughtup` a reconnect asks for the
+///   snapshot again; after `caughtup` without an event it resumes after the head the snapshot reached, and after
+///   an event after that event, as for any start;
 /// - a new epoch on a reconnect is reported as `.reset` even if the server could not tell (SSE sends only a number).
 struct SubscriptionState: Sendable {
     /// Where the subscription was asked to start.
@@ -13,8 +18,11 @@ struct SubscriptionState: Sendable {
     private(set) var lastEventID: Int64?
     /// The newest resume token (WebSocket), from an event or a `caughtup`.
     private(set) var resumeToken: String?
-    /// The start position the server resolved for the latest connection (`from`), when it sent one.
+    /// The start position the server resolved for the latest connection (`from`), when it sent one and it is a
+    /// position (a snapshot's is not).
     private(set) var openedFrom: Int64?
+    /// The position of the latest `caughtup` of a snapshot connection: everything up to it was delivered.
+    private(set) var snapshotCaughtUp: Int64?
     /// The epoch of the log the latest connection opened on.
     private(set) var epoch: String?
     /// The server's SSE `retry:` suggestion.
@@ -24,6 +32,8 @@ struct SubscriptionState: Sendable {
 
     /// The numeric position the current connection asked for, for a synthesized `.reset`.
     private var requestedPosition: Int64?
+    /// Whether the current connection asked for the snapshot, whose `from` is not a position.
+    private var requestedSnapshot = false
     /// Set after a synthesized `.reset`, so that a server `reset` right after it is not reported twice.
     private var suppressNextReset = false
 
@@ -31,10 +41,15 @@ struct SubscriptionState: Sendable {
         self.start = start
     }
 
+    /// Where a reconnect resumes after, or `nil` to ask for the original start again.
+    private var resumePosition: Int64? {
+        self.lastEventID ?? self.snapshotCaughtUp ?? self.openedFrom
+    }
+
     /// The start of the next SSE connection: never a resume token.
     mutating func nextSSEStart() throws(EventLogClientError) -> StartPosition {
         let start: StartPosition
-        if let id = self.lastEventID ?? self.openedFrom {
+        if let id = self.resumePosition {
             start = .after(id)
         } else {
             switch self.start {
@@ -51,6 +66,7 @@ struct SubscriptionState: Sendable {
         case .earliest: self.requestedPosition = 0
         case .live, .resumeToken, .snapshot, .since, .rewind: self.requestedPosition = nil
         }
+        self.requestedSnapshot = start == .snapshot
         return start
     }
 
@@ -59,7 +75,7 @@ struct SubscriptionState: Sendable {
         let start: StartPosition
         if let token = self.resumeToken {
             start = .resumeToken(token)
-        } else if let id = self.lastEventID ?? self.openedFrom {
+        } else if let id = self.resumePosition {
             start = .after(id)
         } else {
             start = self.start
@@ -68,8 +84,9 @@ struct SubscriptionState: Sendable {
         case .after(let id): self.requestedPosition = id
         case .earliest: self.requestedPosition = 0
         case .resumeToken, .live, .snapshot, .since, .rewind:
-            self.requestedPosition = self.lastEventID ?? self.openedFrom
+            self.requestedPosition = self.resumePosition
         }
+        self.requestedSnapshot = start == .snapshot
         return start
     }
 
@@ -90,15 +107,18 @@ struct SubscriptionState: Sendable {
         switch message {
         case .opened(let epoch, let earliest, let head, let from, _):
             self.failures = 0
-            if let from {
-                self.openedFrom = from
+            // A snapshot's `from` (0) is where its reading starts, not a position to resume after.
+            let position = self.requestedSnapshot ? nil : from
+            if let position {
+                self.openedFrom = position
             }
             var elements: [SubscriptionElement] = [.opened(epoch: epoch, earliest: earliest, head: head)]
             if let previous = self.epoch, previous != epoch {
                 let requested = self.requestedPosition ?? head
                 elements.append(.reset(requested: requested, head: head, epoch: epoch))
-                // The server resumed at the number we sent, in its own log: continue from where it says it starts.
-                self.moveTo(from ?? self.requestedPosition)
+                // The server resumed at the number we sent, in its own log: continue from where it says it starts
+                // (a snapshot of the new log starts over).
+                self.moveTo(self.requestedSnapshot ? nil : position ?? self.requestedPosition)
                 self.suppressNextReset = true
             }
             self.epoch = epoch
@@ -113,9 +133,12 @@ struct SubscriptionState: Sendable {
             self.resumeToken = resumeToken
             return [.event(event)]
 
-        case .caughtUp(_, let token):
+        case .caughtUp(let head, let token):
             if let token {
                 self.resumeToken = token
+            }
+            if self.requestedSnapshot, let head {
+                self.snapshotCaughtUp = head
             }
             return [.caughtUp]
 
@@ -142,6 +165,10 @@ struct SubscriptionState: Sendable {
     /// Moves the position after a reset: positions and tokens of the old log mean nothing in the new one.
     private mutating func moveTo(_ position: Int64?) {
         self.lastEventID = position
+        if position == nil {
+            self.openedFrom = nil
+        }
         self.resumeToken = nil
+        self.snapshotCaughtUp = nil
     }
 }
