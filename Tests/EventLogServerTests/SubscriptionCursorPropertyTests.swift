@@ -27,8 +27,8 @@ struct SubscriptionCursorPropertyTests {
         var all: [Event] = []
         var retained: [Event] = []
         var removed: Set<Int64> = []
-        /// Per topic, the largest id retention removed from it.
-        var watermarks: [String: Int64] = [:]
+        /// Per topic, the largest id retention removed from it, and how many retention runs removed from it.
+        var watermarks: [String: (through: Int64, count: Int64)] = [:]
         var head: Int64 = 0
         var earliest: Int64 { retained.first?.id ?? head + 1 }
         var pending: [String] = []
@@ -44,11 +44,13 @@ struct SubscriptionCursorPropertyTests {
             let next = matching.count == limit ? matching.last!.id : head
             return HistoryPage(
                 events: Array(matching), next: next, head: head, earliest: earliest,
-                removedThrough: removedThrough(selectors))
+                removedThrough: removals(selectors).through, removals: removals(selectors).count)
         }
 
-        func removedThrough(_ selectors: SelectorSet) -> Int64 {
-            watermarks.filter { selectors.matches($0.key) }.values.max() ?? 0
+        func removals(_ selectors: SelectorSet) -> RemovalMark {
+            let matching = watermarks.filter { selectors.matches($0.key) }.values
+            return RemovalMark(
+                through: matching.map(\.through).max() ?? 0, count: matching.map(\.count).reduce(0, +))
         }
     }
 
@@ -104,7 +106,8 @@ struct SubscriptionCursorPropertyTests {
             guard let last = going.last else { return }
             model.removed.formUnion(going)
             model.retained.removeAll { going.contains($0.id) }
-            model.watermarks[topic] = max(model.watermarks[topic] ?? 0, last)
+            let before = model.watermarks[topic] ?? (0, 0)
+            model.watermarks[topic] = (max(before.through, last), before.count + 1)
             // As EventLog does when removals change: the tail forgets what it held.
             model.tail.reset(head: model.head)
             for index in model.waiting.removeAll() { subs[index].cursor.committed() }
@@ -144,7 +147,7 @@ struct SubscriptionCursorPropertyTests {
             subs[index].cursor.boundsFetched(
                 SubscriptionCursor.Opening(
                     epoch: "E", earliest: model.earliest, head: model.head,
-                    removedThrough: subs[index].start == .earliest ? model.removedThrough(subs[index].selectors) : 0))
+                    removed: subs[index].start == .earliest ? model.removals(subs[index].selectors) : RemovalMark()))
         }
 
         for value in operations {
@@ -230,12 +233,14 @@ struct SubscriptionCursorPropertyTests {
             #expect(model.removed.contains(id), "event \(id) is in the log but was never delivered")
             #expect(gaps.contains { $0.requested < id && id < $0.earliest }, "event \(id) was skipped without a gap")
         }
-        // A gap only where events of its own selectors after the position were removed: the last of them is
-        // `earliest - 1`. Removals from other topics never make one.
+        // A gap only where events of its own selectors after the position were removed, up to `earliest - 1`.
+        // Removals from other topics never make one.
         for gap in gaps {
-            let last = gap.earliest - 1
-            #expect(gap.requested < last)
-            #expect(model.removed.contains(last) && sub.selectors.matches(byID[last]!.topic))
+            #expect(gap.requested < gap.earliest - 1)
+            #expect(
+                (gap.requested + 1...gap.earliest - 1).contains {
+                    model.removed.contains($0) && sub.selectors.matches(byID[$0]!.topic)
+                })
         }
         // Settled: waiting, with nothing left to write.
         #expect(sub.cursor.pendingOutputs == 0 && sub.readInFlight == nil)

@@ -178,7 +178,7 @@ struct ToolTests {
             #expect(
                 real.stdout == """
                     compaction: examined 5 events with 2 keys; removed 3 events (0 tombstones), ~186 B in 1 transactions
-                    earliest: unchanged at 1 (head 7)
+                    earliest: 1 -> 3 (head 7)
 
                     """
             )

@@ -147,7 +147,10 @@ extension EventLogMaint {
                         + "younger than --min-age \(MaintenanceText.formatDuration(minAge))"
                 )
             }
-            print("earliest: unchanged at \(report.earliest) (head \(report.head))")
+            let move =
+                report.earliest == report.earliestBefore
+                ? "unchanged at \(report.earliest)" : "\(report.earliestBefore) -> \(report.earliest)"
+            print("earliest: \(move) (head \(report.head))")
         }
     }
 }

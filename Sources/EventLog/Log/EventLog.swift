@@ -249,11 +249,11 @@ public final class EventLog: Sendable {
         store.readSnapshot(after: position, selectors: selectors, limit: max(1, limit), completion: completion)
     }
 
-    /// The largest id of an event matching `selectors` that retention removed (0 when none). A subscriber
-    /// whose position is below it missed events of its own topics: that is a `gap`; removals from other topics
-    /// never raise it.
-    public func removedThrough(_ selectors: SelectorSet) async throws -> Int64 {
-        try await store.removedThrough(selectors)
+    /// What retention removed of the events matching `selectors`: the largest removed id (a subscriber whose
+    /// position is below it missed events of its own topics: that is a `gap`; removals from other topics never
+    /// raise it) and how many transactions removed some.
+    public func removals(_ selectors: SelectorSet) async throws -> RemovalMark {
+        try await store.removals(selectors)
     }
 
     /// The position a start `since` `time` (Unix milliseconds) reads after: the largest id committed before

@@ -53,7 +53,9 @@ public struct CompactionReport: Sendable, Hashable {
     public var keptYoungSuperseded: Int64 = 0
     /// Approximate bytes of the removed events (see ``RetentionPolicy/maxBytes``).
     public var removedBytes: Int64 = 0
-    /// The smallest retained id after the run (before it, for a dry run). Compaction may raise it, but never
+    /// The smallest retained id before the run.
+    public var earliestBefore: Int64 = 1
+    /// The smallest retained id after the run (for a dry run, as before it). Compaction may raise it, but never
     /// makes a gap: it raises no removal watermark.
     public var earliest: Int64 = 1
     /// The head when the run started; newer events were not looked at.
@@ -128,6 +130,7 @@ struct CompactionRun: Sendable {
                 started = true
                 report.head = try SQLiteEventStore.readHead(connection)
                 report.earliest = try SQLiteEventStore.readEarliest(connection)
+                report.earliestBefore = report.earliest
                 base = max(0, (try connection.scalarInt("SELECT min(id) FROM events") ?? 1) - 1)
                 cursor = base
             }

@@ -48,7 +48,8 @@ extension Connection {
 
     /// Raises the removal watermarks (the `removed` table) for events retention deleted: `deleted` maps each
     /// topic to the largest id deleted from it. The rows of the topic, of every prefix above it (`a/b/*`,
-    /// `a/*`) and of `*` move up to it, so that any selector's watermark is one row. They never move back.
+    /// `a/*`) and of `*` move up to it, so that any selector's watermark is one row. They never move back. Each
+    /// row also counts the transactions that removed from it: a removal below the watermark moves only that.
     func raiseRemovalWatermarks(_ deleted: [String: Int64]) throws {
         var rows: [String: Int64] = [:]
         for (topic, id) in deleted {
@@ -64,8 +65,8 @@ extension Connection {
         for (selector, id) in rows {
             try run(
                 """
-                INSERT INTO removed (selector, through) VALUES (?, ?)
-                ON CONFLICT (selector) DO UPDATE SET through = max(through, excluded.through)
+                INSERT INTO removed (selector, through, removals) VALUES (?, ?, 1)
+                ON CONFLICT (selector) DO UPDATE SET through = max(through, excluded.through), removals = removals + 1
                 """,
                 [.text(selector), .int(id)]
             )

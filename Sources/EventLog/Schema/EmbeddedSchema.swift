@@ -67,12 +67,13 @@ enum EmbeddedSchema {
         END;
 
         -- Removal watermarks. For a selector text (an exact topic, a prefix `a/b/*`, or `*`), the largest id of an
-        -- event it matches that retention removed; retention raises the rows of the topic and of each prefix above it
-        -- in the transaction that deletes. The row '' is a floor for every selector: version 1 kept only a log-wide
-        -- `earliest`, and an import knows only the export's.
+        -- event it matches that retention removed, and how many retention transactions removed such events; retention
+        -- raises the rows of the topic and of each prefix above it in the transaction that deletes. The row '' is a
+        -- floor for every selector: version 1 kept only a log-wide `earliest`, and an import knows only the export's.
         CREATE TABLE removed (
             selector TEXT PRIMARY KEY NOT NULL,
-            through INTEGER NOT NULL
+            through INTEGER NOT NULL,
+            removals INTEGER NOT NULL DEFAULT 0
         ) STRICT, WITHOUT ROWID;
 
         INSERT INTO removed (selector, through)

@@ -46,8 +46,8 @@ protocol EventStore: AnyObject, Sendable {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void)
 
-    /// The largest id of an event matching `selectors` that retention removed (0 when none).
-    func removedThrough(_ selectors: SelectorSet) async throws -> Int64
+    /// What retention removed of the events matching `selectors`.
+    func removals(_ selectors: SelectorSet) async throws -> RemovalMark
 
     /// The largest id committed before `time` (Unix milliseconds), 0 when none: where `since` starts.
     func position(since time: Int64) async throws -> Int64
@@ -120,6 +120,20 @@ struct StoreBounds: Sendable, Hashable {
     /// How many transactions have deleted events (retention, compaction). When it changes, rows the log
     /// may hold in memory are gone from the store.
     var removals: Int64
+}
+
+/// What retention removed of the events some selectors match.
+public struct RemovalMark: Sendable, Hashable {
+    /// The largest removed id (0 when none).
+    public var through: Int64 = 0
+    /// How many retention transactions removed some of them (0 when none).
+    public var count: Int64 = 0
+
+    /// Creates a mark.
+    public init(through: Int64 = 0, count: Int64 = 0) {
+        self.through = through
+        self.count = count
+    }
 }
 
 /// What a store holds about itself, read when it opens.

@@ -44,8 +44,8 @@ extension SQLiteEventStore {
         if !accepted { completion(.failure(.closed)) }
     }
 
-    func removedThrough(_ selectors: SelectorSet) async throws -> Int64 {
-        try await withReader { connection in try Self.readRemovedThrough(connection, selectors: selectors) }
+    func removals(_ selectors: SelectorSet) async throws -> RemovalMark {
+        try await withReader { connection in try Self.readRemovalMark(connection, selectors: selectors) }
     }
 
     func position(since time: Int64) async throws -> Int64 {
@@ -132,18 +132,23 @@ extension SQLiteEventStore {
         return try readHead(connection) + 1
     }
 
-    /// The largest id of an event matching `selectors` that retention removed (0 when none): the largest of
-    /// the `removed` rows of the selectors themselves and of the floor `''`. One primary-key seek per selector,
-    /// whatever the number of topics: retention keeps a row for every prefix above each topic it removes from.
-    static func readRemovedThrough(_ connection: Connection, selectors: SelectorSet) throws -> Int64 {
-        let statement = try connection.cachedStatement("SELECT max(through) FROM removed WHERE selector IN (?, '')")
-        var through: Int64 = 0
+    /// What retention removed of the events matching `selectors`: the largest of the `removed` rows of the
+    /// selectors themselves and of the floor `''`, and the sum of their counts. One primary-key seek per
+    /// selector, whatever the number of topics: retention keeps a row for every prefix above each topic it
+    /// removes from.
+    static func readRemovalMark(_ connection: Connection, selectors: SelectorSet) throws -> RemovalMark {
+        let statement = try connection.cachedStatement(
+            "SELECT max(through), total(removals) FROM removed WHERE selector IN (?, '')")
+        var mark = RemovalMark()
         for selector in selectors.selectors {
             try statement.bind([.text(selector.description)])
             defer { statement.reset() }
-            if try statement.step(), !statement.isNull(0) { through = max(through, statement.int64(0)) }
+            if try statement.step(), !statement.isNull(0) {
+                mark.through = max(mark.through, statement.int64(0))
+                mark.count += statement.int64(1)
+            }
         }
-        return through
+        return mark
     }
 
     /// The positions a restore or an import skipped (see `voids` in schema/0002_order_state.sql), as id ranges.
@@ -242,9 +247,10 @@ extension SQLiteEventStore {
         if selectors.selectors.count > 1 { merged.sort { $0.id < $1.id } }
         if merged.count > limit { merged.removeSubrange(limit...) }
         let next = merged.count == limit ? merged[limit - 1].id : max(position, head)
+        let removed = try readRemovalMark(connection, selectors: selectors)
         return HistoryPage(
-            events: merged, next: next, head: head, earliest: earliest,
-            removedThrough: try readRemovedThrough(connection, selectors: selectors))
+            events: merged, next: next, head: head, earliest: earliest, removedThrough: removed.through,
+            removals: removed.count)
     }
 
     /// A page of `snapshot=latest`: the newest event of each (topic, key) matching `selectors` whose id is above

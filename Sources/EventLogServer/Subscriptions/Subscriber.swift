@@ -193,13 +193,13 @@ final class Subscriber: @unchecked Sendable {
             switch start {
             case .live, .snapshot: break
             case .earliest:
-                opening.removedThrough = try await log.removedThrough(selectors)
+                opening.removed = try await log.removals(selectors)
             case .after(let position):
                 opening.void = log.isVoid(position)
             case .since(let time):
                 opening.resolved = try await log.position(since: time)
             case .rewind(let count):
-                opening.removedThrough = try await log.removedThrough(selectors)
+                opening.removed = try await log.removals(selectors)
                 opening.resolved = try await log.position(rewinding: count, selectors: selectors)
             }
             return opening

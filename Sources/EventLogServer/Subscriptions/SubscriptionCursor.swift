@@ -68,9 +68,9 @@ struct SubscriptionCursor {
         var head: Int64
         /// For `since` and `rewind`: the position the start resolves to.
         var resolved: Int64?
-        /// For `earliest` and `rewind`: the selectors' removal watermark now (removals before the subscription
-        /// are no gap for a start that asks for whatever is retained).
-        var removedThrough: Int64 = 0
+        /// For `earliest` and `rewind`: what retention removed of the selectors' events so far (removals before
+        /// the subscription are no gap for a start that asks for whatever is retained).
+        var removed = RemovalMark()
         /// For `after`: the position names no event of this log (a restore skipped it).
         var void = false
     }
@@ -97,9 +97,15 @@ struct SubscriptionCursor {
     private(set) var knownEarliest: Int64 = 1
     /// Reading the snapshot (`snapshot=latest`) until it reaches the head.
     private(set) var snapshotting = false
-    /// The removal watermark already accounted for: a gap is due only when a page's is above both it and the
+    /// The removal watermark already accounted for: a gap is due when a page's is above both it and the
     /// position.
     private var gapThrough: Int64 = 0
+    /// For a start of `earliest` or `rewind`: the watermark when the stream opened. While the position is below
+    /// it, a removal of the selectors' events below it would not raise the watermark, so a change of
+    /// ``knownRemovals`` is taken as a gap (it may be one: the safe side).
+    private var openedThrough: Int64 = 0
+    /// The selectors' count of removal transactions, as the last store page (or the opening) said.
+    private var knownRemovals: Int64 = 0
     private var outbox: [Output] = []
     private var sent = 0
     private var lastWrite: NIODeadline
@@ -183,7 +189,9 @@ struct SubscriptionCursor {
             position = head
         case .earliest:
             position = earliest - 1
-            gapThrough = opening.removedThrough
+            (gapThrough, openedThrough, knownRemovals) = (
+                opening.removed.through, opening.removed.through, opening.removed.count
+            )
         case .after(let requested):
             if requested > head || opening.void {
                 reset = requested
@@ -199,7 +207,9 @@ struct SubscriptionCursor {
             position = min(opening.resolved ?? head, head)
         case .rewind:
             position = min(opening.resolved ?? head, head)
-            gapThrough = opening.removedThrough
+            (gapThrough, openedThrough, knownRemovals) = (
+                opening.removed.through, opening.removed.through, opening.removed.count
+            )
         }
         knownEarliest = earliest
         outbox.append(.opened(epoch: opening.epoch, earliest: earliest, head: head, from: position))
@@ -229,7 +239,12 @@ struct SubscriptionCursor {
             // after its position follows (another topic under the same prefix may have lost nothing).
             outbox.append(.gap(requested: position, earliest: page.removedThrough + 1))
             gapThrough = page.removedThrough
+        } else if position < openedThrough && page.removals > knownRemovals {
+            // Retention removed some of its events since it opened, below the watermark it opened with: whether
+            // above the position the watermark cannot tell, so the subscriber is told (at most up to it).
+            outbox.append(.gap(requested: position, earliest: max(page.removedThrough, openedThrough) + 1))
         }
+        knownRemovals = max(knownRemovals, page.removals)
         if !page.events.isEmpty {
             for event in page.events { outbox.append(.event(event, replayed: !caughtUp)) }
             position = page.next

@@ -12,14 +12,20 @@ public struct HistoryPage: Sendable, Hashable {
     /// The largest id of an event matching the page's selectors that retention removed, as far as the
     /// reader looked (0: none, or not looked at). Above the position read after, it is a `gap`.
     public var removedThrough: Int64
+    /// How many retention transactions removed events matching the page's selectors (0: none, or not looked
+    /// at). It moves even when a removal stays below ``removedThrough``.
+    public var removals: Int64
 
     /// Creates a page.
-    public init(events: [Event], next: Int64, head: Int64, earliest: Int64, removedThrough: Int64 = 0) {
+    public init(
+        events: [Event], next: Int64, head: Int64, earliest: Int64, removedThrough: Int64 = 0, removals: Int64 = 0
+    ) {
         self.events = events
         self.next = next
         self.head = head
         self.earliest = earliest
         self.removedThrough = removedThrough
+        self.removals = removals
     }
 }
 
