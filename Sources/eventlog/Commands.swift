@@ -280,11 +280,9 @@ extension EventLogCommand {
                 switch element {
                 case .event(let event): printer.print([event])
                 case .gap(let requested, let earliest):
-                    FileHandle.standardError.write(
-                        Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+                    warnGap(requested: requested, earliest: earliest)
                 case .reset(_, let head, let epoch):
-                    FileHandle.standardError.write(
-                        Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
+                    warnReset(head: head, epoch: epoch)
                 case .reconnecting(let attempt, let reason):
                     FileHandle.standardError.write(
                         Data("eventlog: reconnecting (attempt \(attempt)): \(reason)\n".utf8))

@@ -165,11 +165,9 @@ enum LogSource {
                     if !events.isEmpty { _ = try await body(events) }
                     return nil
                 case .gap(let requested, let earliest):
-                    FileHandle.standardError.write(
-                        Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+                    warnGap(requested: requested, earliest: earliest)
                 case .reset(_, let head, let epoch):
-                    FileHandle.standardError.write(
-                        Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
+                    warnReset(head: head, epoch: epoch)
                 case .reconnecting(_, let reason):
                     // A replay is one answer: a dropped connection is an error, as for a history page.
                     throw UserError(reason)
@@ -231,4 +229,16 @@ extension EventLogClient {
         guard response.status == 200 else { throw UserError(serverMessage(response)) }
         return try HistoryPage(decoding: response.body)
     }
+}
+
+/// Tells stderr that a subscription skipped events retention removed.
+func warnGap(requested: Int64, earliest: Int64) {
+    FileHandle.standardError.write(
+        Data("eventlog: gap: events after \(requested) before \(earliest) were removed\n".utf8))
+}
+
+/// Tells stderr that the server's log is another one (a restore, another epoch).
+func warnReset(head: Int64, epoch: String) {
+    FileHandle.standardError.write(
+        Data("eventlog: reset: the server's log changed (epoch \(epoch), head \(head))\n".utf8))
 }
