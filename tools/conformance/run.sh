@@ -32,6 +32,7 @@ SCRIPTS=(
     crash.py
     hostile.py
     auth.py
+    orderstate.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
@@ -94,16 +95,18 @@ if ! command -v curl >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl </dev/null
 fi
 
-# 2b. Headless Chromium and chromedriver (Debian's packages) for browser.py and auth.py. When they
-# cannot be installed, those scripts still run and fail loudly; they never skip.
+# 2b. Headless Chromium and chromedriver (Debian's packages) for browser.py, auth.py and
+# orderstate.py. When they cannot be installed, those scripts still run and fail loudly; they never
+# skip.
 for script in "${SCRIPTS[@]}"; do
-    if [ "$(basename "$script")" = browser.py ] || [ "$(basename "$script")" = auth.py ]; then
+    case "$(basename "$script")" in browser.py | auth.py | orderstate.py) needs_chromium=1 ;; *) needs_chromium=0 ;; esac
+    if [ "$needs_chromium" -eq 1 ]; then
         if ! { [ -x /usr/bin/chromium ] || command -v chromium >/dev/null 2>&1; } \
             || ! { [ -x /usr/bin/chromedriver ] || command -v chromedriver >/dev/null 2>&1; }; then
             echo "conformance: installing chromium and chromium-driver" >&2
             if ! { as_root apt-get update -qq </dev/null \
                 && as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver </dev/null; }; then
-                echo "conformance: could not install chromium / chromium-driver; browser.py and auth.py will fail" >&2
+                echo "conformance: could not install chromium / chromium-driver; browser.py, auth.py and orderstate.py will fail" >&2
             fi
         fi
         break
