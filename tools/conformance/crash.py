@@ -276,9 +276,9 @@ def is_storage_unavailable(response: httpx.Response) -> bool:
 
 
 def db_earliest(db: str) -> Optional[int]:
-    """meta.earliest as the file says (sqlite3 CLI, read-only), or None."""
+    """The smallest retained id as the file says (sqlite3 CLI, read-only), or None."""
     try:
-        result = subprocess.run(["sqlite3", "-readonly", db, "SELECT value FROM meta WHERE name = 'earliest'"],
+        result = subprocess.run(["sqlite3", "-readonly", db, "SELECT min(id) FROM events"],
                                 capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL)
         return int(result.stdout.strip())
     except (OSError, ValueError, subprocess.SubprocessError):
@@ -303,10 +303,10 @@ def retain_and_recover(server: Server, client: httpx.Client, acked: dict, what: 
                  f"after {lag:.2f} s: {len(events)} events (ids {events[0]['id'] if events else None}.."
                  f"{events[-1]['id'] if events else None}), earliest {page['earliest']} (was {earliest_before})")
     # The retained acknowledged events are still there; the deleted ones are gone by retention
-    # (the file says which: meta.earliest, read with the sqlite3 CLI).
+    # (the file says which: its smallest retained id, read with the sqlite3 CLI).
     on_disk = db_earliest(server.db)
     checks.check(on_disk is not None and on_disk > earliest_before,
-                 f"{what}: meta.earliest in the file moved from {earliest_before} to {on_disk}")
+                 f"{what}: the smallest id in the file moved from {earliest_before} to {on_disk}")
     for event_id in [i for i in acked if i < max(page["earliest"], on_disk or 0)]:
         del acked[event_id]
     head_before = page["head"]

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -31,6 +30,8 @@ import httpx  # noqa: E402
 from httpx_sse import connect_sse  # noqa: E402
 
 from lib import (  # noqa: E402
+    eventlog_maint_path,
+    run_maint,
     HOST,
     Checks,
     CurlStream,
@@ -730,15 +731,14 @@ def scenario_reset_gap_errors() -> None:
                     f"HTTP {response.status_code} {response.headers.get('content-type')} {body!r}",
                 )
 
-    # Gap: retention is not reachable from outside the server yet, so simulate it on the stopped
-    # database (delete the oldest rows and raise the recorded earliest), then restart.
+    # Gap: eventlog-maint retention on the stopped database keeps ids >= cut (every event is selected, so
+    # the newest head - cut + 1 stay), then restart.
     cut = log[4].id  # keep ids >= cut
     status = server.terminate()
     checks.equal(status, 0, "gap: eventlogd exits 0 on SIGTERM")
-    with sqlite3.connect(server.db, timeout=10) as database:
-        database.execute("DELETE FROM events WHERE id < ?", (cut,))
-        database.execute("INSERT OR REPLACE INTO meta (name, value) VALUES ('earliest', ?)", (str(cut),))
-    database.close()
+    retention = run_maint(eventlog_maint_path(near=BINARY), "retain", "--db", server.db,
+                          "--max-events", str(head - cut + 1), "--quiet")
+    checks.check(retention.returncode == 0, "gap: eventlog-maint retain exits 0", retention.stderr)
     server.restart(same_port=True)
     health = server.health()
     checks.equal(health["earliest"], cut, "gap: /healthz reports the raised earliest")
@@ -746,9 +746,11 @@ def scenario_reset_gap_errors() -> None:
     requested = cut - 3  # older than earliest - 1
     reader = HttpxReader(server.base_url, "httpx gap", last_event_id=str(requested))
     try:
-        expect_preamble(reader, epoch=epoch, earliest=cut, head=head, start=cut - 1)
+        # The stream opens at the requested position; the gap names the id after the last removed one, and
+        # what is left after the position follows.
+        expect_preamble(reader, epoch=epoch, earliest=cut, head=head, start=requested)
         expect_control(reader, "eventlog.gap", {"requested": requested, "earliest": cut, "reason": "retention"})
-        expect_events(reader, retained, "after eventlog.gap the replay starts at earliest")
+        expect_events(reader, retained, "after eventlog.gap the replay goes on with what is left")
         expect_caughtup(reader, head)
     finally:
         reader.close()
@@ -767,7 +769,7 @@ def scenario_reset_gap_errors() -> None:
     curl = CurlReader(CurlStream(sse_url(server, "topic=orders/*"), headers=[f"Last-Event-ID: {requested}"]),
                       "curl gap")
     try:
-        expect_preamble(curl, epoch=epoch, earliest=cut, head=head, start=cut - 1)
+        expect_preamble(curl, epoch=epoch, earliest=cut, head=head, start=requested)
         expect_control(curl, "eventlog.gap", {"requested": requested, "earliest": cut, "reason": "retention"})
         expect_events(curl, retained[:1], "the first event after the gap is the earliest retained")
     finally:
