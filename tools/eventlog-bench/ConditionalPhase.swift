@@ -181,7 +181,7 @@ enum ConditionalPhase {
                 redis: redis.flatMap(ratio), better: .higher, note: "same server, same run, rounds alternating"),
             ResultRow(
                 benchmark: name, metric: "conditional publishes refused (409 expected_last_id_mismatch)",
-                unit: "", eventlog: Double(eventlog.conditional.conflicts),
+                unit: "refused", eventlog: Double(eventlog.conditional.conflicts),
                 redis: redis.map { Double($0.conditional.conflicts) }, better: .lower, target: .atMost(0),
                 note: "each publisher owns its topic: every condition holds", isCount: true),
         ]
