@@ -264,8 +264,9 @@ final class RawSQLite {
     }
 
     /// Commits transactions of `eventsPerCommit` events, one after another, for `seconds`.
-    /// Latencies are per transaction.
-    func measure(eventsPerCommit: Int, seconds: Double, payload: String) throws -> Measurement {
+    /// Latencies are per transaction. With `keys`, each event gets a key picked at random among that many
+    /// (`k<n>`, in topic `bench/<n % 16>`); without, none (its topic is its key), topics in turn.
+    func measure(eventsPerCommit: Int, seconds: Double, payload: String, keys: Int? = nil) throws -> Measurement {
         let topics = (0..<16).map { "bench/\($0)" }
         let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
         let clock = ContinuousClock()
@@ -274,15 +275,23 @@ final class RawSQLite {
         var latencies: [Duration] = []
         var now = start
         var events = 0
+        var random = SeededRandom(seed: 7)
         while now < deadline {
             let before = now
             try step(begin)
             let time = Int64(Date().timeIntervalSince1970 * 1000)
             for index in 0..<eventsPerCommit {
-                let topic = topics[(events + index) % topics.count]
+                // A key lives in one topic (key % 16), so there are `keys` (topic, key) pairs.
+                let number = keys.map { Int.random(in: 0..<$0, using: &random) }
+                let topic = topics[(number ?? (events + index)) % topics.count]
                 topic.withCString { _ = sqlite3_bind_text(insert, 1, $0, Int32(topic.utf8.count), transient) }
                 "message".withCString { _ = sqlite3_bind_text(insert, 2, $0, 7, transient) }
-                sqlite3_bind_null(insert, 3)
+                if let number {
+                    let key = "k\(number)"
+                    key.withCString { _ = sqlite3_bind_text(insert, 3, $0, Int32(key.utf8.count), transient) }
+                } else {
+                    sqlite3_bind_null(insert, 3)
+                }
                 payload.withCString { _ = sqlite3_bind_text(insert, 4, $0, Int32(payload.utf8.count), transient) }
                 sqlite3_bind_int64(insert, 5, 0)
                 sqlite3_bind_int64(insert, 6, time)
@@ -314,7 +323,8 @@ final class RawSQLite {
         return statement
     }
 
-    private func execute(_ sql: String) throws {
+    /// Runs SQL on the connection (no rows).
+    func execute(_ sql: String) throws {
         guard sqlite3_exec(db, sql, nil, nil, nil) == SQLITE_OK else {
             throw RawSQLiteError(message: String(cString: sqlite3_errmsg(db)))
         }

@@ -195,12 +195,63 @@ struct TailCommand: AsyncParsableCommand {
     }
 }
 
+/// `snapshot`: `snapshot=latest` over a large keyed log.
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Time to read the newest event of every key (snapshot=latest) of a prefix and of * over 1M events "
+            + "and 100k keys, through the library and through an SSE stream (eventlog only).")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: SnapshotOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "snapshot", [("snapshot", { try await SnapshotPhase.run($0, options) })])
+    }
+}
+
+/// `conditional`: publish throughput with and without Expected-Last-Id.
+struct ConditionalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "conditional",
+        abstract: "Single-publish throughput with and without conditional appends (Expected-Last-Id) vs XADD and a "
+            + "Lua check-and-XADD.")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: ConditionalOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "conditional", [("conditional", { try await ConditionalPhase.run($0, options) })])
+    }
+}
+
+/// `latest-cost`: what the latest table's trigger costs an append.
+struct LatestCostCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "latest-cost",
+        abstract: "Raw SQLite inserts with and without the latest trigger, and (with --baseline-bench) the core's "
+            + "append rate before issue 13 against this build (eventlog only).")
+
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var options: LatestCostOptions
+
+    func run() async throws {
+        let options = self.options
+        try await ServerBenchmark.run(
+            server, title: "latest-cost", [("latest-cost", { try await LatestCostPhase.run($0, options) })])
+    }
+}
+
 /// `all`: every server benchmark with its default options, and one table at the end.
 struct AllCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "all",
-        abstract: "Run publish, latency, fanout, idle, replay, storm, tail, ramp, compaction and stalled, and print "
-            + "one markdown table.",
+        abstract: "Run publish, latency, fanout, idle, replay, storm, tail, snapshot, conditional, latest-cost, ramp, "
+            + "compaction and stalled, and print one markdown table.",
         discussion: """
             Each phase starts a fresh eventlogd (release build, --durability full, a new database in a temporary \
             directory) on 127.0.0.1, measures it, stops it, then does the same against Redis 7 Streams started by \
@@ -214,13 +265,16 @@ struct AllCommand: AsyncParsableCommand {
     @OptionGroup var compaction: CompactionOptions
     @OptionGroup var stalled: StalledOptions
     @OptionGroup var tail: TailOptions
+    @OptionGroup var snapshot: SnapshotOptions
+    @OptionGroup var conditional: ConditionalOptions
+    @OptionGroup var latestCost: LatestCostOptions
 
     /// Phases to leave out.
     @Option(
         name: .customLong("skip"),
         help: """
-            A phase to leave out (publish, latency, fanout, idle, replay, storm, tail, ramp, compaction, stalled); \
-            repeatable.
+            A phase to leave out (publish, latency, fanout, idle, replay, storm, tail, snapshot, conditional, \
+            latest-cost, ramp, compaction, stalled); repeatable.
             """)
     var skipped: [String] = []
 
@@ -229,7 +283,8 @@ struct AllCommand: AsyncParsableCommand {
     var skipLong = false
 
     static let phaseNames = [
-        "publish", "latency", "fanout", "idle", "replay", "storm", "tail", "ramp", "compaction", "stalled",
+        "publish", "latency", "fanout", "idle", "replay", "storm", "tail", "snapshot", "conditional", "latest-cost",
+        "ramp", "compaction", "stalled",
     ]
 
     func validate() throws {
@@ -253,6 +308,9 @@ struct AllCommand: AsyncParsableCommand {
         let compaction = self.compaction
         let stalled = self.stalled
         let tail = self.tail
+        let snapshot = self.snapshot
+        let conditional = self.conditional
+        let latestCost = self.latestCost
         let phases: [(name: String, run: (BenchEnvironment) async throws -> [ResultRow])] = [
             ("publish", { try await PublishPhase.run($0, publish) }),
             ("latency", { try await LatencyPhase.run($0, latency) }),
@@ -261,6 +319,9 @@ struct AllCommand: AsyncParsableCommand {
             ("replay", { try await ReplayPhase.run($0, replay) }),
             ("storm", { try await StormPhase.run($0, storm) }),
             ("tail", { try await TailPhase.run($0, tail) }),
+            ("snapshot", { try await SnapshotPhase.run($0, snapshot) }),
+            ("conditional", { try await ConditionalPhase.run($0, conditional) }),
+            ("latest-cost", { try await LatestCostPhase.run($0, latestCost) }),
             ("ramp", { try await RampPhase.run($0, ramp) }),
             ("compaction", { try await CompactionPhase.run($0, compaction) }),
             ("stalled", { try await StalledPhase.run($0, stalled) }),

@@ -125,12 +125,13 @@ final class BenchEnvironment: Sendable {
 
     // MARK: Servers
 
-    /// Starts a fresh `eventlogd` (`--durability full`, a new database in a temporary directory), runs
-    /// `body`, and stops the server whatever happens.
+    /// Starts a fresh `eventlogd` (`--durability full`, a new database in a temporary directory, or the
+    /// prepared `database` file when given, which the caller removes), runs `body`, and stops the server
+    /// whatever happens.
     func withEventLog<T: Sendable>(
-        arguments: [String] = [], _ body: (StartedServer) async throws -> T
+        arguments: [String] = [], database: String? = nil, _ body: (StartedServer) async throws -> T
     ) async throws -> T {
-        let server = try await startEventLog(arguments: arguments)
+        let server = try await startEventLog(arguments: arguments, database: database)
         do {
             let result = try await body(server)
             await stop(server)
@@ -155,7 +156,7 @@ final class BenchEnvironment: Sendable {
         }
     }
 
-    private func startEventLog(arguments: [String]) async throws -> StartedServer {
+    private func startEventLog(arguments: [String], database: String?) async throws -> StartedServer {
         var lastLog = ""
         for _ in 1...3 {
             let directory = try Processes.makeTemporaryDirectory(prefix: "eventlog-bench-db")
@@ -163,7 +164,7 @@ final class BenchEnvironment: Sendable {
             let pid = try Processes.spawn(
                 eventlogdPath,
                 [
-                    "--host", "127.0.0.1", "--port", String(port), "--db", directory + "/bench.db",
+                    "--host", "127.0.0.1", "--port", String(port), "--db", database ?? directory + "/bench.db",
                     "--durability", "full", "--max-connections", "12000", "--log-level", "warning",
                 ] + arguments,
                 logPath: directory + "/eventlogd.log")

@@ -11,7 +11,8 @@ struct EventLogBench: AsyncParsableCommand {
         subcommands: [
             AppendBenchmark.self, PublishCommand.self, LatencyCommand.self, FanoutCommand.self, IdleCommand.self,
             ReplayCommand.self, StormCommand.self, AuthCommand.self, RampCommand.self, CompactionCommand.self,
-            StalledCommand.self, TailCommand.self, AllCommand.self,
+            StalledCommand.self, TailCommand.self, SnapshotCommand.self, ConditionalCommand.self,
+            LatestCostCommand.self, AllCommand.self,
         ]
     )
 }

@@ -290,12 +290,18 @@ final class SSESubscriber: ChannelInboundHandler, @unchecked Sendable {
     /// The shared event-stream parser (EventLogWire): the benchmark reads streams the way the client does.
     private var parser = ServerSentEventParser(maximumEventBytes: .max)
 
-    /// `selectors` are sent as `topic=` parameters; `lastEventID` as the `Last-Event-ID` header.
-    init(eventLoop: any EventLoop, selectors: [String], lastEventID: Int64?, options: Options, headers: String = "") {
+    /// `selectors` are sent as `topic=` parameters; `lastEventID` as the `Last-Event-ID` header; `parameters`
+    /// (already encoded, such as `snapshot=latest`) are added to the query.
+    init(
+        eventLoop: any EventLoop, selectors: [String], lastEventID: Int64?, options: Options, headers: String = "",
+        parameters: [String] = []
+    ) {
         self.eventLoop = eventLoop
         self.options = options
         caughtUp = eventLoop.makePromise(of: CaughtUp.self)
-        let query = selectors.map { "topic=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" }
+        let query =
+            selectors.map { "topic=\($0.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? $0)" }
+            + parameters
         var text = "GET /v1/events?\(query.joined(separator: "&")) HTTP/1.1\r\nHost: 127.0.0.1\r\n"
         text += "Accept: text/event-stream\r\n"
         if let lastEventID { text += "Last-Event-ID: \(lastEventID)\r\n" }
