@@ -98,22 +98,9 @@ enum ConditionalPhase {
                 try check(env, result, "eventlog \(conditional ? "conditional" : "plain")")
                 return result
             }
-            _ = try await measure("warm-plain", conditional: false, seconds: warmUp)
-            _ = try await measure("warm-cond", conditional: true, seconds: warmUp)
-            var side = Side()
-            for round in 0..<rounds {
-                let cpu = CPUUsage(serverPID: server.pid)
-                let plain = try await measure("plain\(round)", conditional: false, seconds: seconds)
-                report(env, "eventlog plain, round \(round + 1)", plain, cpu.summary(serverName: "eventlogd"))
-                side.plain.add(plain)
-                let cpu2 = CPUUsage(serverPID: server.pid)
-                let conditional = try await measure("cond\(round)", conditional: true, seconds: seconds)
-                report(
-                    env, "eventlog Expected-Last-Id, round \(round + 1)", conditional,
-                    cpu2.summary(serverName: "eventlogd"))
-                side.conditional.add(conditional)
-            }
-            return side
+            return try await runRounds(
+                env, count: rounds, seconds: seconds, warmUp: warmUp, pid: server.pid, serverName: "eventlogd",
+                labels: ("eventlog plain", "eventlog Expected-Last-Id"), measure: measure)
         }
 
         let redis = try await env.withRedis { server -> Side in
@@ -138,21 +125,9 @@ enum ConditionalPhase {
                 try check(env, result, "Redis \(conditional ? "conditional" : "plain")")
                 return result
             }
-            _ = try await measure("warm-plain", conditional: false, seconds: warmUp)
-            _ = try await measure("warm-cond", conditional: true, seconds: warmUp)
-            var side = Side()
-            for round in 0..<rounds {
-                let cpu = CPUUsage(serverPID: server.pid)
-                let plain = try await measure("plain\(round)", conditional: false, seconds: seconds)
-                report(env, "Redis XADD, round \(round + 1)", plain, cpu.summary(serverName: "redis"))
-                side.plain.add(plain)
-                let cpu2 = CPUUsage(serverPID: server.pid)
-                let conditional = try await measure("cond\(round)", conditional: true, seconds: seconds)
-                report(
-                    env, "Redis EVALSHA check+XADD, round \(round + 1)", conditional, cpu2.summary(serverName: "redis"))
-                side.conditional.add(conditional)
-            }
-            return side
+            return try await runRounds(
+                env, count: rounds, seconds: seconds, warmUp: warmUp, pid: server.pid, serverName: "redis",
+                labels: ("Redis XADD", "Redis EVALSHA check+XADD"), measure: measure)
         }
 
         let name = "conditional"
@@ -203,6 +178,27 @@ enum ConditionalPhase {
         if result.failures > 0 {
             throw BenchError("\(label): \(result.failures) failed: \(result.firstFailure ?? "")")
         }
+    }
+
+    /// Warms up both variants, then runs `count` rounds of (plain, conditional) one after the other on one side.
+    private static func runRounds(
+        _ env: BenchEnvironment, count: Int, seconds: Double, warmUp: Double, pid: Int32, serverName: String,
+        labels: (plain: String, conditional: String),
+        measure: (String, Bool, Double) async throws -> ChainedResult
+    ) async throws -> Side {
+        _ = try await measure("warm-plain", false, warmUp)
+        _ = try await measure("warm-cond", true, warmUp)
+        var side = Side()
+        for round in 0..<count {
+            for conditional in [false, true] {
+                let cpu = CPUUsage(serverPID: pid)
+                let result = try await measure("\(conditional ? "cond" : "plain")\(round)", conditional, seconds)
+                let label = conditional ? labels.conditional : labels.plain
+                report(env, "\(label), round \(round + 1)", result, cpu.summary(serverName: serverName))
+                if conditional { side.conditional.add(result) } else { side.plain.add(result) }
+            }
+        }
+        return side
     }
 
     private static func report(_ env: BenchEnvironment, _ label: String, _ result: ChainedResult, _ cpu: String) {

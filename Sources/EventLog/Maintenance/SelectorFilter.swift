@@ -17,9 +17,8 @@ struct SelectorFilter: Sendable {
         switch selector {
         case .all: self.init(sql: "1", arguments: [], selectsAll: true)
         case .topic(let topic): self.init(sql: "topic = ?", arguments: [.text(topic)], selectsAll: false)
-        case .prefix(let prefix):
-            let (sql, arguments) = Self.prefixRange(prefix)
-            self.init(sql: sql, arguments: arguments, selectsAll: false)
+        case .prefix:
+            self.init(scanning: SelectorSet([selector]), column: "topic")
         }
     }
 
@@ -27,11 +26,6 @@ struct SelectorFilter: Sendable {
         self.sql = sql
         self.arguments = arguments
         self.selectsAll = selectsAll
-    }
-
-    /// Every topic below `prefix/`: '0' is the byte after '/', so the range holds exactly them.
-    private static func prefixRange(_ prefix: String) -> (String, [SQLValue]) {
-        ("(+topic > ? AND +topic < ?)", [.text(prefix + "/"), .text(prefix + "0")])
     }
 
     init(_ selectors: SelectorSet) {
@@ -50,17 +44,32 @@ struct SelectorFilter: Sendable {
         }
         // The unary + keeps the planner on the primary key: one pass in id order with the topic tested on each
         // row, as EventLog's prefix reads do, rather than an index scan that would have to be sorted by id.
+        self.init(scanning: selectors, column: "topic")
+    }
+
+    /// The condition on `column` for a scan in id order that tests every row: each term behind a unary `+`,
+    /// so the planner never picks an index on the topic (which would have to sort). `snapshot=latest` uses it
+    /// on `latest.topic` while it walks `latest_id`.
+    init(scanning selectors: SelectorSet, column: String) {
+        if selectors.selectors.contains(.all) {
+            self.init(sql: "1", arguments: [], selectsAll: true)
+            return
+        }
+        guard !selectors.isEmpty else {
+            self.init(sql: "0", arguments: [], selectsAll: false)
+            return
+        }
         var terms: [String] = []
         var arguments: [SQLValue] = []
         for selector in selectors.selectors {
             switch selector {
             case .topic(let topic):
-                terms.append("+topic = ?")
+                terms.append("+\(column) = ?")
                 arguments.append(.text(topic))
             case .prefix(let prefix):
-                let (term, values) = Self.prefixRange(prefix)
-                terms.append(term)
-                arguments.append(contentsOf: values)
+                // Every topic below `prefix/`: '0' is the byte after '/', so the range holds exactly them.
+                terms.append("(+\(column) > ? AND +\(column) < ?)")
+                arguments += [.text(prefix + "/"), .text(prefix + "0")]
             case .all:
                 break
             }

@@ -267,28 +267,15 @@ extension SQLiteEventStore {
         defer { try? connection.execute("COMMIT") }
         let head = try readHead(connection)
         let earliest = try readEarliest(connection)
-        var terms: [String] = []
-        var arguments: [SQLValue] = [.int(position)]
-        // A set with `*` holds nothing else (SelectorSet drops covered selectors).
-        for selector in selectors.selectors {
-            switch selector {
-            case .all: terms.append("1")
-            case .topic(let topic):
-                terms.append("+l.topic = ?")
-                arguments.append(.text(topic))
-            case .prefix(let prefix):
-                terms.append("(+l.topic > ? AND +l.topic < ?)")
-                arguments += [.text(prefix + "/"), .text(prefix + "0")]
-            }
-        }
-        if terms.isEmpty { terms = ["0"] }
+        // Every selector tested on each row of the `latest_id` scan, never an index on the topic that would sort.
+        let filter = SelectorFilter(scanning: selectors, column: "l.topic")
         let statement = try connection.cachedStatement(
             """
             SELECT \(snapshotColumns) FROM latest l JOIN events e ON e.id = l.id
-            WHERE l.id > ? AND (\(terms.joined(separator: " OR "))) ORDER BY l.id LIMIT ?
+            WHERE l.id > ? AND \(filter.sql) ORDER BY l.id LIMIT ?
             """
         )
-        try statement.bind(arguments + [.int(Int64(limit))])
+        try statement.bind([.int(position)] + filter.arguments + [.int(Int64(limit))])
         defer { statement.reset() }
         var events: [Event] = []
         while try statement.step() { events.append(event(from: statement)) }
