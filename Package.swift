@@ -29,12 +29,18 @@ let package = Package(
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
         ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
         .target(name: "EventLogWire"),
         .target(
             name: "EventLog",
             dependencies: [
                 "EventLogWire",
                 "CSQLite",
+                "CLibPQ",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

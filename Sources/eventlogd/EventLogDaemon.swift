@@ -36,8 +36,23 @@ struct EventLogDaemon: AsyncParsableCommand {
     @Option(help: "The port to bind, 0 for any free port.")
     var port = Self.serverDefaults.port
 
-    @Option(name: .customLong("db"), help: "The database file, created if missing.")
+    @Option(
+        name: .customLong("db"),
+        help: """
+            The database: a SQLite file, created if missing, or a PostgreSQL URL \
+            (postgres://user@host:port/dbname), whose schema eventlog is created if missing and which any number \
+            of eventlogd nodes may share.
+            """)
     var databasePath = "./data/eventlog.db"
+
+    /// `--db` for log lines: a PostgreSQL URL without its password.
+    private var redactedDatabase: String {
+        guard EventLog.isPostgresURL(databasePath), let scheme = databasePath.range(of: "://"),
+            let at = databasePath[scheme.upperBound...].firstIndex(of: "@"),
+            let colon = databasePath[scheme.upperBound..<at].firstIndex(of: ":")
+        else { return databasePath }
+        return String(databasePath[..<colon]) + ":***" + String(databasePath[at...])
+    }
 
     @Option(
         help: """
@@ -206,26 +221,28 @@ struct EventLogDaemon: AsyncParsableCommand {
             throw ExitCode(1)
         }
         let path = databasePath
-        let files = NewFiles(databasePath: path)
-        let lock: ServerLock
+        // A PostgreSQL log is shared by any number of nodes: no file, no lock of one server per log.
+        let postgres = EventLog.isPostgresURL(path)
+        let files = postgres ? nil : NewFiles(databasePath: path)
+        let lock: ServerLock?
         do {
-            try files.createDirectory()
-            lock = try ServerLock(databasePath: path)
+            try files?.createDirectory()
+            lock = postgres ? nil : try ServerLock(databasePath: path)
         } catch let held as ServerLock.Held {
             FileHandle.standardError.write(Data("eventlogd: \(held)\n".utf8))
             throw ExitCode(1)
         } catch {
             logger.critical("cannot lock the log", metadata: ["db": "\(path)", "error": "\(error)"])
-            files.remove()
+            files?.remove()
             throw ExitCode(1)
         }
         let log: EventLog
         do {
             log = try await EventLog.open(path: path, options: options)
         } catch {
-            logger.critical("cannot open the log", metadata: ["db": "\(path)", "error": "\(error)"])
-            lock.release()
-            files.remove()
+            logger.critical("cannot open the log", metadata: ["db": "\(redactedDatabase)", "error": "\(error)"])
+            lock?.release()
+            files?.remove()
             throw ExitCode(1)
         }
         let server = EventLogServer(
@@ -237,8 +254,8 @@ struct EventLogDaemon: AsyncParsableCommand {
                 "cannot bind",
                 metadata: ["host": "\(configuration.host)", "port": "\(configuration.port)", "error": "\(error)"])
             await log.close()
-            lock.release()
-            files.remove()
+            lock?.release()
+            files?.remove()
             throw ExitCode(1)
         }
         if !authenticator.isEnabled {
@@ -277,7 +294,7 @@ struct EventLogDaemon: AsyncParsableCommand {
         await retention?.value
         signals.forEach { $0.cancel() }
         await log.close()
-        lock.release()
+        lock?.release()
         logger.info("log closed", metadata: ["head": "\(log.head)"])
     }
 

@@ -78,10 +78,26 @@ public final class EventLog: Sendable {
 
     /// Opens the log at `path`, creating it and running the migrations when needed (unless read-only).
     /// Sets WAL mode, `busy_timeout` and the durability mode.
+    ///
+    /// A `postgres://` or `postgresql://` URL instead of a path opens a log in PostgreSQL (``PostgresEventStore``),
+    /// which any number of processes on any number of machines may share: the schema `eventlog` is created or
+    /// migrated when needed.
     public static func open(path: String, options: Options = Options()) async throws -> EventLog {
+        if isPostgresURL(path) {
+            let store = try await PostgresEventStore.open(url: path, options: options)
+            return EventLog(path: PGConnection.redacted(path), options: options, store: store)
+        }
         let store = try await SQLiteEventStore.open(path: path, options: options)
         return EventLog(path: path, options: options, store: store)
     }
+
+    /// True when `location` (a `--db` value) is a PostgreSQL URL rather than a SQLite file path.
+    public static func isPostgresURL(_ location: String) -> Bool {
+        PostgresEventStore.isURL(location)
+    }
+
+    /// True when this log is kept in PostgreSQL.
+    public var isPostgres: Bool { store is PostgresEventStore }
 
     private init(path: String, options: Options, store: any EventStore) {
         self.path = path
@@ -147,7 +163,8 @@ public final class EventLog: Sendable {
     /// How many group commits this log's writer has made since it opened (0 when read-only). With the
     /// events appended it gives the mean group size; `eventlog-bench append` reports it.
     public var groupCommits: Int {
-        (store as? SQLiteEventStore)?.writerStatistics?.groupCommits ?? 0
+        if let store = store as? PostgresEventStore { return store.writerStatistics?.groupCommits ?? 0 }
+        return (store as? SQLiteEventStore)?.writerStatistics?.groupCommits ?? 0
     }
 
     /// The smallest retained id known to this process (see ``refreshBounds()`` for the file's view).

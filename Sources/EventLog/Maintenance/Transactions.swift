@@ -51,6 +51,23 @@ extension Connection {
     /// `a/*`) and of `*` move up to it, so that any selector's watermark is one row. They never move back. Each
     /// row also counts the transactions that removed from it: a removal below the watermark moves only that.
     func raiseRemovalWatermarks(_ deleted: [String: Int64]) throws {
+        for (selector, id) in RemovalWatermarks.rows(deleted) {
+            try run(
+                """
+                INSERT INTO removed (selector, through, removals) VALUES (?, ?, 1)
+                ON CONFLICT (selector) DO UPDATE SET through = max(through, excluded.through), removals = removals + 1
+                """,
+                [.text(selector), .int(id)]
+            )
+        }
+    }
+}
+
+/// The rows of the `removed` table a retention transaction raises, in every store.
+enum RemovalWatermarks {
+    /// For `deleted` (each topic with the largest id deleted from it): the topic, every prefix above it (`a/b/*`,
+    /// `a/*`) and `*`, each with the largest deleted id it covers.
+    static func rows(_ deleted: [String: Int64]) -> [String: Int64] {
         var rows: [String: Int64] = [:]
         for (topic, id) in deleted {
             rows[topic] = max(rows[topic] ?? 0, id)
@@ -62,14 +79,6 @@ extension Connection {
                 rows[selector] = max(rows[selector] ?? 0, id)
             }
         }
-        for (selector, id) in rows {
-            try run(
-                """
-                INSERT INTO removed (selector, through, removals) VALUES (?, ?, 1)
-                ON CONFLICT (selector) DO UPDATE SET through = max(through, excluded.through), removals = removals + 1
-                """,
-                [.text(selector), .int(id)]
-            )
-        }
+        return rows
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Dedicated OS threads that own SQLite connections and run jobs against them.
+/// Dedicated OS threads that own database connections (SQLite, PostgreSQL) and run jobs against them.
 ///
 /// SQLite calls block, so they never run on the Swift cooperative pool (two threads on a two-core
 /// machine) or on a NIO event loop. Each thread opens its own ``Connection`` and is its only user.
@@ -12,7 +12,7 @@ import Foundation
 ///
 /// With a `tick`, each thread also runs `tick.body` about every `tick.interval`, whether or not jobs
 /// arrive: the writer uses it to notice other processes' commits (`PRAGMA data_version`).
-final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
+final class DatabaseThreads<Handle: ThreadConnection, Job: Sendable>: @unchecked Sendable {
     // @unchecked: `pending`, `stopping` and `running` are only touched under `condition`.
     private let condition = NSCondition()
     private var pending: [Job] = []
@@ -27,7 +27,7 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
         /// How often.
         let interval: Duration
         /// What to run.
-        let body: @Sendable (Connection) -> Void
+        let body: @Sendable (Handle) -> Void
     }
 
     /// Starts `count` threads. Each opens its connection with `open` before it takes any job, and
@@ -37,15 +37,15 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
         count: Int,
         maxBatch: Int,
         tick: Tick? = nil,
-        open: @escaping @Sendable () throws -> Connection,
-        handle: @escaping @Sendable (Connection, [Job]) -> Void
+        open: @escaping @Sendable () throws -> Handle,
+        handle: @escaping @Sendable (Handle, [Job]) -> Void
     ) throws {
         self.maxBatch = maxBatch
         let opened = OpenResults(count: count)
         for index in 0..<count {
             exited.enter()
             let thread = Thread { [self] in
-                let connection: Connection
+                let connection: Handle
                 do {
                     connection = try open()
                     opened.report(nil)
@@ -94,7 +94,7 @@ final class SQLiteThreads<Job: Sendable>: @unchecked Sendable {
         exited.wait()
     }
 
-    private func loop(connection: Connection, tick: Tick?, handle: (Connection, [Job]) -> Void) {
+    private func loop(connection: Handle, tick: Tick?, handle: (Handle, [Job]) -> Void) {
         let tickSeconds = tick.map { Double($0.interval.wholeMilliseconds) / 1000 }
         var nextTick = tickSeconds.map { Date(timeIntervalSinceNow: $0) }
         while true {
@@ -157,24 +157,37 @@ private final class OpenResults: @unchecked Sendable {
     }
 }
 
-/// A job for a reader thread: a closure run against the thread's connection.
-struct ConnectionJob: Sendable {
-    let body: @Sendable (Connection) -> Void
+/// A connection that one of ``DatabaseThreads`` owns: opened on the thread, closed there when it stops.
+protocol ThreadConnection: SendableMetatype {
+    func close()
 }
 
-extension SQLiteThreads where Job == ConnectionJob {
+extension Connection: ThreadConnection {}
+
+/// The threads of a ``SQLiteEventStore``, each with its own SQLite ``Connection``.
+typealias SQLiteThreads<Job: Sendable> = DatabaseThreads<Connection, Job>
+
+/// A job for a reader thread: a closure run against the thread's connection.
+struct DatabaseJob<Handle>: Sendable {
+    let body: @Sendable (Handle) -> Void
+}
+
+/// A job for a SQLite reader thread.
+typealias ConnectionJob = DatabaseJob<Connection>
+
+extension DatabaseThreads where Job == DatabaseJob<Handle> {
     /// Threads that run each closure against their connection.
-    convenience init(name: String, count: Int, open: @escaping @Sendable () throws -> Connection) throws {
+    convenience init(name: String, count: Int, open: @escaping @Sendable () throws -> Handle) throws {
         try self.init(name: name, count: count, maxBatch: 1, open: open) { connection, jobs in
             for job in jobs { job.body(connection) }
         }
     }
 
     /// Runs `body` on one of the threads and returns its result.
-    func run<T: Sendable>(_ body: @escaping @Sendable (Connection) throws -> T) async throws -> T {
+    func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             let accepted = submit(
-                ConnectionJob { connection in
+                DatabaseJob { connection in
                     continuation.resume(with: Result { try body(connection) })
                 }
             )

@@ -161,47 +161,32 @@ extension SQLiteEventStore {
     /// reads after. Bisects ids on commit time, which the writer never lets go back (``SQLiteWriter``); one
     /// primary-key seek per step, whatever was deleted.
     static func lastID(before time: Int64, head: Int64, _ connection: Connection) throws -> Int64 {
-        var low: Int64 = 0
-        var high = head
-        while low < high {
-            let middle = low + (high - low + 1) / 2
-            // The first event at or after `middle`, by primary key: a point seek, whatever was deleted.
-            let found = try connection.rows(
-                "SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]
-            ) {
+        try StorePositions.lastID(before: time, head: head) { middle in
+            try connection.rows("SELECT id, time FROM events WHERE id >= ? ORDER BY id LIMIT 1", [.int(middle)]) {
                 ($0.int64(0), $0.int64(1))
-            }
-            guard let (id, eventTime) = found.first, id <= high else {
-                high = middle - 1
-                continue
-            }
-            if eventTime < time { low = id } else { high = middle - 1 }
+            }.first
         }
-        return low
     }
 
     /// The position before the `count`-th newest event matching `selectors` (0 when fewer match): a start that
     /// replays exactly the last `count`. One selector is one seek with `OFFSET`; several merge their newest ids.
     static func rewindPosition(_ connection: Connection, count: Int, selectors: SelectorSet) throws -> Int64 {
         try connection.transaction(write: false) {
-            if selectors.selectors.count == 1 {
-                let filter = SelectorFilter(selectors.selectors[0])
-                let id = try connection.scalarInt(
-                    "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT 1 OFFSET ?",
-                    filter.arguments + [.int(Int64(count - 1))])
-                return id.map { $0 - 1 } ?? 0
-            }
-            var ids: [Int64] = []
-            for selector in selectors.selectors {
-                let filter = SelectorFilter(selector)
-                ids += try connection.rows(
-                    "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT ?",
-                    filter.arguments + [.int(Int64(count))]
-                ) { $0.int64(0) }
-            }
-            guard ids.count >= count else { return 0 }
-            ids.sort(by: >)
-            return ids[count - 1] - 1
+            try StorePositions.rewind(
+                count: count, selectors: selectors,
+                nthNewest: { selector, n in
+                    let filter = SelectorFilter(selector)
+                    return try connection.scalarInt(
+                        "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT 1 OFFSET ?",
+                        filter.arguments + [.int(Int64(n - 1))])
+                },
+                newest: { selector, count in
+                    let filter = SelectorFilter(selector)
+                    return try connection.rows(
+                        "SELECT id FROM events WHERE \(filter.sql) ORDER BY id DESC LIMIT ?",
+                        filter.arguments + [.int(Int64(count))]
+                    ) { $0.int64(0) }
+                })
         }
     }
 

@@ -1,0 +1,429 @@
+import Logging
+import Synchronization
+
+/// What a PostgreSQL writer thread runs: appends (drained into group commits), a look at what other nodes
+/// committed, a move of the outbox, and maintenance tasks.
+enum PostgresWriterJob: Sendable {
+    case append(AppendRequest)
+    case catchUp
+    case outbox
+    case task(DatabaseJob<PGConnection>)
+}
+
+/// The writer of a ``PostgresEventStore``: the group commit, the outbox mover and the catch-up with the other
+/// nodes. Everything here runs on the one writer thread, which owns its connection.
+///
+/// A group commit is one transaction: it locks the counter row (`SELECT … FOR UPDATE`), reads what other nodes
+/// committed since this node last looked, looks up idempotency keys and conditional appends for the whole group
+/// in one query each, decides every request in memory (a refused request writes nothing, so none needs a
+/// savepoint), then inserts every accepted event with ids following the counter's head, raises the head, deletes
+/// the outbox rows it moved, sends `NOTIFY eventlog` with the new head, and commits. The row lock serializes
+/// group commits of every node in id order.
+final class PostgresWriter: @unchecked Sendable {
+    // @unchecked: the vars are used only on the writer thread; `knownHead`, the flags and the observer are
+    // synchronized.
+    /// The head as of this writer's last commit or catch-up.
+    private var head: Int64 = 0
+    /// The counter's `removals` as last seen.
+    private var removals: Int64 = 0
+    /// The newest commit time this writer used (times never go back).
+    private var lastTime: Int64 = 0
+    /// True while the outbox may hold rows: set by the listener's notification, the periodic check and start.
+    private let outboxPending = Atomic<Bool>(true)
+    /// True while a catch-up job is queued, so a burst of notifications queues one.
+    let catchUpQueued = Atomic<Bool>(false)
+    /// `head` for other threads (the listener compares a notification's head with it).
+    let knownHead = Atomic<Int64>(0)
+    /// The most events read into the tail by one catch-up; beyond it the tail is reset instead.
+    private let maxCatchUp: Int
+    private let logger: Logger
+    private let limits: EventLimits
+    private let observer = Mutex(WeakObserver())
+    private let counters = Mutex(Statistics())
+
+    private struct WeakObserver {
+        weak var value: (any EventStoreObserver)?
+    }
+
+    /// What the writer did, for diagnostics and `eventlog-bench`.
+    struct Statistics: Sendable, Hashable {
+        var groupCommits = 0
+        var movedFromOutbox = 0
+        var catchUps = 0
+    }
+
+    var statistics: Statistics { counters.withLock { $0 } }
+
+    init(logger: Logger, limits: EventLimits, maxCatchUp: Int) {
+        self.logger = logger
+        self.limits = limits
+        self.maxCatchUp = maxCatchUp
+    }
+
+    /// Where the writer starts: the bounds read when the store opened.
+    func start(at bounds: StoreBounds) {
+        head = bounds.head
+        removals = bounds.removals
+        knownHead.store(bounds.head, ordering: .relaxed)
+    }
+
+    func observe(_ observer: any EventStoreObserver) {
+        self.observer.withLock { $0.value = observer }
+    }
+
+    private var currentObserver: (any EventStoreObserver)? { observer.withLock { $0.value } }
+
+    /// Marks the outbox as worth a look at the next group commit.
+    func outboxChanged() { outboxPending.store(true, ordering: .relaxed) }
+
+    /// Runs the jobs the writer thread drained: consecutive appends (and outbox moves) commit as one group; a
+    /// catch-up or a task runs between groups.
+    func process(_ jobs: [PostgresWriterJob], on connection: PGConnection) {
+        var group: [AppendRequest] = []
+        var wantsOutbox = false
+        func flush() {
+            if !group.isEmpty || wantsOutbox || outboxPending.load(ordering: .relaxed) {
+                commit(group, on: connection)
+            }
+            group.removeAll()
+            wantsOutbox = false
+        }
+        for job in jobs {
+            switch job {
+            case .append(let request):
+                group.append(request)
+            case .outbox:
+                outboxPending.store(true, ordering: .relaxed)
+                wantsOutbox = true
+            case .catchUp:
+                flush()
+                catchUpQueued.store(false, ordering: .relaxed)
+                catchUp(on: connection)
+            case .task(let task):
+                flush()
+                task.body(connection)
+                // A task may have deleted events (retention, compaction): pick up the bounds it left.
+                catchUp(on: connection)
+            }
+        }
+        flush()
+    }
+
+    /// Every second between jobs: what other nodes committed (in case a notification was lost) and whether the
+    /// outbox holds rows.
+    func tick(_ connection: PGConnection) {
+        catchUp(on: connection)
+        if let waiting = try? connection.scalarInt("SELECT 1 FROM eventlog.outbox LIMIT 1"), waiting == 1 {
+            outboxPending.store(true, ordering: .relaxed)
+            commit([], on: connection)
+        }
+    }
+
+    // MARK: Catching up with other nodes
+
+    /// Reads what other nodes committed (or deleted) since this writer last looked, and tells the log: new
+    /// events go into its tail, a deletion resets the tail.
+    func catchUp(on connection: PGConnection) {
+        do {
+            let (bounds, events) = try connection.transaction("ISOLATION LEVEL REPEATABLE READ READ ONLY") {
+                () throws -> (StoreBounds, [Event]?) in
+                let bounds = try PostgresEventStore.readBounds(connection)
+                guard bounds.head > head, bounds.removals == removals else { return (bounds, nil) }
+                let result = try connection.query(
+                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 ORDER BY id LIMIT $2",
+                    [String(head), String(maxCatchUp + 1)])
+                return (bounds, result.rowCount > maxCatchUp ? nil : PostgresSQL.events(result))
+            }
+            counters.withLock { $0.catchUps += 1 }
+            let moved = bounds.head > head
+            if bounds.removals == removals, moved, let events {
+                head = bounds.head
+                knownHead.store(head, ordering: .relaxed)
+                currentObserver?.storeDidCommit(events, head: head, foreignWrites: false)
+            } else if moved || bounds.removals != removals {
+                head = max(head, bounds.head)
+                removals = bounds.removals
+                knownHead.store(head, ordering: .relaxed)
+                var seen = bounds
+                seen.head = head
+                currentObserver?.storeDidSync(seen)
+            }
+        } catch {
+            logger.debug("catch-up failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: The group commit
+
+    /// An accepted event with the columns `Event` does not carry.
+    private struct Row {
+        let event: Event
+        let idempotencyKey: String?
+        let hash: Int64
+    }
+
+    /// An idempotency key known in this group: from the database, or inserted by an earlier request.
+    private struct KnownKey {
+        let event: Event
+        let hash: Int64
+    }
+
+    private struct KeyID: Hashable {
+        let topic: String
+        let key: String
+    }
+
+    private func commit(_ requests: [AppendRequest], on connection: PGConnection) {
+        let moveOutbox = outboxPending.exchange(false, ordering: .relaxed)
+        var decisions: [Result<[AppendResult], Error>] = []
+        var inserted: [Event] = []
+        var caughtUp: [Event] = []
+        var foreignWrites = false
+        var newHead = head
+        var movedCount = 0
+        do {
+            try connection.execute("BEGIN")
+            let counter = try connection.query("SELECT head, time, removals FROM eventlog.counter FOR UPDATE")
+            let databaseHead = counter.int64(0, 0)
+            let databaseTime = counter.int64(0, 1)
+            let databaseRemovals = counter.int64(0, 2)
+            if databaseRemovals != removals {
+                foreignWrites = true
+            } else if databaseHead > head {
+                // Other nodes committed since this node last looked: their events go into the tail first.
+                let result = try connection.query(
+                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 ORDER BY id LIMIT $2",
+                    [String(head), String(maxCatchUp + 1)])
+                if result.rowCount > maxCatchUp { foreignWrites = true } else { caughtUp = PostgresSQL.events(result) }
+            }
+            var outbox: [(seq: Int64, event: PreparedEvent)] = []
+            var outboxThrough: Int64 = 0
+            if moveOutbox {
+                (outbox, outboxThrough) = try readOutbox(connection)
+                if outboxThrough > 0 { outboxPending.store(true, ordering: .relaxed) }  // maybe more: look again
+            }
+            let all = requests.map(\.events) + outbox.map { [$0.event] }
+            let time = max(Timestamp.nowMilliseconds(), databaseTime, lastTime)
+            var nextID = databaseHead
+            let rows: [Row]
+            (decisions, rows) = try decide(all, time: time, nextID: &nextID, on: connection)
+            inserted = rows.map(\.event)
+            movedCount = outbox.count
+            if !rows.isEmpty { try insert(rows, on: connection) }
+            if !inserted.isEmpty || outboxThrough > 0 {
+                try connection.query(
+                    """
+                    WITH c AS (UPDATE eventlog.counter SET head = $1::bigint, time = $2::bigint),
+                    d AS (DELETE FROM eventlog.outbox WHERE seq <= $3)
+                    SELECT pg_notify('eventlog', $1::bigint::text)
+                    """,
+                    [String(nextID), String(time), String(outboxThrough)])
+            }
+            try connection.execute("COMMIT")
+            lastTime = time
+            newHead = nextID
+            removals = databaseRemovals
+        } catch {
+            connection.rollback()
+            if moveOutbox { outboxPending.store(true, ordering: .relaxed) }
+            logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
+            let mapped = Self.publicError(error)
+            for request in requests { request.completion(.failure(mapped)) }
+            return
+        }
+        counters.withLock {
+            $0.groupCommits += 1
+            $0.movedFromOutbox += movedCount
+        }
+        head = newHead
+        knownHead.store(head, ordering: .relaxed)
+        if foreignWrites || !caughtUp.isEmpty || !inserted.isEmpty {
+            currentObserver?.storeDidCommit(caughtUp + inserted, head: head, foreignWrites: foreignWrites)
+        }
+        for (request, decision) in zip(requests, decisions) {
+            request.completion(decision)
+        }
+    }
+
+    /// Decides every request of the group in order, with the database's idempotency keys and topic heads looked up
+    /// in one query each: a request's events are all accepted (ids from `nextID + 1`) or it is refused whole.
+    private func decide(
+        _ requests: [[PreparedEvent]], time: Int64, nextID: inout Int64, on connection: PGConnection
+    ) throws -> ([Result<[AppendResult], Error>], [Row]) {
+        var keys = try lookUpKeys(requests, on: connection)
+        var lastIDs = try lookUpLastIDs(requests, on: connection)
+        var decisions: [Result<[AppendResult], Error>] = []
+        decisions.reserveCapacity(requests.count)
+        var inserted: [Row] = []
+        for events in requests {
+            var results: [AppendResult] = []
+            var mine: [Row] = []
+            var newKeys: [(KeyID, KnownKey)] = []
+            var newLast: [String: Int64] = [:]
+            var id = nextID
+            do {
+                for (index, prepared) in events.enumerated() {
+                    do {
+                        let event = prepared.event
+                        let keyID = event.idempotencyKey.map { KeyID(topic: event.topic, key: $0) }
+                        if let keyID, let known = newKeys.last(where: { $0.0 == keyID })?.1 ?? keys[keyID] {
+                            guard known.hash == prepared.hash else {
+                                throw EventLogError(
+                                    .idempotencyConflict,
+                                    "idempotency key \(Topic.quoted(keyID.key)) was used for a different event (id \(known.event.id)) on topic \(event.topic)"
+                                )
+                            }
+                            results.append(AppendResult(event: known.event, replayed: true))
+                            continue
+                        }
+                        if let expected = event.expectedLastID {
+                            let last = newLast[event.topic] ?? lastIDs[event.topic] ?? 0
+                            guard last == expected else {
+                                throw EventLogError(
+                                    .expectedLastIDMismatch,
+                                    "topic \(event.topic)'s last id is \(last), not the expected \(expected); nothing was appended",
+                                    lastID: last)
+                            }
+                        }
+                        try Self.checkStorable(event)
+                        id += 1
+                        let stored = Event(
+                            id: id, topic: event.topic, type: event.type, key: event.key, data: event.data, time: time)
+                        results.append(AppendResult(event: stored, replayed: false))
+                        mine.append(Row(event: stored, idempotencyKey: event.idempotencyKey, hash: prepared.hash))
+                        newLast[event.topic] = id
+                        if let keyID { newKeys.append((keyID, KnownKey(event: stored, hash: prepared.hash))) }
+                    } catch let error as EventLogError where events.count > 1 {
+                        throw error.at(index: index)
+                    }
+                }
+            } catch {
+                decisions.append(.failure(error))
+                continue
+            }
+            nextID = id
+            for (keyID, known) in newKeys { keys[keyID] = known }
+            for (topic, last) in newLast { lastIDs[topic] = last }
+            inserted += mine
+            decisions.append(.success(results))
+        }
+        return (decisions, inserted)
+    }
+
+    /// PostgreSQL's `text` cannot hold NUL, which SQLite's can: such an event is refused rather than failing the
+    /// group.
+    private static func checkStorable(_ event: NewEvent) throws {
+        if let data = event.data, data.text.utf8.contains(0) {
+            throw EventLogError(.invalidField, "data holds a NUL character, which the PostgreSQL store cannot keep")
+        }
+    }
+
+    /// The events the group's idempotency keys already name, in one query.
+    private func lookUpKeys(_ requests: [[PreparedEvent]], on connection: PGConnection) throws -> [KeyID: KnownKey] {
+        var topics: [String?] = []
+        var names: [String?] = []
+        for events in requests {
+            for prepared in events {
+                guard let key = prepared.event.idempotencyKey else { continue }
+                topics.append(prepared.event.topic)
+                names.append(key)
+            }
+        }
+        guard !topics.isEmpty else { return [:] }
+        let result = try connection.query(
+            """
+            SELECT \(PostgresSQL.eventColumns.split(separator: ", ").map { "e." + $0 }.joined(separator: ", ")), \
+            e.idempotency_key, e.request_hash
+            FROM unnest($1::text[], $2::text[]) AS k(topic, name)
+            JOIN eventlog.events e ON e.topic = k.topic AND e.idempotency_key = k.name
+            """,
+            [PostgresSQL.array(topics), PostgresSQL.array(names)])
+        var found: [KeyID: KnownKey] = [:]
+        for row in 0..<result.rowCount {
+            let event = PostgresSQL.event(result, row)
+            found[KeyID(topic: event.topic, key: result.text(row, 7) ?? "")] = KnownKey(
+                event: event, hash: result.int64(row, 8))
+        }
+        return found
+    }
+
+    /// The last id of each topic a conditional append of the group names, in one query (one seek per topic).
+    private func lookUpLastIDs(_ requests: [[PreparedEvent]], on connection: PGConnection) throws -> [String: Int64] {
+        var topics = Set<String>()
+        for events in requests {
+            for prepared in events where prepared.event.expectedLastID != nil { topics.insert(prepared.event.topic) }
+        }
+        guard !topics.isEmpty else { return [:] }
+        let result = try connection.query(
+            """
+            SELECT t, (SELECT max(id) FROM eventlog.events WHERE topic = t) FROM unnest($1::text[]) AS t
+            """,
+            [PostgresSQL.array(topics.map { $0 })])
+        var found: [String: Int64] = [:]
+        for row in 0..<result.rowCount { found[result.text(row, 0) ?? ""] = result.int64(row, 1) }
+        return found
+    }
+
+    /// Inserts accepted events, in statements of at most 5,000 rows (9 parameters each).
+    private func insert(_ rows: [Row], on connection: PGConnection) throws {
+        var start = 0
+        while start < rows.count {
+            let end = min(rows.count, start + 5000)
+            var sql = """
+                INSERT INTO eventlog.events (id, topic, type, key, data, data_format, time, idempotency_key, request_hash) \
+                VALUES
+                """
+            var parameters: [String?] = []
+            parameters.reserveCapacity((end - start) * 9)
+            for index in start..<end {
+                sql += index > start ? ",(" : " ("
+                let base = parameters.count
+                sql += (1...9).map { "$\(base + $0)" }.joined(separator: ",") + ")"
+                let row = rows[index]
+                let event = row.event
+                let data = PostgresSQL.dataColumns(event.data)
+                parameters += [
+                    String(event.id), event.topic, event.type, event.key, data.text, data.format, String(event.time),
+                    row.idempotencyKey, row.idempotencyKey == nil ? nil : String(row.hash),
+                ]
+            }
+            try connection.query(sql, parameters)
+            start = end
+        }
+    }
+
+    // MARK: The outbox
+
+    /// Reads up to 1,000 outbox rows in `seq` order, as events to append. A row that is not a valid event (its
+    /// topic, type, key or size break the limits) is logged and dropped: it cannot be refused to a caller whose
+    /// transaction already committed. Returns the rows and the largest `seq` read (0 when none).
+    private func readOutbox(_ connection: PGConnection) throws -> ([(seq: Int64, event: PreparedEvent)], Int64) {
+        let result = try connection.query(
+            "SELECT seq, topic, type, key, data::text, idempotency_key FROM eventlog.outbox ORDER BY seq LIMIT 1000")
+        var rows: [(seq: Int64, event: PreparedEvent)] = []
+        var through: Int64 = 0
+        for row in 0..<result.rowCount {
+            let seq = result.int64(row, 0)
+            through = seq
+            do {
+                let data = try result.text(row, 4).map { try PublishRequest.decodeData($0) } ?? nil
+                let event = NewEvent(
+                    topic: result.text(row, 1) ?? "", type: result.text(row, 2) ?? "message", key: result.text(row, 3),
+                    data: data, idempotencyKey: result.text(row, 5))
+                try limits.validate(event)
+                rows.append(
+                    (seq, PreparedEvent(event: event, hash: event.idempotencyKey == nil ? 0 : event.requestHash)))
+            } catch {
+                logger.error(
+                    "dropped an outbox row that is not a valid event",
+                    metadata: ["seq": "\(seq)", "error": "\(error)"])
+            }
+        }
+        return (rows, through)
+    }
+
+    static func publicError(_ error: Error) -> Error {
+        if let error = error as? PGError { return EventLogError.storage(error) }
+        return error
+    }
+}
