@@ -319,9 +319,39 @@ struct SubscriptionCursorTests {
         #expect(closed.next(now: Self.t0, writable: true) == .end(.shutdown))
         var failed = Self.cursor(.earliest)
         _ = Self.drain(&failed)
-        let error = EventLogError(.storageUnavailable, "disk I/O error")
+        let error = EventLogError(.corrupt, "not an event log")
         failed.readFailed(error)
         #expect(failed.next(now: Self.t0, writable: true) == .end(.failed(error)))
+    }
+
+    @Test("an unavailable store (a database outage) keeps the stream open with keepalives and reads again after it")
+    func storageUnavailableRetries() {
+        var cursor = Self.cursor(.earliest, keepalive: .seconds(15))
+        _ = Self.drain(&cursor)
+        cursor.boundsFetched(epoch: "E", earliest: 1, head: 10)
+        #expect(Self.drain(&cursor).last == .read(after: 0, limit: 3))
+        cursor.pageRead(Self.page([1, 2, 3], next: 3, head: 10))
+        #expect(Self.drain(&cursor).last == .read(after: 3, limit: 3))
+        cursor.readFailed(EventLogError(.storageUnavailable, "PostgreSQL: connection refused"))
+        #expect(cursor.next(now: Self.t0, writable: true) == .idle)
+        // The first tick starts the wait; the read comes back one retry interval later, from the same position.
+        cursor.tick(now: Self.t0 + .seconds(1))
+        #expect(cursor.next(now: Self.t0 + .seconds(1), writable: true) == .idle)
+        cursor.tick(now: Self.t0 + .milliseconds(1_999))
+        #expect(cursor.next(now: Self.t0 + .milliseconds(1_999), writable: true) == .idle)
+        cursor.tick(now: Self.t0 + .seconds(2))
+        #expect(cursor.next(now: Self.t0 + .seconds(2), writable: true) == .read(after: 3, limit: 3))
+        // Failing again and again: keepalives go out while it waits.
+        cursor.readFailed(EventLogError(.storageUnavailable, "PostgreSQL: connection refused"))
+        cursor.tick(now: Self.t0 + .seconds(17))
+        #expect(cursor.next(now: Self.t0 + .seconds(17), writable: true) == .write(.keepalive))
+        cursor.tick(now: Self.t0 + .seconds(18))
+        #expect(cursor.next(now: Self.t0 + .seconds(18), writable: true) == .read(after: 3, limit: 3))
+        cursor.pageRead(Self.page([4], next: 10, head: 10))
+        #expect(
+            Self.drain(&cursor) == [
+                .write(.event(Self.event(4), replayed: true)), .write(.caughtUp(position: 10)), .wait(after: 10),
+            ])
     }
 
     @Test("the deadline (a token's expiry) ends the stream at the first tick after it")

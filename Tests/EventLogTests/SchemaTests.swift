@@ -73,3 +73,20 @@ struct SchemaTests {
         }
     }
 }
+
+@Suite("PostgreSQL schema")
+struct PostgresSchemaTests {
+    static let directory = SchemaTests.schemaDirectory.appendingPathComponent("postgres", isDirectory: true)
+
+    @Test("every embedded PostgreSQL migration is byte for byte its file in schema/postgres/, numbered from 1")
+    func embeddedMatchesFiles() throws {
+        let files = try FileManager.default.contentsOfDirectory(atPath: Self.directory.path)
+            .filter { $0.hasSuffix(".sql") }.sorted()
+        #expect(files == PostgresSchema.migrations.map(\.file))
+        #expect(PostgresSchema.migrations.map(\.version) == Array(1...PostgresSchema.migrations.count))
+        for migration in PostgresSchema.migrations {
+            let file = try Data(contentsOf: Self.directory.appendingPathComponent(migration.file))
+            #expect(Array(migration.sql.utf8) == Array(file), "\(migration.file) differs from its embedded copy")
+        }
+    }
+}

@@ -73,7 +73,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
         guard let connection, PQstatus(connection) == CONNECTION_OK else {
             let message = connection.map { Self.text(PQerrorMessage($0)) } ?? "out of memory"
             if let connection { PQfinish(connection) }
-            throw PGError(sqlState: "", message: "cannot connect to \(displayName): \(message)")
+            throw PGError(sqlState: "", message: "cannot connect to \(displayName): \(Self.oneLine(message))")
         }
         // libpq prints NOTICEs (`schema already exists, skipping`) on stderr by default.
         PQsetNoticeProcessor(connection, { _, _ in }, nil)
@@ -134,7 +134,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     /// Runs `body` in a transaction (`BEGIN` plus `mode`, e.g. `ISOLATION LEVEL REPEATABLE READ READ ONLY`),
     /// committing when it returns and rolling back when it throws.
     func transaction<T>(_ mode: String = "", _ body: () throws -> T) throws -> T {
-        try execute(mode.isEmpty ? "BEGIN" : "BEGIN " + mode)
+        try begin(mode)
         do {
             let value = try body()
             try execute("COMMIT")
@@ -142,6 +142,19 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
         } catch {
             rollback()
             throw error
+        }
+    }
+
+    /// Begins a transaction. When the connection turns out to be dead (PostgreSQL restarted since its last use),
+    /// it reconnects and begins once more: nothing had been sent in the transaction, so nothing is lost or doubled,
+    /// and the first request after a restart does not fail for a connection that is already gone.
+    func begin(_ mode: String = "") throws {
+        let sql = mode.isEmpty ? "BEGIN" : "BEGIN " + mode
+        do {
+            try execute(sql)
+        } catch let error as PGError where error.isConnectionProblem && handle != nil {
+            close()
+            try execute(sql)
         }
     }
 
@@ -201,7 +214,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
 
     private static func oneLine(_ text: String) -> String {
         let trimmed = text.hasPrefix("ERROR:  ") ? String(text.dropFirst(8)) : text
-        return trimmed.split(whereSeparator: \.isNewline).joined(separator: " ")
+        return trimmed.split(whereSeparator: { $0.isNewline || $0 == "\t" }).joined(separator: " ")
     }
 }
 

@@ -182,7 +182,7 @@ final class PostgresWriter: @unchecked Sendable {
         var newHead = head
         var movedCount = 0
         do {
-            try connection.execute("BEGIN")
+            try connection.begin()
             let counter = try connection.query("SELECT head, time, removals FROM eventlog.counter FOR UPDATE")
             let databaseHead = counter.int64(0, 0)
             let databaseTime = counter.int64(0, 1)

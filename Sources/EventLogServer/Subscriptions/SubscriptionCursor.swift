@@ -77,7 +77,12 @@ struct SubscriptionCursor {
 
     private enum Phase: Equatable {
         case needsBounds, fetchingBounds, needsRead, reading, needsWait, waiting, ended
+        /// A read failed with `storage_unavailable` (the database is down): try again after ``retryInterval``.
+        case backingOff
     }
+
+    /// How long a subscriber waits before it reads again after the store could not be read.
+    static let retryInterval: TimeAmount = .seconds(1)
 
     let start: CursorStart
     /// A position from another epoch's resume token, announced with `reset` after `opened`.
@@ -112,6 +117,9 @@ struct SubscriptionCursor {
     /// Since when the cursor has had something to do that the channel's backpressure held back.
     private var blockedSince: NIODeadline?
     private var ending: Ending?
+    /// While backing off: the phase to go back to, and when (set at the first tick after the failure).
+    private var retryPhase = Phase.needsRead
+    private var retryAt: NIODeadline?
 
     init(
         start: CursorStart, resetNotice: Int64? = nil, pageSize: Int, keepalive: TimeAmount?,
@@ -169,7 +177,7 @@ struct SubscriptionCursor {
             blockedSince = nil
             phase = .waiting
             return .wait(after: position)
-        case .fetchingBounds, .reading, .waiting, .ended:
+        case .fetchingBounds, .reading, .waiting, .ended, .backingOff:
             return .idle
         }
     }
@@ -264,9 +272,17 @@ struct SubscriptionCursor {
         phase = .needsWait
     }
 
-    /// A read (or the bounds) failed: the subscription ends.
+    /// A read (or the bounds) failed. When the store is unavailable (a database restart or outage), the
+    /// subscription stays open, sends its keepalives, and reads again from where it was after
+    /// ``retryInterval``: nothing is skipped or sent twice. Any other failure ends it.
     mutating func readFailed(_ error: EventLogError) {
         guard ending == nil else { return }
+        if error.code == .storageUnavailable, phase == .reading || phase == .fetchingBounds {
+            retryPhase = phase == .reading ? .needsRead : .needsBounds
+            phase = .backingOff
+            retryAt = nil
+            return
+        }
         ending = error.code == .closed ? .shutdown : .failed(error)
     }
 
@@ -279,11 +295,21 @@ struct SubscriptionCursor {
     /// The event loop's sweep: keepalive when idle, the stall timeout, the deadline.
     mutating func tick(now: NIODeadline) {
         guard phase != .ended, ending == nil else { return }
+        if phase == .backingOff {
+            if let retryAt, now >= retryAt {
+                phase = retryPhase
+                self.retryAt = nil
+            } else if retryAt == nil {
+                retryAt = now + Self.retryInterval
+            }
+        }
         if let deadline, now >= deadline {
             ending = .expired
         } else if let blockedSince, now - blockedSince >= stallTimeout {
             ending = .stalled
-        } else if let keepalive, phase == .waiting, pendingOutputs == 0, now - lastWrite >= keepalive {
+        } else if let keepalive, phase == .waiting || phase == .backingOff, pendingOutputs == 0,
+            now - lastWrite >= keepalive
+        {
             outbox.append(.keepalive)
         }
     }
