@@ -12,7 +12,8 @@ struct EventLogCommand: AsyncParsableCommand {
         abstract: "Replay, tail and publish the events of an eventlog, from its database file or a server.",
         discussion: """
             Every command works on a database file (--db PATH: read-only, safe beside a running eventlogd, never \
-            blocks it) or on a server (--server URL); when the command line gives neither, their environment \
+            blocks it), on a PostgreSQL log (--db postgres://user@host:port/dbname, shared with the eventlogd nodes) \
+            or on a server (--server URL); when the command line gives neither, their environment \
             variables can. A server with access control needs --token (a JWT or an API key; `eventlog token` \
             makes them). Exit status: 0 on success, 1 for an error (one line on stderr, a server's refusal with its \
             message), 2 for a usage error.
@@ -49,7 +50,7 @@ struct UserError: Error {
 
 /// Where the events come from: `--db PATH` or `--server URL`.
 struct SourceOptions: ParsableArguments {
-    @Option(name: .customLong("db"), help: "The database file (opened read-only unless publishing).")
+    @Option(name: .customLong("db"), help: "The database file, or a PostgreSQL URL (opened read-only unless publishing).")
     var databasePath: String?
 
     @Option(help: "A server's base URL, e.g. http://127.0.0.1:8080.")
@@ -72,7 +73,7 @@ struct SourceOptions: ParsableArguments {
             return .server(EventLogClient(baseURL: server, configuration: configuration))
         }
         guard let path = databasePath else { throw UserError("give --db PATH or --server URL") }
-        guard FileManager.default.fileExists(atPath: path) || !readOnly else {
+        guard EventLog.isPostgresURL(path) || FileManager.default.fileExists(atPath: path) || !readOnly else {
             throw UserError("no database at \(path)")
         }
         var options = EventLog.Options()
@@ -82,7 +83,7 @@ struct SourceOptions: ParsableArguments {
         do {
             return .database(try await EventLog.open(path: path, options: options))
         } catch {
-            throw UserError("cannot open \(path): \(UserError.describe(error))")
+            throw UserError("cannot open \(EventLog.redactedLocation(path)): \(UserError.describe(error))")
         }
     }
 }

@@ -45,15 +45,6 @@ struct EventLogDaemon: AsyncParsableCommand {
             """)
     var databasePath = "./data/eventlog.db"
 
-    /// `--db` for log lines: a PostgreSQL URL without its password.
-    private var redactedDatabase: String {
-        guard EventLog.isPostgresURL(databasePath), let scheme = databasePath.range(of: "://"),
-            let at = databasePath[scheme.upperBound...].firstIndex(of: "@"),
-            let colon = databasePath[scheme.upperBound..<at].firstIndex(of: ":")
-        else { return databasePath }
-        return String(databasePath[..<colon]) + ":***" + String(databasePath[at...])
-    }
-
     @Option(
         help: """
             full: every acknowledged event is on disk (fsync); normal: survives a process crash, a power loss may \
@@ -240,7 +231,9 @@ struct EventLogDaemon: AsyncParsableCommand {
         do {
             log = try await EventLog.open(path: path, options: options)
         } catch {
-            logger.critical("cannot open the log", metadata: ["db": "\(redactedDatabase)", "error": "\(error)"])
+            logger.critical(
+                "cannot open the log",
+                metadata: ["db": "\(EventLog.redactedLocation(databasePath))", "error": "\(error)"])
             lock?.release()
             files?.remove()
             throw ExitCode(1)

@@ -96,6 +96,11 @@ public final class EventLog: Sendable {
         PostgresEventStore.isURL(location)
     }
 
+    /// `location` for messages and logs: a PostgreSQL URL without its password (`postgres://user:***@host/db`).
+    public static func redactedLocation(_ location: String) -> String {
+        PGConnection.redacted(location)
+    }
+
     /// True when this log is kept in PostgreSQL.
     public var isPostgres: Bool { store is PostgresEventStore }
 
