@@ -176,6 +176,23 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("a batch of 12,000 events commits whole, in statements of 5,000, with ids in order")
+    func bigBatch() async throws {
+        try await TestPostgres.withNodes(2) { nodes, _ in
+            _ = try await nodes[1].append(Self.event("big/0", "before"))
+            let results = try await nodes[0].append(
+                batch: (0..<12_000).map { Self.event("big/\($0 % 7)", "e\($0)", key: "k\($0 % 100)") })
+            #expect(results.map(\.event.id) == Array(2...12_001))
+            try await waitUntil { nodes[1].head == 12_001 }
+            let page = try await nodes[1].read(after: 5_000, selectors: .all, limit: 2)
+            #expect(page.events.map(\.data) == [.text("e4999"), .text("e5000")])
+            // The latest table holds the newest event of each of the 7 × 100 keys … and big/0's key-less one.
+            let snapshot = try await nodes[1].readSnapshot(after: 0, selectors: .all, limit: 1_000)
+            #expect(snapshot.events.count == 701)
+            #expect(snapshot.events.last?.id == 12_001)
+        }
+    }
+
     @Test("a NUL in text data is refused alone; the rest of the group commits")
     func nulRefused() async throws {
         try await TestPostgres.withNodes(1) { nodes, _ in

@@ -148,13 +148,15 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     /// Begins a transaction. When the connection turns out to be dead (PostgreSQL restarted since its last use),
     /// it reconnects and begins once more: nothing had been sent in the transaction, so nothing is lost or doubled,
     /// and the first request after a restart does not fail for a connection that is already gone.
-    func begin(_ mode: String = "") throws {
-        let sql = mode.isEmpty ? "BEGIN" : "BEGIN " + mode
+    /// With `statement` (no parameters), it runs in the same round trip and its rows are returned.
+    @discardableResult
+    func begin(_ mode: String = "", then statement: String? = nil) throws -> PGResult {
+        let sql = (mode.isEmpty ? "BEGIN" : "BEGIN " + mode) + (statement.map { "; " + $0 } ?? "")
         do {
-            try execute(sql)
+            return try execute(sql)
         } catch let error as PGError where error.isConnectionProblem && handle != nil {
             close()
-            try execute(sql)
+            return try execute(sql)
         }
     }
 
