@@ -50,7 +50,8 @@ struct UserError: Error {
 
 /// Where the events come from: `--db PATH` or `--server URL`.
 struct SourceOptions: ParsableArguments {
-    @Option(name: .customLong("db"), help: "The database file, or a PostgreSQL URL (opened read-only unless publishing).")
+    @Option(
+        name: .customLong("db"), help: "The database file, or a PostgreSQL URL (opened read-only unless publishing).")
     var databasePath: String?
 
     @Option(help: "A server's base URL, e.g. http://127.0.0.1:8080.")
