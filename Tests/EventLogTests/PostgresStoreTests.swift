@@ -242,6 +242,34 @@ struct PostgresStoreTests {
         }
     }
 
+    @Test("an outbox backlog from while no node ran moves whole, in seq order, a page per group commit")
+    func outboxBacklog() async throws {
+        try await TestPostgres.withDatabase { url in
+            await (try await EventLog.open(path: url)).close()
+            let app = try PGConnection(url: url)
+            defer { app.close() }
+            try app.execute(
+                """
+                BEGIN;
+                SELECT eventlog.publish('backlog/' || (n % 3), 'n', NULL, to_jsonb(n), NULL) FROM generate_series(1, 2500) n;
+                COMMIT;
+                """)
+            let node = try await EventLog.open(path: url)
+            defer { Task { await node.close() } }
+            try await waitUntil { node.head == 2500 }
+            var position: Int64 = 0
+            var values: [EventData?] = []
+            while position < 2500 {
+                let page = try await node.read(after: position, selectors: .all, limit: 1000)
+                values += page.events.map(\.data)
+                position = page.next
+            }
+            #expect(values == (1...2500).map { .json("\($0)") })
+            #expect(try app.scalarInt("SELECT count(*) FROM eventlog.outbox") == 0)
+            await node.close()
+        }
+    }
+
     @Test("retention raises precise watermarks, compaction none; snapshot pages, since and rewind as on SQLite")
     func maintenanceAndStarts() async throws {
         try await TestPostgres.withNodes(2) { nodes, _ in

@@ -92,7 +92,7 @@ final class PostgresEventStore: EventStore {
                 let state = writer.state
                 if channel == PostgresListener.outboxChannel {
                     state.outboxChanged()
-                    writer.threads.submit(.outbox)
+                    if !state.outboxQueued.exchange(true, ordering: .relaxed) { writer.threads.submit(.outbox) }
                 } else if channel == PostgresListener.reconnectedChannel
                     || (Int64(payload) ?? .max) > state.knownHead.load(ordering: .relaxed)
                 {

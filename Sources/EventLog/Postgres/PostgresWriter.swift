@@ -32,6 +32,10 @@ final class PostgresWriter: @unchecked Sendable {
     private let outboxPending = Atomic<Bool>(true)
     /// True while a catch-up job is queued, so a burst of notifications queues one.
     let catchUpQueued = Atomic<Bool>(false)
+    /// True while an outbox job is queued, likewise.
+    let outboxQueued = Atomic<Bool>(false)
+    /// The last group moved a full page of outbox rows: more may wait.
+    private var outboxBacklog = false
     /// `head` for other threads (the listener compares a notification's head with it).
     let knownHead = Atomic<Int64>(0)
     /// The most events read into the tail by one catch-up; beyond it the tail is reset instead.
@@ -87,12 +91,19 @@ final class PostgresWriter: @unchecked Sendable {
             }
             group.removeAll()
             wantsOutbox = false
+            // A backlog in the outbox (eventlogd was down while applications published) moves a page per group
+            // now, not a page per wake-up.
+            while outboxBacklog {
+                outboxPending.store(true, ordering: .relaxed)
+                commit([], on: connection)
+            }
         }
         for job in jobs {
             switch job {
             case .append(let request):
                 group.append(request)
             case .outbox:
+                outboxQueued.store(false, ordering: .relaxed)
                 outboxPending.store(true, ordering: .relaxed)
                 wantsOutbox = true
             case .catchUp:
@@ -175,6 +186,7 @@ final class PostgresWriter: @unchecked Sendable {
 
     private func commit(_ requests: [AppendRequest], on connection: PGConnection) {
         let moveOutbox = outboxPending.exchange(false, ordering: .relaxed)
+        outboxBacklog = false
         var decisions: [Result<[AppendResult], Error>] = []
         var inserted: [Event] = []
         var caughtUp: [Event] = []
@@ -199,8 +211,7 @@ final class PostgresWriter: @unchecked Sendable {
             var outbox: [(seq: Int64, event: PreparedEvent)] = []
             var outboxThrough: Int64 = 0
             if moveOutbox {
-                (outbox, outboxThrough) = try readOutbox(connection)
-                if outboxThrough > 0 { outboxPending.store(true, ordering: .relaxed) }  // maybe more: look again
+                (outbox, outboxThrough, outboxBacklog) = try readOutbox(connection)
             }
             let all = requests.map(\.events) + outbox.map { [$0.event] }
             let time = max(Timestamp.nowMilliseconds(), databaseTime, lastTime)
@@ -218,6 +229,7 @@ final class PostgresWriter: @unchecked Sendable {
             removals = databaseRemovals
         } catch {
             connection.rollback()
+            outboxBacklog = false
             if moveOutbox { outboxPending.store(true, ordering: .relaxed) }
             logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
             let mapped = Self.publicError(error)
@@ -408,10 +420,14 @@ final class PostgresWriter: @unchecked Sendable {
 
     /// Reads up to 1,000 outbox rows in `seq` order, as events to append. A row that is not a valid event (its
     /// topic, type, key or size break the limits) is logged and dropped: it cannot be refused to a caller whose
-    /// transaction already committed. Returns the rows and the largest `seq` read (0 when none).
-    private func readOutbox(_ connection: PGConnection) throws -> ([(seq: Int64, event: PreparedEvent)], Int64) {
+    /// transaction already committed. Returns the rows, the largest `seq` read (0 when none), and whether the page
+    /// was full.
+    private func readOutbox(
+        _ connection: PGConnection
+    ) throws -> ([(seq: Int64, event: PreparedEvent)], Int64, Bool) {
         let result = try connection.query(
-            "SELECT seq, topic, type, key, data::text, idempotency_key FROM eventlog.outbox ORDER BY seq LIMIT 1000")
+            "SELECT seq, topic, type, key, data::text, idempotency_key FROM eventlog.outbox ORDER BY seq LIMIT $1",
+            [String(Self.outboxPage)])
         var rows: [(seq: Int64, event: PreparedEvent)] = []
         var through: Int64 = 0
         for row in 0..<result.rowCount {
@@ -431,8 +447,11 @@ final class PostgresWriter: @unchecked Sendable {
                     metadata: ["seq": "\(seq)", "error": "\(error)"])
             }
         }
-        return (rows, through)
+        return (rows, through, result.rowCount == Self.outboxPage)
     }
+
+    /// The most outbox rows one group commit moves.
+    static let outboxPage = 1000
 
     static func publicError(_ error: Error) -> Error {
         if let error = error as? PGError { return EventLogError.storage(error) }
