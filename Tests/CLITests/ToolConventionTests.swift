@@ -89,7 +89,10 @@ struct ToolConventionTests {
                 """
                   --port <port>           The port to bind, 0 for any free port. (default:
                                           8080) (env: EVENTLOG_PORT)
-                  --db <db>               The database file, created if missing. (default:
+                  --db <db>               The database: a SQLite file, created if missing, or a
+                                          PostgreSQL URL (postgres://user@host:port/dbname),
+                                          whose schema eventlog is created if missing and which
+                                          any number of eventlogd nodes may share. (default:
                                           ./data/eventlog.db) (env: EVENTLOG_DB)
 
                 """))
