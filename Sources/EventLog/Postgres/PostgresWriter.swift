@@ -248,6 +248,11 @@ final class PostgresWriter: @unchecked Sendable {
         for (request, decision) in zip(requests, decisions) {
             request.completion(decision)
         }
+        for case .failure(let error) in decisions.dropFirst(requests.count) {
+            // An outbox row refused in the group (its idempotency key names a different event): its transaction
+            // committed, so nobody can be told but the log.
+            logger.error("dropped an outbox row", metadata: ["error": "\(error)"])
+        }
     }
 
     /// Decides every request of the group in order, with the database's idempotency keys and topic heads looked up
