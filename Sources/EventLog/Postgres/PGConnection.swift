@@ -51,6 +51,10 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
 
     deinit { close() }
 
+    static func describe(_ error: any Error) -> String {
+        (error as? PGError).map { "PostgreSQL: \($0.message)" } ?? "\(error)"
+    }
+
     /// Closes the connection; a later call reconnects.
     func close() {
         if let handle { PQfinish(handle) }

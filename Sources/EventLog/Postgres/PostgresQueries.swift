@@ -5,7 +5,7 @@ extension PostgresEventStore {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
     ) {
-        readOnReader(completion) { connection in
+        readers.read(completion) { connection in
             try Self.readPage(connection, after: position, selectors: selectors, limit: limit, snapshot: false)
         }
     }
@@ -14,32 +14,9 @@ extension PostgresEventStore {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
     ) {
-        readOnReader(completion) { connection in
+        readers.read(completion) { connection in
             try Self.readPage(connection, after: position, selectors: selectors, limit: limit, snapshot: true)
         }
-    }
-
-    private func readOnReader(
-        _ completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void,
-        _ body: @escaping @Sendable (PGConnection) throws -> HistoryPage
-    ) {
-        let accepted = readers.submit(
-            DatabaseJob { connection in
-                completion(
-                    Result { () throws(EventLogError) -> HistoryPage in
-                        do {
-                            return try body(connection)
-                        } catch let error as EventLogError {
-                            throw error
-                        } catch let error as PGError {
-                            throw EventLogError(
-                                .storageUnavailable, "the store cannot read: PostgreSQL: \(error.message)")
-                        } catch {
-                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error)")
-                        }
-                    })
-            })
-        if !accepted { completion(.failure(.closed)) }
     }
 
     static let snapshotTransaction = "ISOLATION LEVEL REPEATABLE READ READ ONLY"

@@ -160,9 +160,13 @@ private final class OpenResults: @unchecked Sendable {
 /// A connection that one of ``DatabaseThreads`` owns: opened on the thread, closed there when it stops.
 protocol ThreadConnection: SendableMetatype {
     func close()
+    /// How a failed read names its cause in the `storage_unavailable` it becomes.
+    static func describe(_ error: any Error) -> String
 }
 
-extension Connection: ThreadConnection {}
+extension Connection: ThreadConnection {
+    static func describe(_ error: any Error) -> String { (error as? SQLiteError)?.message ?? "\(error)" }
+}
 
 /// The threads of a ``SQLiteEventStore``, each with its own SQLite ``Connection``.
 typealias SQLiteThreads<Job: Sendable> = DatabaseThreads<Connection, Job>
@@ -181,6 +185,28 @@ extension DatabaseThreads where Job == DatabaseJob<Handle> {
         try self.init(name: name, count: count, maxBatch: 1, open: open) { connection, jobs in
             for job in jobs { job.body(connection) }
         }
+    }
+
+    /// Runs `body` on one of the threads and hands its result to `completion` there: a failure other than the
+    /// log's own errors is `storage_unavailable`, threads that shut down `closed`.
+    func read<T: Sendable>(
+        _ completion: @escaping @Sendable (Result<T, EventLogError>) -> Void,
+        _ body: @escaping @Sendable (Handle) throws -> T
+    ) {
+        let accepted = submit(
+            DatabaseJob { connection in
+                completion(
+                    Result { () throws(EventLogError) -> T in
+                        do {
+                            return try body(connection)
+                        } catch let error as EventLogError {
+                            throw error
+                        } catch {
+                            throw EventLogError(.storageUnavailable, "the store cannot read: \(Handle.describe(error))")
+                        }
+                    })
+            })
+        if !accepted { completion(.failure(.closed)) }
     }
 
     /// Runs `body` on one of the threads and returns its result.

@@ -5,7 +5,7 @@ extension SQLiteEventStore {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
     ) {
-        readOnReader(completion) { connection in
+        readers.read(completion) { connection in
             try Self.readPage(connection, after: position, selectors: selectors, limit: limit)
         }
     }
@@ -14,33 +14,9 @@ extension SQLiteEventStore {
         after position: Int64, selectors: SelectorSet, limit: Int,
         completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void
     ) {
-        readOnReader(completion) { connection in
+        readers.read(completion) { connection in
             try Self.readSnapshotPage(connection, after: position, selectors: selectors, limit: limit)
         }
-    }
-
-    /// Runs `body` on a reader thread and hands its page to `completion` there; a failure to read is
-    /// `storage_unavailable`, a closed store `closed`.
-    private func readOnReader(
-        _ completion: @escaping @Sendable (Result<HistoryPage, EventLogError>) -> Void,
-        _ body: @escaping @Sendable (Connection) throws -> HistoryPage
-    ) {
-        let accepted = readers.submit(
-            ConnectionJob { connection in
-                completion(
-                    Result { () throws(EventLogError) -> HistoryPage in
-                        do {
-                            return try body(connection)
-                        } catch let error as EventLogError {
-                            throw error
-                        } catch let error as SQLiteError {
-                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error.message)")
-                        } catch {
-                            throw EventLogError(.storageUnavailable, "the store cannot read: \(error)")
-                        }
-                    })
-            })
-        if !accepted { completion(.failure(.closed)) }
     }
 
     func removals(_ selectors: SelectorSet) async throws -> RemovalMark {
