@@ -15,6 +15,17 @@ if ((${#need_apt[@]})); then
     apt-get update -qq && apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
+# A throwaway PostgreSQL cluster (initdb in a temp directory, pg_ctl on a loopback port, as the postgres
+# user): the PostgreSQL store's tests and tools/conformance/cluster.py run against it. It is stopped and
+# deleted when this script exits, whatever the outcome.
+tools/pg.sh install
+pg_dir="$(mktemp -d /tmp/eventlog-test-pg.XXXXXX)"
+trap 'tools/pg.sh stop "$pg_dir"' EXIT
+pg_port="${EVENTLOG_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}"
+echo "== PostgreSQL on 127.0.0.1:$pg_port ($pg_dir)"
+EVENTLOG_TEST_POSTGRES="$(tools/pg.sh start "$pg_dir" "$pg_port")"
+export EVENTLOG_TEST_POSTGRES EVENTLOG_TEST_PG_DIR="$pg_dir"
+
 echo "== swift build"
 swift build --build-tests 2>&1 | tail -n 3
 
