@@ -151,7 +151,8 @@ _MISSING = object()
 
 
 class Server:
-    """One eventlogd process (and its restarts) on one database in a private temp directory."""
+    """One eventlogd process (and its restarts) on one database in a private temp directory, or on a
+    PostgreSQL database given as `db=` (then several Servers may be nodes of one log)."""
 
     def __init__(
         self,
@@ -162,13 +163,17 @@ class Server:
         keep_tmp: Optional[bool] = None,
         env: Optional[dict] = None,
         http_headers: Optional[dict] = None,
+        db: Optional[str] = None,
     ) -> None:
         self.binary = eventlogd_path(binary)
         self.args = list(args)
         self.env = dict(env or {})  # added to this script's environment for the process
         self.name = name
         self.tmp = tempfile.mkdtemp(prefix=f"eventlog-conformance-{name}-")
-        self.db = os.path.join(self.tmp, "eventlog.db")
+        # `db`: a PostgreSQL URL (postgres://user@host:port/dbname) shared with other nodes instead of
+        # a SQLite file in the temp directory. The temp directory then only holds this node's logs, and
+        # nothing in the database is ever deleted here.
+        self.db = db if db is not None else os.path.join(self.tmp, "eventlog.db")
         self.port: Optional[int] = None
         self.proc: Optional[subprocess.Popen] = None
         self.generation = 0
