@@ -33,6 +33,7 @@ SCRIPTS=(
     hostile.py
     auth.py
     orderstate.py
+    cluster.py
 )
 if [ "$#" -gt 0 ]; then
     SCRIPTS=("$@")
