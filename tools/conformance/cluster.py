@@ -194,7 +194,7 @@ class Subscriber:
 
     kind = "?"
 
-    def __init__(self, label: str, nodes: list, home: int, selector: str, max_connects: int = 30) -> None:
+    def __init__(self, label: str, nodes: list, home: int, selector: str, max_connects: int = 60) -> None:
         self.label = label
         self.nodes = nodes
         self.home = home
@@ -226,6 +226,7 @@ class Subscriber:
 
     def _run(self) -> None:
         attempt = 0
+        quick = 0
         while not self.stop.is_set() and len(self.connections) < self.max_connects:
             node = self._pick(attempt)
             if node is None:
@@ -234,6 +235,7 @@ class Subscriber:
                 attempt += 1
                 continue
             self.connections.append(node.name)
+            opened = time.monotonic()
             try:
                 self.follow(node)
             except Exception as error:  # noqa: BLE001 - recorded, then reconnect
@@ -241,10 +243,11 @@ class Subscriber:
             if self.stop.is_set():
                 break
             # The connection ended: the same node when it is still alive (stream closed by an
-            # outage), else the next. A short pause, as a browser's retry would.
+            # outage), else the next. A pause, as a browser's retry would, longer after quick failures.
             if not node.running:
                 attempt += 1
-            time.sleep(0.1)
+            quick = quick + 1 if time.monotonic() - opened < 1.0 else 0
+            time.sleep(min(0.1 * (1 + quick), 1.0))
 
     def follow(self, node: Server) -> None:
         raise NotImplementedError
@@ -284,7 +287,7 @@ class SSESubscriber(Subscriber):
                         self.record(int(frame.id))
                     except ValueError:
                         self.problems.append(f"{node.name}: bad id {frame.id!r}")
-                else:
+                elif frame.event is not None or frame.data is not None:
                     name = frame.event
                     self.controls.append((node.name, name, frame.data))
                     if name == "eventlog.open":
@@ -346,9 +349,9 @@ class WSSubscriber(Subscriber):
 def start_subscribers(nodes: list, selector: str, per_node: tuple = ("sse", "ws")) -> list:
     subscribers = []
     for index, node in enumerate(nodes):
-        for kind in per_node:
+        for number, kind in enumerate(per_node):
             cls = SSESubscriber if kind == "sse" else WSSubscriber
-            subscribers.append(cls(f"{kind}@{node.name}", nodes, index, selector).start())
+            subscribers.append(cls(f"{kind}{number}@{node.name}", nodes, index, selector).start())
     return subscribers
 
 
@@ -505,12 +508,29 @@ def check_publishers(pubs: Publishers, what: str) -> set:
     return set(ids)
 
 
-def check_log(nodes: list, pubs: Publishers, selector: str, what: str) -> list:
+def fetch_history(node: Server, selector: str, attempts: int = 1) -> tuple:
+    """all_history, tried up to `attempts` times (0.3 s apart): (events or None, [failures])."""
+    failures: list = []
+    for _ in range(attempts):
+        try:
+            return all_history(node, selector)[0], failures
+        except Exception as error:  # noqa: BLE001 - recorded
+            failures.append(str(error)[:300])
+            time.sleep(0.3)
+    return None, failures
+
+
+def check_log(nodes: list, pubs: Publishers, selector: str, what: str, attempts: int = 1) -> list:
     """History from every running node: identical, and exactly the acknowledged events. Returns the ids."""
     histories = {}
     for node in nodes:
         if node.running:
-            events, _page = all_history(node, selector)
+            events, failures = fetch_history(node, selector, attempts)
+            if events is None:
+                checks.fail(f"{what}: {node.name} answers GET history", failures[-3:])
+                continue
+            if failures:
+                info(f"{what}: {node.name}'s history needed {len(failures) + 1} attempts: {failures[:3]}")
             histories[node.name] = events
     names = sorted(histories)
     reference = histories[names[0]]
@@ -638,9 +658,14 @@ def scenario_pg_restart() -> None:
 
         checks.check(wait_until(publish_ok, 30.0, 0.2), f"2: {node.name} publishes again after the restart",
                      f"answers {answers[-5:]}")
+    # Once a node publishes again, PostgreSQL is back: its reads must work too, at the first try.
+    for node in nodes:
+        events, failures = fetch_history(node, selector, 1)
+        checks.check(events is not None, f"2: {node.name} answers GET history at the first try once it publishes again",
+                     failures)
     acked = check_publishers(pubs, "2")
     acked = {entry[0] for entry in pubs.acked}
-    log_ids = check_log(nodes, pubs, selector, "2")
+    log_ids = check_log(nodes, pubs, selector, "2", attempts=10)
     check_deliveries(subscribers, acked, log_ids, "2")
     info("2: connections per subscriber: " + ", ".join(f"{s.label}={len(s.connections)}" for s in subscribers))
     for node in nodes:
