@@ -658,11 +658,22 @@ def scenario_pg_restart() -> None:
 
         checks.check(wait_until(publish_ok, 30.0, 0.2), f"2: {node.name} publishes again after the restart",
                      f"answers {answers[-5:]}")
-    # Once a node publishes again, PostgreSQL is back: its reads must work too, at the first try.
-    for node in nodes:
-        events, failures = fetch_history(node, selector, 1)
-        checks.check(events is not None, f"2: {node.name} answers GET history at the first try once it publishes again",
-                     failures)
+    # Once a node publishes again, PostgreSQL is back: its reads must work too, at the first try: a
+    # GET history on node0, new subscribers (replaying from the database) on node1 and node2.
+    late = []
+    for index in (1, 2):
+        late.append(SSESubscriber(f"new-sse@{nodes[index].name}", nodes, index, selector).start())
+        late.append(WSSubscriber(f"new-ws@{nodes[index].name}", nodes, index, selector).start())
+    events, failures = fetch_history(nodes[0], selector, 1)
+    checks.check(events is not None, f"2: {nodes[0].name} answers GET history at the first try once it publishes again",
+                 failures)
+    wait_caught_up(late, 15.0)
+    for subscriber in late:
+        checks.check(len(subscriber.connections) == 1 and not subscriber.problems,
+                     f"2: {subscriber.label}, subscribing from earliest after the restart, replays on its first connection",
+                     f"connections {subscriber.connections}, problems {subscriber.problems[:3]}, controls "
+                     f"{subscriber.controls[:3]}")
+    subscribers += late
     acked = check_publishers(pubs, "2")
     acked = {entry[0] for entry in pubs.acked}
     log_ids = check_log(nodes, pubs, selector, "2", attempts=10)
