@@ -22,6 +22,13 @@ enum TestPostgres {
         return (slash.map { String(base[..<$0.lowerBound]) } ?? base) + "/" + name + query
     }
 
+    /// Runs the blocking `body` on a thread of its own (not on the cooperative pool) and returns its result.
+    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread { continuation.resume(with: Result { try body() }) }.start()
+        }
+    }
+
     /// Runs `body` with the URL of a new, empty database, dropped afterwards.
     static func withDatabase<T>(_ body: (String) async throws -> T) async throws -> T {
         let name = "eventlog_test_" + Migrator.randomHex(bytes: 6)

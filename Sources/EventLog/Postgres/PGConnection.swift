@@ -94,6 +94,15 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     /// True when the connection is up as far as libpq knows (it learns of a loss only when it next talks).
     var isOpen: Bool { handle.map { PQstatus($0) == CONNECTION_OK } ?? false }
 
+    /// True when this connection broke during the call that threw `error` (PostgreSQL restarted or went away
+    /// since its last use); it is closed then, so the next call reconnects. A connect that failed is not a loss.
+    func shouldRetryRead(after error: any Error) -> Bool {
+        guard let handle else { return false }
+        let lost = PQstatus(handle) != CONNECTION_OK || (error as? PGError)?.isConnectionProblem == true
+        if lost { close() }
+        return lost
+    }
+
     /// True when no transaction is open (or the connection is down).
     var isIdle: Bool { handle.map { PQtransactionStatus($0) == PQTRANS_IDLE } ?? true }
 
@@ -108,19 +117,62 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     @discardableResult
     func query(_ sql: String, _ parameters: [String?] = []) throws -> PGResult {
         let connection = try open()
-        if parameters.isEmpty {
-            return try check(PQexecParams(connection, sql, 0, nil, nil, nil, nil, 0), connection)
+        let result = Self.withValues(parameters) { count, values in
+            PQexecParams(connection, sql, count, nil, values, nil, nil, 0)
         }
-        // Parameters as C strings, alive for the call.
+        return try check(result, connection)
+    }
+
+    /// Runs one statement with text parameters and then `COMMIT`, in one round trip (libpq's pipeline mode), in
+    /// the transaction ``begin(_:then:)`` opened. When the statement fails, `COMMIT` does not run and the
+    /// transaction is left for ``rollback()``. A lock the transaction holds is held one round trip less than
+    /// with a `query` and an `execute("COMMIT")`.
+    func queryThenCommit(_ sql: String, _ parameters: [String?]) throws {
+        let connection = try open()
+        guard PQenterPipelineMode(connection) == 1 else { throw lostConnection(connection) }
+        defer { if PQexitPipelineMode(connection) != 1 { close() } }
+        let sent = Self.withValues(parameters) { count, values in
+            PQsendQueryParams(connection, sql, count, nil, values, nil, nil, 0)
+        }
+        guard sent == 1, PQsendQueryParams(connection, "COMMIT", 0, nil, nil, nil, nil, 0) == 1,
+            PQpipelineSync(connection) == 1
+        else { throw lostConnection(connection) }
+        // Each statement's result, then a NULL; then the sync point. The first error is the one to report.
+        var failure: (any Error)?
+        var statements = 0
+        while statements < 2 {
+            guard let result = PQgetResult(connection) else {
+                statements += 1
+                continue
+            }
+            if failure == nil, PQresultStatus(result) != PGRES_PIPELINE_ABORTED {
+                do { _ = try check(result, connection) } catch { failure = error }
+            } else {
+                PQclear(result)
+            }
+            if PQstatus(connection) != CONNECTION_OK { throw failure ?? lostConnection(connection) }
+        }
+        guard let sync = PQgetResult(connection) else { throw failure ?? lostConnection(connection) }
+        PQclear(sync)
+        if let failure { throw failure }
+    }
+
+    private func lostConnection(_ connection: OpaquePointer) -> PGError {
+        PGError(sqlState: "", message: Self.oneLine(Self.text(PQerrorMessage(connection))))
+    }
+
+    /// `parameters` as C strings for libpq (`nil` is SQL NULL), alive during `body`.
+    private static func withValues<T>(
+        _ parameters: [String?], _ body: (Int32, UnsafePointer<UnsafePointer<CChar>?>?) -> T
+    ) -> T {
+        if parameters.isEmpty { return body(0, nil) }
         var pointers: [UnsafeMutablePointer<CChar>?] = parameters.map { $0.flatMap { strdup($0) } }
         defer { for pointer in pointers { free(pointer) } }
-        let result = pointers.withUnsafeMutableBufferPointer { buffer in
+        return pointers.withUnsafeMutableBufferPointer { buffer in
             buffer.baseAddress!.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: buffer.count) { values in
-                PQexecParams(connection, sql, Int32(parameters.count), nil, values, nil, nil, 0)
+                body(Int32(parameters.count), values)
             }
         }
-        _ = pointers
-        return try check(result, connection)
     }
 
     /// The first column of the first row as an integer, or nil (no row, or NULL).

@@ -220,15 +220,19 @@ final class PostgresWriter: @unchecked Sendable {
             (decisions, rows) = try decide(all, time: time, nextID: &nextID, on: connection)
             inserted = rows.map(\.event)
             movedCount = outbox.count
+            // The listener ignores notifications up to `knownHead`: this commit's own is one.
+            knownHead.store(nextID, ordering: .relaxed)
             if !inserted.isEmpty || outboxThrough > 0 {
-                try insert(rows, head: nextID, time: time, outboxThrough: outboxThrough, on: connection)
+                try insertAndCommit(rows, head: nextID, time: time, outboxThrough: outboxThrough, on: connection)
+            } else {
+                try connection.execute("COMMIT")
             }
-            try connection.execute("COMMIT")
             lastTime = time
             newHead = nextID
             removals = databaseRemovals
         } catch {
             connection.rollback()
+            knownHead.store(head, ordering: .relaxed)
             outboxBacklog = false
             if moveOutbox { outboxPending.store(true, ordering: .relaxed) }
             logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
@@ -374,11 +378,11 @@ final class PostgresWriter: @unchecked Sendable {
         return found
     }
 
-    /// Inserts accepted events, raises the counter to `head`, deletes the moved outbox rows and notifies the
-    /// nodes: one statement (one round trip) for up to 5,000 events (9 parameters each), the counter's update, the
-    /// outbox's delete and `pg_notify` riding along as data-modifying CTEs; bigger groups send the first rows
-    /// ahead in statements of 5,000.
-    private func insert(
+    /// Inserts accepted events, raises the counter to `head`, deletes the moved outbox rows, notifies the
+    /// nodes and commits: one statement for up to 5,000 events (9 parameters each), the counter's update, the
+    /// outbox's delete and `pg_notify` riding along as data-modifying CTEs, pipelined with `COMMIT` (one round
+    /// trip while the counter row is locked); bigger groups send the first rows ahead in statements of 5,000.
+    private func insertAndCommit(
         _ rows: [Row], head: Int64, time: Int64, outboxThrough: Int64, on connection: PGConnection
     ) throws {
         var start = 0
@@ -415,8 +419,12 @@ final class PostgresWriter: @unchecked Sendable {
                 }
                 if last { sql += ")" }
             }
-            if last { sql += " SELECT pg_notify('eventlog', $1::bigint::text)" }
-            try connection.query(sql, parameters)
+            if last {
+                sql += " SELECT pg_notify('eventlog', $1::bigint::text)"
+                try connection.queryThenCommit(sql, parameters)
+            } else {
+                try connection.query(sql, parameters)
+            }
             start = end
         } while start < rows.count
     }

@@ -162,6 +162,14 @@ protocol ThreadConnection: SendableMetatype {
     func close()
     /// How a failed read names its cause in the `storage_unavailable` it becomes.
     static func describe(_ error: any Error) -> String
+    /// True when a read that failed with `error` should run once more: the connection was lost under it (a
+    /// server restarted since the connection's last use) and the next call reconnects. Reads only, which can run
+    /// twice; never for a connection that could not be made.
+    func shouldRetryRead(after error: any Error) -> Bool
+}
+
+extension ThreadConnection {
+    func shouldRetryRead(after error: any Error) -> Bool { false }
 }
 
 extension Connection: ThreadConnection {
@@ -198,7 +206,7 @@ extension DatabaseThreads where Job == DatabaseJob<Handle> {
                 completion(
                     Result { () throws(EventLogError) -> T in
                         do {
-                            return try body(connection)
+                            return try Self.reading(connection, body)
                         } catch let error as EventLogError {
                             throw error
                         } catch {
@@ -209,12 +217,22 @@ extension DatabaseThreads where Job == DatabaseJob<Handle> {
         if !accepted { completion(.failure(.closed)) }
     }
 
+    /// Runs the read `body`, once more when its connection was lost under it (see
+    /// ``ThreadConnection/shouldRetryRead(after:)``).
+    private static func reading<T>(_ connection: Handle, _ body: (Handle) throws -> T) throws -> T {
+        do {
+            return try body(connection)
+        } catch  where connection.shouldRetryRead(after: error) {
+            return try body(connection)
+        }
+    }
+
     /// Runs `body` on one of the threads and returns its result.
     func run<T: Sendable>(_ body: @escaping @Sendable (Handle) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             let accepted = submit(
                 DatabaseJob { connection in
-                    continuation.resume(with: Result { try body(connection) })
+                    continuation.resume(with: Result { try Self.reading(connection, body) })
                 }
             )
             if !accepted { continuation.resume(throwing: EventLogError.closed) }
