@@ -11,6 +11,9 @@
 #                              eventlogd, or taken from beside $EVENTLOGD
 #   CONFORMANCE_SWIFT_FLAGS    extra flags for that build, e.g. "--scratch-path .build-conf"
 #   CONFORMANCE_TIMEOUT        hard limit per script in seconds (default 600)
+#   EVENTLOG_TEST_POSTGRES     cluster.py: a PostgreSQL superuser URL to create its databases on, and
+#   EVENTLOG_TEST_PG_DIR       its tools/pg.sh directory (for the restart check); tools/test.sh sets
+#                              both. When unset, cluster.py starts its own cluster with tools/pg.sh
 #   PYTHON                     the interpreter; by default a virtual environment in
 #                              .build/conformance-venv, made here, so nothing is installed into the
 #                              system's Python
