@@ -22,53 +22,19 @@ struct PostgresMaintenanceTests {
         }
     }
 
-    private func export(_ location: String, to file: String) async throws -> ExportReport {
-        try await maintain(location, readOnly: true) { maintenance in
-            _ = FileManager.default.createFile(atPath: file, contents: nil)
-            let handle = try #require(FileHandle(forWritingAtPath: file))
-            defer { try? handle.close() }
-            return try maintenance.export(to: handle)
-        }
-    }
-
-    private func importFile(_ file: String, into location: String, keepEpoch: Bool = true) async throws -> ImportReport
-    {
-        try await onThread {
-            let handle = try #require(FileHandle(forReadingAtPath: file))
-            defer { try? handle.close() }
-            return try LogMaintenance.importEvents(from: handle, into: location, keepEpoch: keepEpoch)
-        }
-    }
-
-    /// Text with a newline, quotes and non-ASCII; JSON; a tombstone; keys; idempotency keys. Then retention takes
-    /// the first two, the newest is deleted (head 7 above the last id 6), and ids 1...2 become a void.
+    /// The varied log of the export tests, with ids 1...2 (removed by retention) made a void, as a restore makes.
     private func makeVariedSQLiteLog(_ path: String) async throws {
-        let log = try await EventLog.open(path: path)
-        _ = try await log.append(batch: [
-            event("old/1", 0), event("old/1", 1),
-            NewEvent(
-                topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"),
-                idempotencyKey: "req-1"),
-            NewEvent(
-                topic: "orders/1", type: "updated", key: "o-1",
-                data: .json("{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}")),
-            NewEvent(topic: "orders/2", data: .text("")),
-            NewEvent(topic: "orders/2", type: "deleted", data: nil, idempotencyKey: "req-2"),
-            event("orders/3", 6),
-        ])
-        _ = try await log.retain(RetentionPolicy(maxEvents: 5))
-        await log.close()
-        try withConnection(path) { connection in
-            try connection.run("DELETE FROM events WHERE id = 7")
-            try connection.run("INSERT INTO voids (after, through) VALUES (0, 2)")
-        }
+        try await makeVariedLog(path).close()
+        try withConnection(path) { try $0.run("INSERT INTO voids (after, through) VALUES (0, 2)") }
     }
 
     @Test("retain on PostgreSQL deletes the oldest events through EventLog and reports as on SQLite")
     func retain() async throws {
         try await TestPostgres.withDatabase { url in
             try await makeLog(url, (1...10).map { event("t/\($0 % 2)", $0) })
-            let dry = try await maintain(url, readOnly: true) { try $0.retain(RetentionPolicy(maxEvents: 4), dryRun: true) }
+            let dry = try await maintain(url, readOnly: true) {
+                try $0.retain(RetentionPolicy(maxEvents: 4), dryRun: true)
+            }
             #expect(dry.removedEvents == 6)
             #expect(dry.removedIDs == 1...6)
             #expect(dry.earliestAfter == 7)
@@ -112,7 +78,9 @@ struct PostgresMaintenanceTests {
         }
     }
 
-    @Test("verify passes on a good log; a counter below the largest id, a wrong latest row, an outbox row above its counter fail with exact messages")
+    @Test(
+        "verify passes on a good log; a counter below the largest id, a wrong latest row, an outbox row above its counter fail with exact messages"
+    )
     func verify() async throws {
         try await TestPostgres.withDatabase { url in
             try await makeLog(url, [event("a", key: "x", 1), event("a", key: "x", 2), event("b", 3), event("c/d", 4)])
@@ -153,7 +121,9 @@ struct PostgresMaintenanceTests {
                     "error [outbox] 1 outbox rows have a seq above eventlog.outbox_counter.seq 0; largest 7"
                 ])
 
-            try sql(url) { try $0.execute("DELETE FROM eventlog.outbox; DELETE FROM eventlog.meta WHERE name = 'token_key'") }
+            try sql(url) {
+                try $0.execute("DELETE FROM eventlog.outbox; DELETE FROM eventlog.meta WHERE name = 'token_key'")
+            }
             let meta = try await maintain(url, readOnly: true) { try $0.verify() }
             #expect(meta.problems.map(\.description) == ["error [meta] meta has no token_key row"])
         }
@@ -197,7 +167,7 @@ struct PostgresMaintenanceTests {
                 #expect(exported.events == 4)
                 #expect(exported.head == 7)
 
-                let imported = try await importFile(first, into: url)
+                let imported = try await importFile(first, into: url, keepEpoch: true)
                 #expect(imported.events == 4)
                 #expect(imported.ids == 3...6)
                 #expect(imported.head == 7)
@@ -213,7 +183,7 @@ struct PostgresMaintenanceTests {
                 #expect(verified.problems == [])
 
                 let back = directory.path("back.db")
-                _ = try await importFile(fromPostgres, into: back)
+                _ = try await importFile(fromPostgres, into: back, keepEpoch: true)
                 let again = directory.path("again.jsonl")
                 _ = try await export(back, to: again)
                 #expect(try Data(contentsOf: URL(fileURLWithPath: again)) == original)
@@ -250,7 +220,7 @@ struct PostgresMaintenanceTests {
                 let first = directory.path("first.jsonl")
                 _ = try await export(url, to: first)
                 let path = directory.path("copy.db")
-                let imported = try await importFile(first, into: path)
+                let imported = try await importFile(first, into: path, keepEpoch: true)
                 #expect(imported.ids == 1...3)
                 #expect(imported.head == 3)
                 let again = directory.path("again.jsonl")
@@ -323,7 +293,8 @@ struct PostgresMaintenanceTests {
             #expect(stats.stdout.hasPrefix("{\"epoch\":\""))
             #expect(
                 stats.stdout.contains(
-                    "\"schemaVersion\":1,\"events\":5,\"earliest\":1,\"head\":5,\"topics\":1,\"storage\":\"postgresql\""))
+                    "\"schemaVersion\":1,\"events\":5,\"earliest\":1,\"head\":5,\"topics\":1,\"storage\":\"postgresql\""
+                ))
             #expect(stats.stdout.contains("\"outboxBacklog\":0,\"firstId\":1,\"lastId\":5"))
 
             let verify = try await ToolTests.run(["verify", "--db", url, "--quiet"])

@@ -233,7 +233,8 @@ enum ExportFormat {
         plan.voids = (header?.voids ?? []).filter { $0.after < $0.through && $0.through <= head }
         if keepEpoch {
             guard let epoch = header?.epoch else {
-                throw MaintenanceError(.invalidExport, "keeping the epoch needs the export's header line with its epoch")
+                throw MaintenanceError(
+                    .invalidExport, "keeping the epoch needs the export's header line with its epoch")
             }
             plan.epoch = epoch
         }
@@ -494,6 +495,7 @@ struct ImportPlan {
     var tokenKey: String?
 
     func report(earliest: Int64, epoch: String) -> ImportReport {
-        ImportReport(events: events, ids: ids, head: head, earliest: earliest, epoch: epoch, keptEpoch: self.epoch != nil)
+        ImportReport(
+            events: events, ids: ids, head: head, earliest: earliest, epoch: epoch, keptEpoch: self.epoch != nil)
     }
 }

@@ -331,7 +331,8 @@ public final class LogMaintenance {
     /// Counts, bounds, epoch and sizes; per-topic counts with `perTopic`. Online-safe.
     public func stats(perTopic: Bool = false) throws -> LogStats {
         switch store {
-        case .sqlite(let connection): return try mappingBusy { try StorageStatistics.stats(connection, perTopic: perTopic) }
+        case .sqlite(let connection):
+            return try mappingBusy { try StorageStatistics.stats(connection, perTopic: perTopic) }
         case .postgres(let connection): return try PostgresLogMaintenance.stats(connection, perTopic: perTopic)
         }
     }

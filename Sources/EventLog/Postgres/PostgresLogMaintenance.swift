@@ -13,7 +13,8 @@ enum PostgresLogMaintenance {
         let version = try PostgresMigrator.version(connection)
         guard version >= 1 else {
             throw MaintenanceError(
-                .notALog, "\(connection.displayName) holds no event log (no eventlog schema); start eventlogd on it once")
+                .notALog,
+                "\(connection.displayName) holds no event log (no eventlog schema); start eventlogd on it once")
         }
         guard version == PostgresSchema.latestVersion else {
             throw MaintenanceError(
@@ -180,7 +181,9 @@ enum PostgresLogMaintenance {
                 JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE n.nspname = 'eventlog' AND c.relkind = 'r' ORDER BY c.relname
                 """)
-            let tables = (0..<sizes.rowCount).map { TableSize(name: sizes.text($0, 0) ?? "", bytes: sizes.int64($0, 1)) }
+            let tables = (0..<sizes.rowCount).map {
+                TableSize(name: sizes.text($0, 0) ?? "", bytes: sizes.int64($0, 1))
+            }
             let meta = try meta(connection)
             return LogStats(
                 epoch: meta["epoch"] ?? "",
@@ -199,7 +202,8 @@ enum PostgresLogMaintenance {
                 autoVacuum: "",
                 topics: perTopic
                     ? (0..<topics.rowCount).map {
-                        TopicSummary(topic: topics.text($0, 0) ?? "", count: topics.int64($0, 1), lastID: topics.int64($0, 2))
+                        TopicSummary(
+                            topic: topics.text($0, 0) ?? "", count: topics.int64($0, 1), lastID: topics.int64($0, 2))
                     } : nil,
                 tables: tables,
                 outboxBacklog: try connection.scalarInt("SELECT count(*) FROM eventlog.outbox") ?? 0
@@ -263,11 +267,14 @@ enum PostgresVerifier {
         let version = try PostgresMigrator.version(connection)
         if version != PostgresSchema.latestVersion {
             report.error(
-                "schema", "schema_version is \(version); this build knows PostgreSQL schema version \(PostgresSchema.latestVersion)")
+                "schema",
+                "schema_version is \(version); this build knows PostgreSQL schema version \(PostgresSchema.latestVersion)"
+            )
         }
         let indexes = try connection.query("SELECT indexname FROM pg_indexes WHERE schemaname = 'eventlog'")
         let indexNames = Set((0..<indexes.rowCount).map { indexes.text($0, 0) ?? "" })
-        for index in ["events_topic_id", "events_topic_idempotency_key", "latest_id"] where !indexNames.contains(index) {
+        for index in ["events_topic_id", "events_topic_idempotency_key", "latest_id"] where !indexNames.contains(index)
+        {
             report.error("schema", "the index eventlog.\(index) is missing")
         }
         // The latest table is only as right as the triggers that keep it.
@@ -314,7 +321,8 @@ enum PostgresVerifier {
                 """) ?? 0
         Verifier.reportLatest(wrong: wrong, &report)
         let removed = try connection.query("SELECT selector, through FROM eventlog.removed")
-        Verifier.checkWatermarks((0..<removed.rowCount).map { (removed.text($0, 0) ?? "", removed.int64($0, 1)) }, &report)
+        Verifier.checkWatermarks(
+            (0..<removed.rowCount).map { (removed.text($0, 0) ?? "", removed.int64($0, 1)) }, &report)
         try Verifier.checkVoids(try PostgresEventStore.readVoids(connection), &report) { void in
             try connection.scalarInt(
                 "SELECT count(*) FROM eventlog.events WHERE id BETWEEN $1 AND $2",
@@ -334,7 +342,8 @@ enum PostgresVerifier {
                 try connection.scalarInt("SELECT count(*) FROM eventlog.outbox WHERE seq > $1", [String(counter)]) ?? 0
             report.error(
                 "outbox",
-                "\(above) outbox rows have a seq above eventlog.outbox_counter.seq \(counter); largest \(outbox.int64(0, 1))")
+                "\(above) outbox rows have a seq above eventlog.outbox_counter.seq \(counter); largest \(outbox.int64(0, 1))"
+            )
         }
     }
 }
