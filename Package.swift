@@ -122,7 +122,8 @@ let package = Package(
             path: "tools/eventlog-maint"
         ),
         // Launching child processes in tests without Foundation's Process (see Subprocess.swift).
-        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Also the PostgreSQL fixture every test target that needs a server shares (PostgresFixtures.swift).
+        .target(name: "TestSupport", dependencies: ["EventLog"], path: "Tests/TestSupport"),
         // A test target that runs a built tool lists the tool, so `swift test` builds it first.
         .testTarget(
             name: "CLITests",

@@ -19,45 +19,6 @@ struct ExportImportTests {
         }
     }
 
-    private func export(_ path: String, to file: String) async throws -> ExportReport {
-        try await maintain(path, readOnly: true) { maintenance in
-            _ = FileManager.default.createFile(atPath: file, contents: nil)
-            let handle = try #require(FileHandle(forWritingAtPath: file))
-            defer { try? handle.close() }
-            return try maintenance.export(to: handle)
-        }
-    }
-
-    private func importFile(_ file: String, into path: String, keepEpoch: Bool = false) async throws -> ImportReport {
-        try await onThread {
-            let handle = try #require(FileHandle(forReadingAtPath: file))
-            defer { try? handle.close() }
-            return try LogMaintenance.importEvents(from: handle, into: path, keepEpoch: keepEpoch)
-        }
-    }
-
-    /// Text with a newline, quotes and non-ASCII; JSON; a tombstone; keys; idempotency keys. Then the first
-    /// two events go to retention and the newest one is deleted (as compaction of an expired tombstone
-    /// would), so earliest, head and the largest id all differ.
-    private func makeVariedLog(_ path: String) async throws -> EventLog {
-        let log = try await EventLog.open(path: path)
-        _ = try await log.append(batch: [
-            event("old/1", 0), event("old/1", 1),
-            NewEvent(
-                topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"),
-                idempotencyKey: "req-1"),
-            NewEvent(
-                topic: "orders/1", type: "updated", key: "o-1",
-                data: .json("{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}")),
-            NewEvent(topic: "orders/2", data: .text("")),
-            NewEvent(topic: "orders/2", type: "deleted", data: nil, idempotencyKey: "req-2"),
-            event("orders/3", 6),
-        ])
-        _ = try await log.retain(RetentionPolicy(maxEvents: 5))
-        try withConnection(path) { try $0.run("DELETE FROM events WHERE id = 7") }
-        return log
-    }
-
     @Test("export then import keeps every id, byte and idempotency key, head, earliest and token key; new epoch")
     func roundTrip() async throws {
         try await withTemporaryDirectory { directory in

@@ -169,3 +169,44 @@ struct LatencySummary: CustomStringConvertible {
 /// Batching for a test that counts transactions: the row limit decides, never the 10 ms lock time (which a
 /// loaded machine passes inside a ten-row transaction, splitting it in two).
 let countedBatching = MaintenanceBatching(maxRows: 1000, maxLockTime: .seconds(60))
+
+/// Exports the log at `path` (a file or a PostgreSQL URL) to `file`.
+func export(_ path: String, to file: String) async throws -> ExportReport {
+    try await maintain(path, readOnly: true) { maintenance in
+        _ = FileManager.default.createFile(atPath: file, contents: nil)
+        let handle = try #require(FileHandle(forWritingAtPath: file))
+        defer { try? handle.close() }
+        return try maintenance.export(to: handle)
+    }
+}
+
+/// Imports `file` into the log at `path` (a file or a PostgreSQL URL).
+func importFile(_ file: String, into path: String, keepEpoch: Bool = false) async throws -> ImportReport {
+    try await onThread {
+        let handle = try #require(FileHandle(forReadingAtPath: file))
+        defer { try? handle.close() }
+        return try LogMaintenance.importEvents(from: handle, into: path, keepEpoch: keepEpoch)
+    }
+}
+
+/// Text with a newline, quotes and non-ASCII; JSON; a tombstone; keys; idempotency keys. Then the first
+/// two events go to retention and the newest one is deleted (as compaction of an expired tombstone
+/// would), so earliest, head and the largest id all differ.
+func makeVariedLog(_ path: String) async throws -> EventLog {
+    let log = try await EventLog.open(path: path)
+    _ = try await log.append(batch: [
+        event("old/1", 0), event("old/1", 1),
+        NewEvent(
+            topic: "orders/1", type: "created", key: "o-1", data: .text("line 1\nline \"2\"\t€ 😀"),
+            idempotencyKey: "req-1"),
+        NewEvent(
+            topic: "orders/1", type: "updated", key: "o-1",
+            data: .json("{\"a\":[1,2.5e3,true,null],\"b\":\"x\\\"y\"}")),
+        NewEvent(topic: "orders/2", data: .text("")),
+        NewEvent(topic: "orders/2", type: "deleted", data: nil, idempotencyKey: "req-2"),
+        event("orders/3", 6),
+    ])
+    _ = try await log.retain(RetentionPolicy(maxEvents: 5))
+    try withConnection(path) { try $0.run("DELETE FROM events WHERE id = 7") }
+    return log
+}

@@ -21,6 +21,7 @@ extension EventLogMaint {
         var force = false
 
         func run() throws {
+            try database.requireFile(.backup)
             let report = try database.open(readOnly: true).backup(to: to, overwrite: force)
             database.progressReporter?.finish()
             print(
@@ -50,6 +51,7 @@ extension EventLogMaint {
         var force = false
 
         func run() throws {
+            try database.requireFile(.restore)
             let report = try LogMaintenance.restore(
                 from: from,
                 to: database.databasePath,
@@ -116,7 +118,9 @@ extension EventLogMaint {
             abstract: "Load an export into a new or empty log at --db, keeping ids. Not while a server uses --db.",
             discussion: """
                 All or nothing, in one transaction. The head becomes the exported head, so ids are never handed \
-                out twice. The resume-token key is the export's; the epoch is new unless --keep-epoch.
+                out twice. The resume-token key is the export's; the epoch is new unless --keep-epoch. A \
+                PostgreSQL database gets the eventlog schema if it has none; import before starting the nodes, \
+                which read the epoch and the resume-token key when they start.
                 """
         )
 

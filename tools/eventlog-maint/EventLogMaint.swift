@@ -15,6 +15,10 @@ struct EventLogMaint: ParsableCommand {
             snapshots and write in short transactions under SQLite's writer lock. vacuum (in place), \
             vacuum --enable-incremental, restore and import need the server stopped. See docs/OPERATIONS.md.
 
+            --db postgres://user@host:port/dbname selects a log in PostgreSQL: retain, compact, verify, stats, \
+            export and import work there (import before the nodes start); checkpoint, vacuum, backup and restore \
+            are SQLite file operations and are refused (use pg_dump, pg_basebackup, autovacuum).
+
             Exit status: 0 success; 1 a runtime problem (one line on stderr), or verify found an error; \
             2 a usage error (bad flag, size or duration).
 
@@ -39,6 +43,7 @@ struct EventLogMaint: ParsableCommand {
         case let error as MaintenanceError: text = error.message
         case let error as EventLogError: text = error.message
         case let error as SQLiteError: text = "SQLite: \(error.message)"
+        case let error as PGError: text = "PostgreSQL: \(error.message)"
         case let error as CocoaError:
             let path = (error.userInfo[NSFilePathErrorKey] as? String).map { " (\($0))" } ?? ""
             text = (error.underlying.map { String(describing: $0) } ?? error.localizedDescription) + path
@@ -60,7 +65,9 @@ extension CocoaError {
 
 /// `--db` and what every subcommand shares.
 struct DatabaseOptions: ParsableArguments {
-    @Option(name: .customLong("db"), help: "The database file (the same option as eventlogd's).")
+    @Option(
+        name: .customLong("db"),
+        help: "The database file, or a postgres:// URL (the same option as eventlogd's).")
     var databasePath: String
 
     @Option(
@@ -86,6 +93,11 @@ struct DatabaseOptions: ParsableArguments {
         let maintenance = try LogMaintenance(path: databasePath, options: options)
         maintenance.progress = progressReporter?.handler
         return maintenance
+    }
+
+    /// Refuses a PostgreSQL URL for an operation on a SQLite file, before connecting to it.
+    func requireFile(_ operation: SQLiteFileOperation) throws {
+        if EventLog.isPostgresURL(databasePath) { throw operation.refusal(databasePath) }
     }
 
     /// The progress output on stderr, or nil with `--quiet`.

@@ -24,6 +24,7 @@ extension EventLogMaint {
         }
 
         func run() throws {
+            try database.requireFile(.checkpoint)
             let maintenance = try database.open(readOnly: false)
             let report = try maintenance.checkpoint(CheckpointMode(rawValue: mode) ?? .truncate)
             print(
@@ -71,6 +72,7 @@ extension EventLogMaint {
         }
 
         func run() throws {
+            try database.requireFile(.vacuum)
             let maintenance = try database.open(readOnly: into != nil)
             let report: VacuumReport
             if let into {
@@ -105,7 +107,9 @@ extension EventLogMaint {
             discussion: """
                 Runs PRAGMA integrity_check, checks the schema and meta rows, ids against sqlite_sequence (the \
                 head) and earliest, commit times, the indexes and idempotency keys, and topics. Reads one \
-                snapshot; safe while eventlogd runs.
+                snapshot; safe while eventlogd runs. On PostgreSQL: the schema, triggers and meta rows, ids \
+                against eventlog.counter, the latest table, removal watermarks, voids, commit times, idempotency \
+                keys, topics and the outbox (PostgreSQL checks its own pages and indexes).
                 """
         )
 
@@ -161,12 +165,21 @@ extension EventLogMaint {
                 var fields: [String] = [
                     "\"epoch\":\"\(stats.epoch)\"", "\"schemaVersion\":\(stats.schemaVersion)",
                     "\"events\":\(stats.eventCount)", "\"earliest\":\(stats.earliest)", "\"head\":\(stats.head)",
-                    "\"topics\":\(stats.topicCount)", "\"fileBytes\":\(stats.fileBytes)",
-                    "\"walBytes\":\(stats.walBytes)",
-                    "\"pageSize\":\(stats.pageSize)", "\"pages\":\(stats.pageCount)",
-                    "\"freePages\":\(stats.freePages)",
-                    "\"autoVacuum\":\"\(stats.autoVacuum)\"",
+                    "\"topics\":\(stats.topicCount)",
                 ]
+                if let tables = stats.tables {
+                    let sizes = tables.map { "\"\($0.name)\":\($0.bytes)" }.joined(separator: ",")
+                    fields += [
+                        "\"storage\":\"postgresql\"", "\"totalBytes\":\(stats.fileBytes)", "\"tableBytes\":{\(sizes)}",
+                        "\"outboxBacklog\":\(stats.outboxBacklog ?? 0)",
+                    ]
+                } else {
+                    fields += [
+                        "\"fileBytes\":\(stats.fileBytes)", "\"walBytes\":\(stats.walBytes)",
+                        "\"pageSize\":\(stats.pageSize)", "\"pages\":\(stats.pageCount)",
+                        "\"freePages\":\(stats.freePages)", "\"autoVacuum\":\"\(stats.autoVacuum)\"",
+                    ]
+                }
                 if let ids = stats.ids { fields.append("\"firstId\":\(ids.lowerBound),\"lastId\":\(ids.upperBound)") }
                 if let times = stats.times {
                     fields.append(
@@ -193,6 +206,17 @@ extension EventLogMaint {
                     "times:      \(Timestamp.rfc3339(milliseconds: times.lowerBound)) ... "
                         + Timestamp.rfc3339(milliseconds: times.upperBound)
                 )
+            }
+            if let tables = stats.tables {
+                let each = tables.map { "\($0.name) \(MaintenanceText.formatBytes($0.bytes))" }
+                print(
+                    "size:       \(MaintenanceText.formatBytes(stats.fileBytes)) in PostgreSQL: "
+                        + each.joined(separator: ", "))
+                print("outbox:     \(grouped(stats.outboxBacklog ?? 0)) events waiting")
+                for topic in stats.topics ?? [] {
+                    print("  \(topic.topic)  \(grouped(topic.count)) events, last id \(topic.lastID)")
+                }
+                return
             }
             print(
                 "file:       \(MaintenanceText.formatBytes(stats.fileBytes)) + "

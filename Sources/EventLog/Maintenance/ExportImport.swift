@@ -43,6 +43,7 @@ public struct ImportReport: Sendable, Hashable {
 enum ExportFormat {
     static let version = 1
 
+    /// Exports the SQLite log of `connection`.
     static func export(
         _ connection: Connection,
         to output: FileHandle,
@@ -50,21 +51,17 @@ enum ExportFormat {
     ) throws -> ExportReport {
         // One read transaction: the header and every line describe the same snapshot, while a server appends.
         try connection.transaction(write: false) {
-            let head = try SQLiteEventStore.readHead(connection)
-            let earliest = try SQLiteEventStore.readEarliest(connection)
-            let epoch = try connection.metaValue("epoch") ?? ""
-            let tokenKey = try connection.metaValue("token_key") ?? ""
-            let count = try connection.scalarInt("SELECT count(*) FROM events") ?? 0
-            let version = try connection.scalarInt("PRAGMA user_version") ?? 0
-            var buffer = "{\"eventlog\":\"export\",\"version\":\(Self.version),\"epoch\":"
-            JSONLine.appendString(epoch, to: &buffer)
-            buffer += ",\"tokenKey\":"
-            JSONLine.appendString(tokenKey, to: &buffer)
-            let removedThrough = try connection.scalarInt("SELECT max(through) FROM removed") ?? 0
-            let voids = try SQLiteEventStore.readVoids(connection)
-                .map { "[\($0.lowerBound - 1),\($0.upperBound)]" }.joined(separator: ",")
-            buffer += ",\"earliest\":\(earliest),\"head\":\(head),\"schemaVersion\":\(version),\"events\":\(count)"
-            buffer += ",\"removedThrough\":\(removedThrough),\"voids\":[\(voids)]}\n"
+            let header = ExportHeader(
+                epoch: try connection.metaValue("epoch") ?? "",
+                tokenKey: try connection.metaValue("token_key") ?? "",
+                earliest: try SQLiteEventStore.readEarliest(connection),
+                head: try SQLiteEventStore.readHead(connection),
+                schemaVersion: try connection.scalarInt("PRAGMA user_version") ?? 0,
+                events: try connection.scalarInt("SELECT count(*) FROM events") ?? 0,
+                removedThrough: try connection.scalarInt("SELECT max(through) FROM removed") ?? 0,
+                voids: try SQLiteEventStore.readVoids(connection)
+            )
+            var writer = ExportWriter(output: output, header: header, progress: progress)
             let statement = try connection.cachedStatement(
                 """
                 SELECT id, time, topic, type, key, data, data_format, idempotency_key, request_hash
@@ -72,41 +69,21 @@ enum ExportFormat {
                 """
             )
             defer { statement.reset() }
-            var written: Int64 = 0
             while try statement.step() {
-                let time = Timestamp.rfc3339(milliseconds: statement.int64(1))
-                buffer += "{\"id\":\(statement.int64(0)),\"time\":\"\(time)\",\"topic\":"
-                JSONLine.appendString(statement.text(2) ?? "", to: &buffer)
-                buffer += ",\"type\":"
-                JSONLine.appendString(statement.text(3) ?? "", to: &buffer)
-                if !statement.isNull(4) {
-                    buffer += ",\"key\":"
-                    JSONLine.appendString(statement.text(4) ?? "", to: &buffer)
-                }
-                buffer += ",\"data\":"
-                if statement.isNull(5) {
-                    buffer += "null"
-                } else if statement.int64(6) == 1 {
-                    buffer += statement.text(5) ?? "null"
-                } else {
-                    JSONLine.appendString(statement.text(5) ?? "", to: &buffer)
-                }
-                if !statement.isNull(7) {
-                    buffer += ",\"idempotencyKey\":"
-                    JSONLine.appendString(statement.text(7) ?? "", to: &buffer)
-                    if !statement.isNull(8) { buffer += ",\"requestHash\":\(statement.int64(8))" }
-                }
-                buffer += "}\n"
-                written += 1
-                if buffer.utf8.count >= 1 << 20 {
-                    try output.write(contentsOf: Data(buffer.utf8))
-                    buffer.removeAll(keepingCapacity: true)
-                    progress?(MaintenanceProgress(phase: "exporting", completed: written, total: count, unit: "events"))
-                }
+                let text = statement.text(5) ?? ""
+                try writer.write(
+                    ExportedEvent(
+                        id: statement.int64(0),
+                        time: statement.int64(1),
+                        topic: statement.text(2) ?? "",
+                        type: statement.text(3) ?? "",
+                        key: statement.isNull(4) ? nil : statement.text(4) ?? "",
+                        data: statement.isNull(5) ? nil : statement.int64(6) == 1 ? .json(text) : .text(text),
+                        idempotencyKey: statement.isNull(7) ? nil : statement.text(7) ?? "",
+                        requestHash: statement.isNull(8) ? nil : statement.int64(8)
+                    ))
             }
-            try output.write(contentsOf: Data(buffer.utf8))
-            progress?(MaintenanceProgress(phase: "exporting", completed: written, total: count, unit: "events"))
-            return ExportReport(events: written, epoch: epoch, head: head, earliest: earliest)
+            return try writer.finish()
         }
     }
 
@@ -121,7 +98,7 @@ enum ExportFormat {
         var voids: [(after: Int64, through: Int64)] = []
     }
 
-    /// Imports into `connection`, which holds an empty log, in one transaction: all or nothing.
+    /// Imports into the SQLite log of `connection`, which holds an empty log, in one transaction: all or nothing.
     static func importEvents(
         from input: FileHandle,
         into connection: Connection,
@@ -144,176 +121,208 @@ enum ExportFormat {
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
             )
-            var header: Header?
-            var lineNumber = 0
-            var previousID: Int64 = 0
-            var firstID: Int64?
-            var imported: Int64 = 0
-            var bytesRead: Int64 = 0
-            let totalBytes = (try? input.seekToEnd()).map { Int64($0) }
-            if totalBytes != nil { try input.seek(toOffset: 0) }
-            try forEachLine(of: input) { line, lineBytes in
-                lineNumber += 1
-                bytesRead += lineBytes
-                if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
-                func fail(_ message: String) -> MaintenanceError {
-                    MaintenanceError(.invalidExport, "line \(lineNumber): \(message)")
-                }
-                let members: [(String, JSONLine.Value)]
-                do {
-                    members = try JSONLine.parseObject(line)
-                } catch let error as JSONLine.SyntaxError {
-                    throw fail("\(error.message) at byte \(error.offset + 1)")
-                }
-                let fields = Dictionary(members, uniquingKeysWith: { first, _ in first })
-                if imported == 0 && header == nil && fields["eventlog"] != nil {
-                    header = try parseHeader(fields, fail: fail)
-                    return
-                }
-                let known: Set<String> = [
-                    "id", "time", "topic", "type", "key", "data", "idempotencyKey", "requestHash",
-                ]
-                if let unknown = members.first(where: { !known.contains($0.0) }) {
-                    throw fail("unknown field \(Topic.quoted(unknown.0))")
-                }
-                guard case .raw(let idText) = fields["id"], let id = Int64(idText) else {
-                    throw fail("\"id\" must be an integer")
-                }
-                guard id > previousID else {
-                    throw fail("id \(id) is not above the previous id \(previousID); ids must be unique and ascending")
-                }
-                guard case .string(let topic) = fields["topic"] else { throw fail("\"topic\" must be a string") }
-                guard Topic.isValid(topic) else { throw fail("invalid topic \(Topic.quoted(topic))") }
-                var type = "message"
-                switch fields["type"] {
-                case .none: break
-                case .string(let text) where !text.isEmpty: type = text
-                default: throw fail("\"type\" must be a non-empty string")
-                }
-                var key: String?
-                switch fields["key"] {
-                case .none, .null: break
-                case .string(let text): key = text
-                case .some(let value): throw fail("\"key\" must be a string, not \(value.typeName)")
-                }
-                let data: EventData?
-                switch fields["data"] {
-                case .none, .null: data = nil
-                case .string(let text): data = .text(text)
-                case .raw(let text): data = .json(text)
-                }
-                let time: Int64
-                switch fields["time"] {
-                case .string(let text):
-                    guard let parsed = Timestamp.parseRFC3339(text) else {
-                        throw fail("\"time\" is not RFC 3339: \(text)")
-                    }
-                    time = parsed
-                case .raw(let text):
-                    guard let parsed = Int64(text) else { throw fail("\"time\" must be RFC 3339 or milliseconds") }
-                    time = parsed
-                default:
-                    throw fail("\"time\" is missing")
-                }
-                var idempotencyKey: String?
-                switch fields["idempotencyKey"] {
-                case .none, .null: break
-                case .string(let text): idempotencyKey = text
-                case .some(let value): throw fail("\"idempotencyKey\" must be a string, not \(value.typeName)")
-                }
-                var requestHash: Int64?
-                switch fields["requestHash"] {
-                case .none, .null: break
-                case .raw(let text):
-                    guard let parsed = Int64(text) else { throw fail("\"requestHash\" must be a 64-bit integer") }
-                    requestHash = parsed
-                case .some(let value): throw fail("\"requestHash\" must be an integer, not \(value.typeName)")
-                }
-                if idempotencyKey != nil && requestHash == nil {
-                    // What the server would have stored, so a retry of the original request is still recognised.
-                    requestHash = NewEvent(topic: topic, type: type, key: key, data: data).requestHash
-                }
+            let plan = try read(from: input, keepEpoch: keepEpoch, progress: progress) { event in
                 let dataValue: SQLValue
                 let format: Int64
-                switch data {
+                switch event.data {
                 case .none: (dataValue, format) = (.null, 0)
                 case .text(let text): (dataValue, format) = (.text(text), 0)
                 case .json(let text): (dataValue, format) = (.text(text), 1)
                 }
-                do {
-                    try insert.bind([
-                        .int(id), .text(topic), .text(type), key.map { .text($0) } ?? .null, dataValue, .int(format),
-                        .int(time), idempotencyKey.map { .text($0) } ?? .null,
-                        idempotencyKey == nil ? .null : requestHash.map { .int($0) } ?? .null,
-                    ])
-                    while try insert.step() {}
-                    insert.reset()
-                } catch let error as SQLiteError {
-                    insert.reset()
-                    throw fail("cannot store event \(id): \(error.message)")
-                }
-                previousID = id
-                firstID = firstID ?? id
-                imported += 1
-                if imported % 50_000 == 0 {
-                    progress?(
-                        MaintenanceProgress(
-                            phase: "importing",
-                            completed: totalBytes == nil ? imported : bytesRead,
-                            total: totalBytes,
-                            unit: totalBytes == nil ? "events" : "bytes"
-                        )
-                    )
-                }
+                defer { insert.reset() }
+                try insert.bind([
+                    .int(event.id), .text(event.topic), .text(event.type), event.key.map { .text($0) } ?? .null,
+                    dataValue, .int(format), .int(event.time), event.idempotencyKey.map { .text($0) } ?? .null,
+                    event.requestHash.map { .int($0) } ?? .null,
+                ])
+                while try insert.step() {}
             }
-            let head = max(header?.head ?? previousID, previousID)
             // AUTOINCREMENT raised seq to the largest id stored; the exported head may be above it when retention
             // had deleted the newest events, and ids up to it must never be handed out again.
             try connection.run("DELETE FROM sqlite_sequence WHERE name = 'events'")
-            if head > 0 {
-                try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(head)])
+            if plan.head > 0 {
+                try connection.run("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", [.int(plan.head)])
             }
-            let exportedEarliest = header?.earliest ?? 1
-            guard exportedEarliest <= head + 1 else {
-                throw MaintenanceError(
-                    .invalidExport, "the header's earliest \(exportedEarliest) is beyond its head \(head) + 1")
+            if plan.removedFloor > 0 {
+                try connection.run("INSERT INTO removed (selector, through) VALUES ('', ?)", [.int(plan.removedFloor)])
             }
-            let floor = min(head, header?.removedThrough ?? (exportedEarliest - 1))
-            if floor > 0 {
-                try connection.run("INSERT INTO removed (selector, through) VALUES ('', ?)", [.int(floor)])
-            }
-            for void in header?.voids ?? [] where void.after < void.through && void.through <= head {
+            for void in plan.voids {
                 try connection.run(
                     "INSERT OR REPLACE INTO voids (after, through) VALUES (?, ?)",
                     [.int(void.after), .int(void.through)])
             }
-            try connection.run("INSERT OR REPLACE INTO meta (name, value) VALUES ('issued', ?)", [.text(String(head))])
-            let earliest = try SQLiteEventStore.readEarliest(connection)
-            if keepEpoch {
-                guard let epoch = header?.epoch else {
-                    throw MaintenanceError(
-                        .invalidExport, "keeping the epoch needs the export's header line with its epoch")
-                }
+            try connection.run(
+                "INSERT OR REPLACE INTO meta (name, value) VALUES ('issued', ?)", [.text(String(plan.head))])
+            if let epoch = plan.epoch {
                 try connection.run("UPDATE meta SET value = ? WHERE name = 'epoch'", [.text(epoch)])
             }
-            if let tokenKey = header?.tokenKey {
-                // The export's key, so that resume tokens from the exported log verify and, under the new epoch,
-                // get `reset` rather than `invalid_resume_token`, as after a restore.
-                guard [UInt8](hex: tokenKey)?.count == 32 else {
-                    throw MaintenanceError(.invalidExport, "the header's tokenKey is not 64 hex digits")
-                }
+            if let tokenKey = plan.tokenKey {
                 try connection.run("UPDATE meta SET value = ? WHERE name = 'token_key'", [.text(tokenKey)])
             }
-            progress?(MaintenanceProgress(phase: "importing", completed: imported, total: imported, unit: "events"))
-            return ImportReport(
-                events: imported,
-                ids: firstID.map { $0...previousID },
-                head: head,
-                earliest: earliest,
-                epoch: try connection.metaValue("epoch") ?? "",
-                keptEpoch: keepEpoch
-            )
+            return plan.report(
+                earliest: try SQLiteEventStore.readEarliest(connection), epoch: try connection.metaValue("epoch") ?? "")
         }
+    }
+
+    /// Reads an export, handing each event to `store` in id order, and decides from the header what the importing
+    /// store sets besides the events. The checks and the decisions are the same for every store.
+    static func read(
+        from input: FileHandle,
+        keepEpoch: Bool,
+        progress: MaintenanceProgressHandler?,
+        store: (ExportedEvent) throws -> Void
+    ) throws -> ImportPlan {
+        var header: Header?
+        var lineNumber = 0
+        var previousID: Int64 = 0
+        var firstID: Int64?
+        var imported: Int64 = 0
+        var bytesRead: Int64 = 0
+        let totalBytes = (try? input.seekToEnd()).map { Int64($0) }
+        if totalBytes != nil { try input.seek(toOffset: 0) }
+        try forEachLine(of: input) { line, lineBytes in
+            lineNumber += 1
+            bytesRead += lineBytes
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return }
+            func fail(_ message: String) -> MaintenanceError {
+                MaintenanceError(.invalidExport, "line \(lineNumber): \(message)")
+            }
+            let members: [(String, JSONLine.Value)]
+            do {
+                members = try JSONLine.parseObject(line)
+            } catch let error as JSONLine.SyntaxError {
+                throw fail("\(error.message) at byte \(error.offset + 1)")
+            }
+            let fields = Dictionary(members, uniquingKeysWith: { first, _ in first })
+            if imported == 0 && header == nil && fields["eventlog"] != nil {
+                header = try parseHeader(fields, fail: fail)
+                return
+            }
+            let event = try parseEvent(members, fields, after: previousID, fail: fail)
+            do {
+                try store(event)
+            } catch let error as MaintenanceError {
+                throw error
+            } catch let error as SQLiteError {
+                throw fail("cannot store event \(event.id): \(error.message)")
+            } catch let error as PGError {
+                throw fail("cannot store event \(event.id): \(error.message)")
+            }
+            previousID = event.id
+            firstID = firstID ?? event.id
+            imported += 1
+            if imported % 50_000 == 0 {
+                progress?(
+                    MaintenanceProgress(
+                        phase: "importing",
+                        completed: totalBytes == nil ? imported : bytesRead,
+                        total: totalBytes,
+                        unit: totalBytes == nil ? "events" : "bytes"
+                    )
+                )
+            }
+        }
+        let head = max(header?.head ?? previousID, previousID)
+        let exportedEarliest = header?.earliest ?? 1
+        guard exportedEarliest <= head + 1 else {
+            throw MaintenanceError(
+                .invalidExport, "the header's earliest \(exportedEarliest) is beyond its head \(head) + 1")
+        }
+        var plan = ImportPlan(events: imported, ids: firstID.map { $0...previousID }, head: head)
+        plan.removedFloor = max(0, min(head, header?.removedThrough ?? (exportedEarliest - 1)))
+        plan.voids = (header?.voids ?? []).filter { $0.after < $0.through && $0.through <= head }
+        if keepEpoch {
+            guard let epoch = header?.epoch else {
+                throw MaintenanceError(
+                    .invalidExport, "keeping the epoch needs the export's header line with its epoch")
+            }
+            plan.epoch = epoch
+        }
+        if let tokenKey = header?.tokenKey {
+            // The export's key, so that resume tokens from the exported log verify and, under the new epoch,
+            // get `reset` rather than `invalid_resume_token`, as after a restore.
+            guard [UInt8](hex: tokenKey)?.count == 32 else {
+                throw MaintenanceError(.invalidExport, "the header's tokenKey is not 64 hex digits")
+            }
+            plan.tokenKey = tokenKey
+        }
+        progress?(MaintenanceProgress(phase: "importing", completed: imported, total: imported, unit: "events"))
+        return plan
+    }
+
+    /// One event line: every field checked, a missing request hash computed as the server would have.
+    private static func parseEvent(
+        _ members: [(String, JSONLine.Value)],
+        _ fields: [String: JSONLine.Value],
+        after previousID: Int64,
+        fail: (String) -> MaintenanceError
+    ) throws -> ExportedEvent {
+        let known: Set<String> = [
+            "id", "time", "topic", "type", "key", "data", "idempotencyKey", "requestHash",
+        ]
+        if let unknown = members.first(where: { !known.contains($0.0) }) {
+            throw fail("unknown field \(Topic.quoted(unknown.0))")
+        }
+        guard case .raw(let idText) = fields["id"], let id = Int64(idText) else {
+            throw fail("\"id\" must be an integer")
+        }
+        guard id > previousID else {
+            throw fail("id \(id) is not above the previous id \(previousID); ids must be unique and ascending")
+        }
+        guard case .string(let topic) = fields["topic"] else { throw fail("\"topic\" must be a string") }
+        guard Topic.isValid(topic) else { throw fail("invalid topic \(Topic.quoted(topic))") }
+        var type = "message"
+        switch fields["type"] {
+        case .none: break
+        case .string(let text) where !text.isEmpty: type = text
+        default: throw fail("\"type\" must be a non-empty string")
+        }
+        var key: String?
+        switch fields["key"] {
+        case .none, .null: break
+        case .string(let text): key = text
+        case .some(let value): throw fail("\"key\" must be a string, not \(value.typeName)")
+        }
+        let data: EventData?
+        switch fields["data"] {
+        case .none, .null: data = nil
+        case .string(let text): data = .text(text)
+        case .raw(let text): data = .json(text)
+        }
+        let time: Int64
+        switch fields["time"] {
+        case .string(let text):
+            guard let parsed = Timestamp.parseRFC3339(text) else {
+                throw fail("\"time\" is not RFC 3339: \(text)")
+            }
+            time = parsed
+        case .raw(let text):
+            guard let parsed = Int64(text) else { throw fail("\"time\" must be RFC 3339 or milliseconds") }
+            time = parsed
+        default:
+            throw fail("\"time\" is missing")
+        }
+        var idempotencyKey: String?
+        switch fields["idempotencyKey"] {
+        case .none, .null: break
+        case .string(let text): idempotencyKey = text
+        case .some(let value): throw fail("\"idempotencyKey\" must be a string, not \(value.typeName)")
+        }
+        var requestHash: Int64?
+        switch fields["requestHash"] {
+        case .none, .null: break
+        case .raw(let text):
+            guard let parsed = Int64(text) else { throw fail("\"requestHash\" must be a 64-bit integer") }
+            requestHash = parsed
+        case .some(let value): throw fail("\"requestHash\" must be an integer, not \(value.typeName)")
+        }
+        if idempotencyKey != nil && requestHash == nil {
+            // What the server would have stored, so a retry of the original request is still recognised.
+            requestHash = NewEvent(topic: topic, type: type, key: key, data: data).requestHash
+        }
+        return ExportedEvent(
+            id: id, time: time, topic: topic, type: type, key: key, data: data, idempotencyKey: idempotencyKey,
+            requestHash: idempotencyKey == nil ? nil : requestHash)
     }
 
     private static func parseHeader(
@@ -374,5 +383,119 @@ enum ExportFormat {
             pending.removeFirst(start)
         }
         if !pending.isEmpty { try body(pending, Int64(pending.count)) }
+    }
+}
+
+/// One event as an export line carries it, whatever store it came from or goes to.
+struct ExportedEvent {
+    var id: Int64
+    /// Commit time, Unix milliseconds.
+    var time: Int64
+    var topic: String
+    var type: String
+    var key: String?
+    /// `nil` for a tombstone.
+    var data: EventData?
+    var idempotencyKey: String?
+    /// Only with an idempotency key.
+    var requestHash: Int64?
+}
+
+/// The header line of an export, as a store describes its snapshot.
+struct ExportHeader {
+    var epoch: String
+    var tokenKey: String
+    var earliest: Int64
+    var head: Int64
+    /// The SQLite schema version whose content the export carries (a PostgreSQL log writes its equivalent).
+    var schemaVersion: Int64
+    /// Events that follow.
+    var events: Int64
+    /// The largest id retention removed, from any topic (0 when none).
+    var removedThrough: Int64
+    var voids: [ClosedRange<Int64>]
+}
+
+/// Writes the header, then one line per event, 1 MiB at a time: the one encoder of the format, for every store.
+struct ExportWriter {
+    private let output: FileHandle
+    private let progress: MaintenanceProgressHandler?
+    private let header: ExportHeader
+    private var buffer = ""
+    private var written: Int64 = 0
+
+    init(output: FileHandle, header: ExportHeader, progress: MaintenanceProgressHandler?) {
+        self.output = output
+        self.header = header
+        self.progress = progress
+        buffer = "{\"eventlog\":\"export\",\"version\":\(ExportFormat.version),\"epoch\":"
+        JSONLine.appendString(header.epoch, to: &buffer)
+        buffer += ",\"tokenKey\":"
+        JSONLine.appendString(header.tokenKey, to: &buffer)
+        let voids = header.voids.map { "[\($0.lowerBound - 1),\($0.upperBound)]" }.joined(separator: ",")
+        buffer += ",\"earliest\":\(header.earliest),\"head\":\(header.head),\"schemaVersion\":\(header.schemaVersion)"
+        buffer += ",\"events\":\(header.events),\"removedThrough\":\(header.removedThrough),\"voids\":[\(voids)]}\n"
+    }
+
+    /// Appends the event's line, writing the buffer out once it holds 1 MiB.
+    mutating func write(_ event: ExportedEvent) throws {
+        buffer += "{\"id\":\(event.id),\"time\":\"\(Timestamp.rfc3339(milliseconds: event.time))\",\"topic\":"
+        JSONLine.appendString(event.topic, to: &buffer)
+        buffer += ",\"type\":"
+        JSONLine.appendString(event.type, to: &buffer)
+        if let key = event.key {
+            buffer += ",\"key\":"
+            JSONLine.appendString(key, to: &buffer)
+        }
+        buffer += ",\"data\":"
+        switch event.data {
+        case .none: buffer += "null"
+        case .json(let text): buffer += text
+        case .text(let text): JSONLine.appendString(text, to: &buffer)
+        }
+        if let idempotencyKey = event.idempotencyKey {
+            buffer += ",\"idempotencyKey\":"
+            JSONLine.appendString(idempotencyKey, to: &buffer)
+            if let requestHash = event.requestHash { buffer += ",\"requestHash\":\(requestHash)" }
+        }
+        buffer += "}\n"
+        written += 1
+        if buffer.utf8.count >= 1 << 20 {
+            try output.write(contentsOf: Data(buffer.utf8))
+            buffer.removeAll(keepingCapacity: true)
+            progress?(MaintenanceProgress(phase: "exporting", completed: written, total: header.events, unit: "events"))
+        }
+    }
+
+    /// Writes what is left and reports.
+    mutating func finish() throws -> ExportReport {
+        try output.write(contentsOf: Data(buffer.utf8))
+        buffer.removeAll()
+        progress?(MaintenanceProgress(phase: "exporting", completed: written, total: header.events, unit: "events"))
+        return ExportReport(events: written, epoch: header.epoch, head: header.head, earliest: header.earliest)
+    }
+}
+
+/// What an import sets besides the events, decided by ``ExportFormat/read(from:keepEpoch:progress:store:)`` from
+/// the export alone, so every store imports the same log.
+struct ImportPlan {
+    /// Events read and stored.
+    var events: Int64
+    /// Their smallest and largest id.
+    var ids: ClosedRange<Int64>?
+    /// The head the log gets: the exported head, so ids are never handed out twice.
+    var head: Int64
+    /// The removal floor (selector `''`) the log gets; 0 for none.
+    var removedFloor: Int64 = 0
+    /// Voids below the head.
+    var voids: [(after: Int64, through: Int64)] = []
+    /// The export's epoch, when it is kept.
+    var epoch: String?
+    /// The export's resume-token key, when the header has one.
+    var tokenKey: String?
+
+    func report(earliest: Int64, epoch: String) -> ImportReport {
+        ImportReport(
+            events: events, ids: ids, head: head, earliest: earliest, epoch: epoch, keptEpoch: self.epoch != nil)
     }
 }

@@ -1,5 +1,6 @@
 import CSQLite
 import Foundation
+import Logging
 
 /// Maintenance of one event log file from outside the server: retention, compaction, checkpoint, vacuum,
 /// verify, backup and restore, export and import, statistics.
@@ -10,6 +11,12 @@ import Foundation
 /// because a busy server frees it only briefly between group commits. Between two write transactions it
 /// pauses twice as long as it held the lock, so the server's group commits, which wait for the same lock in
 /// SQLite's default busy handler, find it free soon.
+///
+/// A `postgres://` or `postgresql://` URL instead of a path names a log in PostgreSQL: retention and compaction
+/// then run through ``EventLog/retain(_:dryRun:batching:progress:)`` and ``EventLog/compact(_:dryRun:batching:progress:)``
+/// as on a node, and verify, stats, export and import on a connection of their own (``PostgresLogMaintenance``).
+/// Checkpoint, vacuum, backup and restore are operations on a SQLite file and refuse a PostgreSQL log, saying
+/// what to use instead (``SQLiteFileOperation``).
 ///
 /// Every call blocks the calling thread; do not call it from the Swift cooperative pool. Not Sendable: one
 /// thread uses an instance.
@@ -27,26 +34,40 @@ public final class LogMaintenance {
         public init() {}
     }
 
-    /// The database file.
+    /// The database file, or the PostgreSQL URL.
     public let path: String
     /// The options it was opened with.
     public let options: Options
     /// Receives progress reports of long operations.
     public var progress: MaintenanceProgressHandler?
-    private let connection: Connection
+    private let store: Store
 
-    /// Opens the log at `path`, which must exist and be an event log at this build's schema version.
+    private enum Store {
+        case sqlite(Connection)
+        case postgres(PGConnection)
+    }
+
+    /// Opens the log at `path`, which must exist and be an event log at this build's schema version; or connects
+    /// to the PostgreSQL database at the URL `path`, which must hold an event log at this build's schema version.
     public init(path: String, options: Options = Options()) throws {
         self.path = path
         self.options = options
+        if EventLog.isPostgresURL(path) {
+            let connection = try PGConnection(url: path)
+            try PostgresLogMaintenance.checkSchema(connection)
+            if options.readOnly { try connection.execute("SET default_transaction_read_only = on") }
+            store = .postgres(connection)
+            return
+        }
         guard FileManager.default.fileExists(atPath: path) else {
             throw MaintenanceError(.notFound, "no such file: \(path)")
         }
-        connection = try Connection(
+        let connection = try Connection(
             path: path,
             mode: options.readOnly ? .readOnly : .readWrite,
             busyTimeoutMilliseconds: Int32(clamping: options.busyTimeout.wholeMilliseconds)
         )
+        store = .sqlite(connection)
         try Self.checkSchema(connection, forWriting: !options.readOnly)
         if !options.readOnly {
             // A lost maintenance commit after a power cut is harmless: the deletes and the earliest update go
@@ -59,12 +80,54 @@ public final class LogMaintenance {
     }
 
     deinit {
-        connection.close()
+        close()
     }
 
     /// Closes the connection. Further calls fail.
     public func close() {
-        connection.close()
+        switch store {
+        case .sqlite(let connection): connection.close()
+        case .postgres(let connection): connection.close()
+        }
+    }
+
+    /// The SQLite connection, for an operation on the file; refuses a PostgreSQL log.
+    private func file(_ operation: SQLiteFileOperation) throws -> Connection {
+        switch store {
+        case .sqlite(let connection): return connection
+        case .postgres: throw operation.refusal(path)
+        }
+    }
+
+    /// Runs `body` on a log opened on `path` (PostgreSQL), blocking this thread until it is done and closed.
+    private func onEventLog<T: Sendable>(
+        readOnly: Bool, _ body: @escaping @Sendable (EventLog) async throws -> T
+    ) throws -> T {
+        var logOptions = EventLog.Options()
+        logOptions.readOnly = readOnly
+        // The tool reports the outcome itself; a node's log lines would only mix into its output.
+        logOptions.logger = Logger(label: "eventlog-maint", factory: { _ in SwiftLogNoOpLogHandler() })
+        let url = path
+        let outcome = Locked<Result<T, any Error>?>(nil)
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            let result: Result<T, any Error>
+            do {
+                let log = try await EventLog.open(path: url, options: logOptions)
+                do {
+                    result = .success(try await body(log))
+                } catch {
+                    result = .failure(error)
+                }
+                await log.close()
+            } catch {
+                result = .failure(error)
+            }
+            outcome.withLock { $0 = result }
+            done.signal()
+        }
+        done.wait()
+        return try outcome.withLock { $0! }.get()
     }
 
     // MARK: Retention and compaction
@@ -74,6 +137,12 @@ public final class LogMaintenance {
     /// would have been removed.
     public func retain(_ policy: RetentionPolicy, dryRun: Bool = false) throws -> RetentionReport {
         try policy.validate()
+        guard case .sqlite(let connection) = store else {
+            let (batching, progress) = (options.batching, progress)
+            return try onEventLog(readOnly: dryRun) { log in
+                try await log.retain(policy, dryRun: dryRun, batching: batching, progress: progress)
+            }
+        }
         return try mappingBusy {
             var run = RetentionRun(policy: policy, dryRun: dryRun, batching: options.batching)
             try run.plan(connection, now: Timestamp.nowMilliseconds())
@@ -89,6 +158,12 @@ public final class LogMaintenance {
     /// Keep-latest compaction (see ``CompactionPolicy``). Never changes ids and never moves `earliest`.
     public func compact(_ policy: CompactionPolicy, dryRun: Bool = false) throws -> CompactionReport {
         try policy.validate()
+        guard case .sqlite(let connection) = store else {
+            let (batching, progress) = (options.batching, progress)
+            return try onEventLog(readOnly: dryRun) { log in
+                try await log.compact(policy, dryRun: dryRun, batching: batching, progress: progress)
+            }
+        }
         return try mappingBusy {
             var run = CompactionRun(
                 policy: policy,
@@ -123,7 +198,8 @@ public final class LogMaintenance {
     /// readers to move past the WAL, so appends may wait up to the busy timeout; then `busy` is reported
     /// and the checkpoint did what it could.
     public func checkpoint(_ mode: CheckpointMode = .truncate) throws -> CheckpointReport {
-        try mappingBusy {
+        let connection = try file(.checkpoint)
+        return try mappingBusy {
             let before = StorageStatistics.fileSize(path + "-wal")
             let row =
                 try connection.rows("PRAGMA wal_checkpoint(\(mode.rawValue.uppercased()))") {
@@ -144,7 +220,8 @@ public final class LogMaintenance {
     /// fail with 503 after their busy timeout, and it needs free disk space of about twice the database. Stop
     /// the server first, or use ``vacuum(into:)`` or ``incrementalVacuum(maxPages:)``.
     public func vacuum() throws -> VacuumReport {
-        try mappingBusy {
+        let connection = try file(.vacuum)
+        return try mappingBusy {
             let bytesBefore = StorageStatistics.fileSize(path)
             let freeBefore = try connection.scalarInt("PRAGMA freelist_count") ?? 0
             try connection.execute("VACUUM")
@@ -164,6 +241,7 @@ public final class LogMaintenance {
     /// from one read snapshot. Online-safe: it only reads, so the server keeps appending. The copy has the
     /// same epoch; put it in place with ``restore(from:to:overwrite:progress:)`` while the server is stopped.
     public func vacuum(into target: String) throws -> VacuumReport {
+        let connection = try file(.vacuum)
         guard !FileManager.default.fileExists(atPath: target) else {
             throw MaintenanceError(.targetExists, "\(target) exists; VACUUM INTO needs a new file")
         }
@@ -185,7 +263,8 @@ public final class LogMaintenance {
     /// batch its own short write transaction: online-safe. It needs `auto_vacuum=INCREMENTAL`, which a log
     /// does not have until ``enableIncrementalVacuum()`` has run once (offline).
     public func incrementalVacuum(maxPages: Int? = nil) throws -> VacuumReport {
-        try mappingBusy {
+        let connection = try file(.vacuum)
+        return try mappingBusy {
             guard try connection.scalarInt("PRAGMA auto_vacuum") == 2 else {
                 throw MaintenanceError(
                     .notSupported,
@@ -229,7 +308,8 @@ public final class LogMaintenance {
     /// Switches the file to `auto_vacuum=INCREMENTAL`, which takes a full `VACUUM`: NOT online-safe (see
     /// ``vacuum()``). Afterwards ``incrementalVacuum(maxPages:)`` can run beside the server.
     public func enableIncrementalVacuum() throws -> VacuumReport {
-        try mappingBusy {
+        let connection = try file(.vacuum)
+        return try mappingBusy {
             try connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             return try vacuum()
         }
@@ -240,12 +320,21 @@ public final class LogMaintenance {
     /// Checks the file: SQLite's integrity check, the schema, the meta rows, ids against the sequence and
     /// `earliest`, commit times, index counts, idempotency keys and topics. Reads one snapshot; online-safe.
     public func verify(_ options: VerifyOptions = VerifyOptions()) throws -> VerifyReport {
-        try mappingBusy { try Verifier.verify(connection, options: options, progress: progress) }
+        switch store {
+        case .sqlite(let connection):
+            return try mappingBusy { try Verifier.verify(connection, options: options, progress: progress) }
+        case .postgres(let connection):
+            return try PostgresVerifier.verify(connection, options: options, progress: progress)
+        }
     }
 
     /// Counts, bounds, epoch and sizes; per-topic counts with `perTopic`. Online-safe.
     public func stats(perTopic: Bool = false) throws -> LogStats {
-        try mappingBusy { try StorageStatistics.stats(connection, perTopic: perTopic) }
+        switch store {
+        case .sqlite(let connection):
+            return try mappingBusy { try StorageStatistics.stats(connection, perTopic: perTopic) }
+        case .postgres(let connection): return try PostgresLogMaintenance.stats(connection, perTopic: perTopic)
+        }
     }
 
     // MARK: Backup and restore
@@ -254,6 +343,7 @@ public final class LogMaintenance {
     /// server appends and the copy is consistent. The copy is written beside `target` and renamed into place
     /// only when complete. It keeps the epoch: it *is* this log, as of the snapshot.
     public func backup(to target: String, overwrite: Bool = false) throws -> BackupReport {
+        let connection = try file(.backup)
         if FileManager.default.fileExists(atPath: target) && !overwrite {
             throw MaintenanceError(.targetExists, "\(target) exists; pass overwrite (--force) to replace it")
         }
@@ -294,6 +384,9 @@ public final class LogMaintenance {
         overwrite: Bool = false,
         progress: MaintenanceProgressHandler? = nil
     ) throws -> BackupReport {
+        for location in [path, backup] where EventLog.isPostgresURL(location) {
+            throw SQLiteFileOperation.restore.refusal(location)
+        }
         guard FileManager.default.fileExists(atPath: backup) else {
             throw MaintenanceError(.notFound, "no such file: \(backup)")
         }
@@ -326,10 +419,17 @@ public final class LogMaintenance {
     /// Writes every event as JSON Lines (see the format in OPERATIONS.md) from one snapshot, after a header
     /// line with the epoch, the resume-token key, earliest and head. Online-safe.
     public func export(to output: FileHandle) throws -> ExportReport {
-        try mappingBusy { try ExportFormat.export(connection, to: output, progress: progress) }
+        switch store {
+        case .sqlite(let connection):
+            return try mappingBusy { try ExportFormat.export(connection, to: output, progress: progress) }
+        case .postgres(let connection):
+            return try PostgresLogMaintenance.export(connection, to: output, progress: progress)
+        }
     }
 
-    /// Imports an export into `path`, which must be a new file or a log with no events, in one transaction.
+    /// Imports an export into `path`, which must be a new file or a log with no events, in one transaction; or into
+    /// the PostgreSQL database at the URL `path`, which gets the eventlog schema if it has none and must hold no
+    /// events (``PostgresLogMaintenance/importEvents(from:into:keepEpoch:progress:)``).
     /// Ids, times, data, keys and idempotency keys are kept; the head is the exported head, so ids are never
     /// handed out twice, and `earliest` is the exported one. The resume-token key is the export's.
     ///
@@ -342,6 +442,10 @@ public final class LogMaintenance {
         keepEpoch: Bool = false,
         progress: MaintenanceProgressHandler? = nil
     ) throws -> ImportReport {
+        if EventLog.isPostgresURL(path) {
+            return try PostgresLogMaintenance.importEvents(
+                from: input, into: path, keepEpoch: keepEpoch, progress: progress)
+        }
         let existed = StorageStatistics.fileSize(path) > 0
         let connection = try Connection(path: path, mode: .readWrite)
         defer { connection.close() }

@@ -53,3 +53,40 @@ public struct MaintenanceError: Error, CustomStringConvertible, Sendable, Equata
 
     public var description: String { message }
 }
+
+/// The maintenance operations that work on a SQLite file only. On a log in PostgreSQL they are refused with
+/// ``MaintenanceError/Code/notSupported`` and a message that says what does the job there.
+public enum SQLiteFileOperation: String, Sendable, CaseIterable {
+    /// `PRAGMA wal_checkpoint`.
+    case checkpoint
+    /// `VACUUM`, `VACUUM INTO`, incremental vacuum.
+    case vacuum
+    /// A copy with SQLite's online backup API.
+    case backup
+    /// Putting a backup file in place.
+    case restore
+
+    /// What PostgreSQL offers instead.
+    public var postgresAlternative: String {
+        switch self {
+        case .checkpoint:
+            "PostgreSQL checkpoints its own WAL (checkpoint_timeout, max_wal_size)"
+        case .vacuum:
+            "PostgreSQL's autovacuum reclaims the space of deleted events (or run VACUUM on the eventlog tables)"
+        case .backup:
+            "back up PostgreSQL with pg_dump --schema=eventlog or pg_basebackup, or copy the log with "
+                + "'eventlog-maint export'"
+        case .restore:
+            "restore PostgreSQL with pg_restore (from pg_dump) or pg_basebackup's copy, or load an export into an "
+                + "empty database with 'eventlog-maint import'"
+        }
+    }
+
+    /// The error for this operation on the PostgreSQL database at `location` (shown without its password).
+    public func refusal(_ location: String) -> MaintenanceError {
+        MaintenanceError(
+            .notSupported,
+            "\(rawValue) works on SQLite files only, and \(EventLog.redactedLocation(location)) is PostgreSQL: "
+                + postgresAlternative)
+    }
+}

@@ -72,6 +72,19 @@ public struct LogStats: Sendable, Hashable {
     public var autoVacuum: String
     /// Each topic with its count and last id, when asked for.
     public var topics: [TopicSummary]?
+    /// PostgreSQL only: each table of the schema `eventlog` with its size, indexes and TOAST included
+    /// (`pg_total_relation_size`); ``fileBytes`` is their sum, and the SQLite page and WAL numbers are 0.
+    public var tables: [TableSize]? = nil
+    /// PostgreSQL only: events published with `eventlog.publish` that no eventlogd has moved into the log yet.
+    public var outboxBacklog: Int64? = nil
+}
+
+/// A table and its size on disk.
+public struct TableSize: Sendable, Hashable {
+    /// The table's name.
+    public var name: String
+    /// Its size in bytes.
+    public var bytes: Int64
 }
 
 enum StorageStatistics {

@@ -27,7 +27,7 @@ public struct VerifyReport: Sendable, Hashable {
         /// How bad it is.
         public let severity: Severity
         /// Which check found it: `integrity`, `schema`, `meta`, `sequence`, `ids`, `latest`, `removed`, `voids`, `time`,
-        /// `indexes`, `idempotency`, `topics`, `journal`.
+        /// `indexes`, `idempotency`, `topics`, `journal`; on PostgreSQL also `outbox`.
         public let check: String
         /// What is wrong, precisely, for humans.
         public let message: String
@@ -42,7 +42,7 @@ public struct VerifyReport: Sendable, Hashable {
     public var checks: [String] = []
     /// Events in the log.
     public var eventCount: Int64 = 0
-    /// The head (`sqlite_sequence`), when present.
+    /// The head (`sqlite_sequence`, PostgreSQL's `eventlog.counter`), when present.
     public var head: Int64?
     /// The smallest retained id (the head + 1 when none is).
     public var earliest: Int64?
@@ -141,37 +141,11 @@ enum Verifier {
     }
 
     private static func checkMeta(_ connection: Connection, _ report: inout VerifyReport) throws {
-        report.checks.append("meta")
         let rows = try connection.rows("SELECT name, value FROM meta") { ($0.text(0) ?? "", $0.text(1) ?? "") }
-        let meta = Dictionary(rows, uniquingKeysWith: { first, _ in first })
-        func isHex(_ text: String, length: Int) -> Bool {
-            text.utf8.count == length && text.utf8.allSatisfy { (48...57).contains($0) || (97...102).contains($0) }
-        }
-        if let epoch = meta["epoch"] {
-            report.epoch = epoch
-            if !isHex(epoch, length: 32) {
-                report.error("meta", "meta epoch \(Topic.quoted(epoch)) is not 32 lowercase hex digits")
-            }
-        } else {
-            report.error("meta", "meta has no epoch row")
-        }
-        if let key = meta["token_key"] {
-            if !isHex(key, length: 64) {
-                report.error(
-                    "meta", "meta token_key is not 64 lowercase hex digits (it has \(key.utf8.count) characters)")
-            }
-        } else {
-            report.error("meta", "meta has no token_key row")
-        }
         let version = try connection.scalarInt("PRAGMA user_version") ?? 0
-        if let text = meta["schema_version"] {
-            if Int64(text) != version {
-                report.error(
-                    "meta", "meta schema_version \(Topic.quoted(text)) does not match PRAGMA user_version \(version)")
-            }
-        } else {
-            report.error("meta", "meta has no schema_version row")
-        }
+        checkMeta(
+            Dictionary(rows, uniquingKeysWith: { first, _ in first }), version: (version, "PRAGMA user_version"),
+            &report)
     }
 
     private static func checkSequence(_ connection: Connection, _ report: inout VerifyReport) throws {
@@ -179,35 +153,23 @@ enum Verifier {
         let (count, minID, maxID) = try connection.rows("SELECT count(*), min(id), max(id) FROM events") {
             ($0.int64(0), $0.isNull(1) ? nil : $0.int64(1), $0.isNull(2) ? nil : $0.int64(2))
         }[0]
-        report.eventCount = count
         let sequence = try connection.scalarInt("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-        report.head = sequence ?? 0
-        let head = sequence ?? 0
         if sequence == nil && count > 0 {
             report.error("sequence", "sqlite_sequence has no row for events, but the table holds \(count) events")
         }
-        report.checks.append("ids")
-        if let minID, minID < 1 {
-            let below = try connection.scalarInt("SELECT count(*) FROM events WHERE id < 1") ?? 0
-            report.error("ids", "\(below) events have ids below 1 (smallest \(minID)); ids start at 1")
-        }
-        if let maxID, maxID > head {
-            // AUTOINCREMENT keeps seq >= every id it handed out, so a larger id was written around it. The server
-            // takes seq as the head: readers would never be told of these events, and their positions are unsafe.
-            let above = try connection.scalarInt("SELECT count(*) FROM events WHERE id > ?", [.int(head)]) ?? 0
-            report.error(
-                "sequence",
-                "\(above) events have ids above the head \(head) (sqlite_sequence.seq for events); largest id \(maxID)"
-            )
-        }
-        report.earliest = minID ?? head + 1
+        // AUTOINCREMENT keeps seq >= every id it handed out, so a larger id was written around it.
+        let head = sequence ?? 0
+        try checkIDs(
+            count: count, ids: (minID, maxID), head: head, headSource: "sqlite_sequence.seq for events",
+            below: { try connection.scalarInt("SELECT count(*) FROM events WHERE id < 1") ?? 0 },
+            above: { try connection.scalarInt("SELECT count(*) FROM events WHERE id > ?", [.int(head)]) ?? 0 },
+            &report)
     }
 
     /// The tables of schema version 2: `latest` holds exactly the newest id of each (topic, key); the removal
     /// watermark of a prefix is at least that of every topic below it; voids lie below the head and hold no event.
     private static func checkOrderState(_ connection: Connection, _ report: inout VerifyReport) throws {
         guard try connection.scalarInt("PRAGMA user_version") ?? 0 >= 2 else { return }
-        report.checks.append("latest")
         let wrong =
             try connection.scalarInt(
                 """
@@ -216,43 +178,13 @@ enum Verifier {
                 ) AS truth FULL JOIN latest USING (topic, key)
                 WHERE truth.id IS NOT latest.id
                 """) ?? 0
-        if wrong > 0 {
-            report.error(
-                "latest", "\(wrong) (topic, key) rows of the latest table do not name the newest event of their key")
-        }
-        report.checks.append("removed")
+        reportLatest(wrong: wrong, &report)
         let rows = try connection.rows("SELECT selector, through FROM removed") { ($0.text(0) ?? "", $0.int64(1)) }
-        let watermarks = Dictionary(rows, uniquingKeysWith: max)
-        var behind: [String] = []
-        for (selector, through) in rows where selector != "" && selector != "*" && !selector.hasSuffix("/*") {
-            var covering = ["*"]
-            var prefix = Substring(selector)
-            while let slash = prefix.lastIndex(of: "/") {
-                prefix = prefix[..<slash]
-                covering.append(String(prefix) + "/*")
-            }
-            if let lower = covering.first(where: { (watermarks[$0] ?? 0) < through }) {
-                behind.append("\(lower) below \(selector) (\(through))")
-            }
-        }
-        if !behind.isEmpty {
-            report.error(
-                "removed",
-                "\(behind.count) removal watermarks of prefixes are below a topic's: "
-                    + behind.prefix(examples).joined(separator: ", "))
-        }
-        report.checks.append("voids")
-        let head = report.head ?? 0
-        for void in try SQLiteEventStore.readVoids(connection) {
-            if void.upperBound > head {
-                report.error("voids", "the void \(void) reaches above the head \(head)")
-            }
-            let inside =
-                try connection.scalarInt(
-                    "SELECT count(*) FROM events WHERE id BETWEEN ? AND ?",
-                    [.int(void.lowerBound), .int(void.upperBound)]
-                ) ?? 0
-            if inside > 0 { report.error("voids", "\(inside) events have ids inside the void \(void)") }
+        checkWatermarks(rows, &report)
+        try checkVoids(try SQLiteEventStore.readVoids(connection), &report) { void in
+            try connection.scalarInt(
+                "SELECT count(*) FROM events WHERE id BETWEEN ? AND ?", [.int(void.lowerBound), .int(void.upperBound)]
+            ) ?? 0
         }
     }
 
@@ -265,43 +197,9 @@ enum Verifier {
         report.checks.append("time")
         let statement = try connection.cachedStatement("SELECT id, time FROM events ORDER BY id")
         defer { statement.reset() }
-        var newest: (id: Int64, time: Int64)?
-        var regressions: [String] = []
-        var regressionCount = 0
-        var rows: Int64 = 0
-        let future = Timestamp.nowMilliseconds() + 86_400_000
-        var inFuture = 0
-        while try statement.step() {
-            let id = statement.int64(0)
-            let time = statement.int64(1)
-            rows += 1
-            if rows % 100_000 == 0 {
-                progress?(
-                    MaintenanceProgress(
-                        phase: "checking ids and times", completed: rows, total: report.eventCount, unit: "events"))
-            }
-            if time > future { inFuture += 1 }
-            if let newest, time < newest.time - tolerance {
-                regressionCount += 1
-                if regressions.count < examples {
-                    regressions.append(
-                        "id \(id) at \(Timestamp.rfc3339(milliseconds: time)) after id \(newest.id) at "
-                            + "\(Timestamp.rfc3339(milliseconds: newest.time)) (\(newest.time - time) ms back)"
-                    )
-                }
-            }
-            if newest.map({ time > $0.time }) ?? true { newest = (id, time) }
-        }
-        if regressionCount > 0 {
-            report.warning(
-                "time",
-                "\(regressionCount) events have a commit time more than \(tolerance) ms before an earlier id's: "
-                    + regressions.joined(separator: "; ")
-            )
-        }
-        if inFuture > 0 {
-            report.warning("time", "\(inFuture) events have a commit time more than a day in the future")
-        }
+        var order = TimeOrder(tolerance: tolerance, total: report.eventCount, progress: progress)
+        while try statement.step() { order.add(id: statement.int64(0), time: statement.int64(1)) }
+        order.report(&report)
     }
 
     private static func checkIndexes(_ connection: Connection, _ report: inout VerifyReport) throws {
@@ -337,17 +235,13 @@ enum Verifier {
                 )
             }
         }
-        report.checks.append("idempotency")
         let duplicates = try connection.rows(
             """
             SELECT topic, idempotency_key, count(*) FROM events NOT INDEXED WHERE idempotency_key IS NOT NULL
             GROUP BY topic, idempotency_key HAVING count(*) > 1 LIMIT \(examples)
             """
         ) { "\($0.text(0) ?? "") \(Topic.quoted($0.text(1) ?? "")) ×\($0.int64(2))" }
-        if !duplicates.isEmpty {
-            report.error(
-                "idempotency", "idempotency keys used more than once on a topic: " + duplicates.joined(separator: ", "))
-        }
+        reportDuplicateIdempotencyKeys(duplicates, &report)
     }
 
     private static func checkTopics(_ connection: Connection, _ report: inout VerifyReport) throws {
@@ -355,17 +249,8 @@ enum Verifier {
         // DISTINCT walks events_topic_id, one step per topic rather than per event.
         let statement = try connection.cachedStatement("SELECT DISTINCT topic FROM events")
         defer { statement.reset() }
-        var invalid: [String] = []
-        var count = 0
-        while try statement.step() {
-            let topic = statement.text(0) ?? ""
-            if !Topic.isValid(topic) {
-                count += 1
-                if invalid.count < examples { invalid.append(Topic.quoted(topic)) }
-            }
-        }
-        if count > 0 {
-            report.error("topics", "\(count) topics break the topic grammar: " + invalid.joined(separator: ", "))
-        }
+        var grammar = TopicGrammar()
+        while try statement.step() { grammar.add(statement.text(0) ?? "") }
+        grammar.report(&report)
     }
 }

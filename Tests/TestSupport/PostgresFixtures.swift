@@ -1,20 +1,20 @@
 import Foundation
-import Testing
 
 @testable import EventLog
 
 /// A PostgreSQL server for the tests: `EVENTLOG_TEST_POSTGRES` (a URL to any database of it, as a superuser),
 /// which tools/test.sh sets to the throwaway cluster it starts. Without it the PostgreSQL tests do not run.
-enum TestPostgres {
-    static let serverURL: String? = {
+/// Shared by the test targets (the store's tests and the maintenance tests).
+public enum TestPostgres {
+    public static let serverURL: String? = {
         let value = ProcessInfo.processInfo.environment["EVENTLOG_TEST_POSTGRES"] ?? ""
         return value.isEmpty ? nil : value
     }()
 
-    static var isAvailable: Bool { serverURL != nil }
+    public static var isAvailable: Bool { serverURL != nil }
 
     /// The URL of database `name` on the test server.
-    static func url(database name: String) -> String {
+    public static func url(database name: String) -> String {
         let server = serverURL!
         let query = server.firstIndex(of: "?").map { String(server[$0...]) } ?? ""
         let base = server.firstIndex(of: "?").map { String(server[..<$0]) } ?? server
@@ -30,7 +30,7 @@ enum TestPostgres {
     }
 
     /// Runs `body` with the URL of a new, empty database, dropped afterwards.
-    static func withDatabase<T>(_ body: (String) async throws -> T) async throws -> T {
+    public static func withDatabase<T>(_ body: (String) async throws -> T) async throws -> T {
         let name = "eventlog_test_" + Migrator.randomHex(bytes: 6)
         let admin = try PGConnection(url: serverURL!)
         try admin.execute("CREATE DATABASE \(name)")
@@ -42,7 +42,7 @@ enum TestPostgres {
     }
 
     /// Runs `body` with `count` logs (nodes) open on one new database; closes them afterwards.
-    static func withNodes<T>(
+    public static func withNodes<T>(
         _ count: Int, options: EventLog.Options = EventLog.Options(),
         _ body: ([EventLog], String) async throws -> T
     ) async throws -> T {
