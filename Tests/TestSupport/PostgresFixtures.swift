@@ -23,7 +23,7 @@ public enum TestPostgres {
     }
 
     /// Runs the blocking `body` on a thread of its own (not on the cooperative pool) and returns its result.
-    static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    public static func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { continuation in
             Thread { continuation.resume(with: Result { try body() }) }.start()
         }
