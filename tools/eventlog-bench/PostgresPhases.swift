@@ -469,7 +469,8 @@ enum PGPhases {
         }
         if let redis { env.say(redis.describe("Redis (XREAD BLOCK)")) }
         let name = "pg-fanout"
-        let people = "\(Report.number(Double(count))) subscribers over \(nodeCount) nodes"
+        let people =
+            "\(count >= 1000 ? Report.number(Double(count)) : String(count)) subscribers over \(nodeCount) nodes"
         func ms(_ value: Double?) -> String { value.map { Report.number($0) + " ms" } ?? "–" }
         return [
             ResultRow(
