@@ -99,6 +99,7 @@ struct PostgresCommand: AsyncParsableCommand {
             Thread.sleep(forTimeInterval: budget)
             FileHandle.standardError.write(
                 Data("eventlog-bench: --budget of \(Int(budget)) s ran out; stopping every server\n".utf8))
+            PostgresCommand.budgetRanOut.store(true, ordering: .relaxed)
             ServerRegistry.shared.killAll()
             Foundation.exit(3)
         }
@@ -113,9 +114,18 @@ struct PostgresCommand: AsyncParsableCommand {
             ("pg-counter", { try await PGPhases.counter($0, try await holder.get($0), options) }),
         ]
         let skip = Set(options.skipped)
-        try await ServerBenchmark.run(
-            server, title: "postgres", output: options.output, phases.filter { !skip.contains($0.name) })
+        do {
+            try await ServerBenchmark.run(
+                server, title: "postgres", output: options.output, phases.filter { !skip.contains($0.name) })
+        } catch {
+            // The watchdog is stopping the cluster: let it finish and exit, rather than exit under it.
+            if Self.budgetRanOut.load(ordering: .relaxed) { try? await Task.sleep(for: .seconds(120)) }
+            throw error
+        }
     }
+
+    /// Set by the watchdog when `--budget` ran out.
+    static let budgetRanOut = Atomic<Bool>(false)
 }
 
 /// What a closed-loop publish run over one or more nodes measured.
