@@ -156,6 +156,23 @@ final class BenchEnvironment: Sendable {
         }
     }
 
+    /// Starts `count` `eventlogd` nodes one after the other on the same `database` (a PostgreSQL URL), runs `body`
+    /// with them, and stops them all whatever happens.
+    func withEventLogNodes<T: Sendable>(
+        _ count: Int, database: String, arguments: [String] = [], _ body: ([StartedServer]) async throws -> T
+    ) async throws -> T {
+        var nodes: [StartedServer] = []
+        do {
+            for _ in 0..<count { nodes.append(try await startEventLog(arguments: arguments, database: database)) }
+            let result = try await body(nodes)
+            for node in nodes { await stop(node) }
+            return result
+        } catch {
+            for node in nodes { await stop(node) }
+            throw error
+        }
+    }
+
     private func startEventLog(arguments: [String], database: String?) async throws -> StartedServer {
         var lastLog = ""
         for _ in 1...3 {
@@ -270,6 +287,12 @@ final class BenchEnvironment: Sendable {
                 try? await Task.sleep(for: .milliseconds(50))
             }
             try? FileManager.default.removeItem(atPath: server.directory)
+        case .postgres:
+            if let script = server.script {
+                _ = try? await Processes.run(
+                    "/bin/bash", [script, "stop", server.directory], timeout: .seconds(60))
+            }
+            Processes.stopPostgresNow(server)
         }
         ServerRegistry.shared.remove(server)
     }

@@ -12,7 +12,7 @@ struct EventLogBench: AsyncParsableCommand {
             AppendBenchmark.self, PublishCommand.self, LatencyCommand.self, FanoutCommand.self, IdleCommand.self,
             ReplayCommand.self, StormCommand.self, AuthCommand.self, RampCommand.self, CompactionCommand.self,
             StalledCommand.self, TailCommand.self, SnapshotCommand.self, ConditionalCommand.self,
-            LatestCostCommand.self, AllCommand.self,
+            LatestCostCommand.self, PostgresCommand.self, AllCommand.self,
         ]
     )
 }

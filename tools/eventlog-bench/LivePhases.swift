@@ -39,24 +39,30 @@ enum LiveDelivery {
     /// events per second for `seconds`.
     static func eventlog(
         _ env: BenchEnvironment, server: StartedServer, subscribers: Int, rate: Double, seconds: Double,
-        warmUp: Double, publishers: Int, eventBytes: Int
+        warmUp: Double, publishers: Int, eventBytes: Int, subscriberPorts: [Int]? = nil, publisherPorts: [Int]? = nil
     ) async throws -> LiveResult {
         try await eventlogSession(
-            env, server: server, subscribers: subscribers, publishers: publishers, eventBytes: eventBytes
+            env, server: server, subscribers: subscribers, publishers: publishers, eventBytes: eventBytes,
+            subscriberPorts: subscriberPorts, publisherPorts: publisherPorts
         ) { step in try await step(rate, seconds, warmUp) }
     }
 
     /// eventlog: connects `subscribers` SSE streams on `live` and `publishers` keep-alive connections once,
-    /// then lets `body` run as many measured steps as it likes on them (the fan-out ramp).
+    /// then lets `body` run as many measured steps as it likes on them (the fan-out ramp). With several nodes
+    /// sharing one log (PostgreSQL), subscriber `i` connects to `subscriberPorts[i % count]` and publisher
+    /// connection `j` to `publisherPorts[j % count]`; both default to `server`'s port.
     static func eventlogSession<T: Sendable>(
         _ env: BenchEnvironment, server: StartedServer, subscribers: Int, publishers: Int, eventBytes: Int,
-        _ body: (Step) async throws -> T
+        subscriberPorts: [Int]? = nil, publisherPorts: [Int]? = nil, _ body: (Step) async throws -> T
     ) async throws -> T {
+        let subscriberPorts = subscriberPorts ?? [server.port]
+        let publisherPorts = publisherPorts ?? [server.port]
         let connected = try await env.client.connectMany(count: subscribers, parallel: 200) { index in
             let loop = env.loop(index)
             let subscriber = SSESubscriber(
                 eventLoop: loop, selectors: [topic], lastEventID: nil, options: .init(recordLatency: true))
-            let channel = try await env.client.connect(port: server.port, on: loop, handler: subscriber)
+            let channel = try await env.client.connect(
+                port: subscriberPorts[index % subscriberPorts.count], on: loop, handler: subscriber)
             _ = try await wait(subscriber.caughtUp.futureResult, seconds: 60, "SSE subscriber \(index) caught up")
             return Connected(handler: subscriber, channel: channel)
         }
@@ -65,8 +71,12 @@ enum LiveDelivery {
         let publisherLoop = env.loops[0]
         let connections: [HTTPLoadConnection]
         do {
-            connections = try await env.client.httpConnections(
-                port: server.port, count: publishers, on: publisherLoop)
+            connections = try await env.client.connectMany(count: publishers) { index in
+                let connection = HTTPLoadConnection(eventLoop: publisherLoop)
+                _ = try await env.client.connect(
+                    port: publisherPorts[index % publisherPorts.count], on: publisherLoop, handler: connection)
+                return connection
+            }
         } catch {
             await connected.closeAll()
             throw error

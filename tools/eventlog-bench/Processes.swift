@@ -9,6 +9,8 @@ struct StartedServer: Sendable {
     enum Kind: Sendable {
         case eventlogd
         case redis
+        /// A throwaway PostgreSQL cluster (`tools/pg.sh`); `pid` is its postmaster.
+        case postgres
     }
 
     let kind: Kind
@@ -16,8 +18,16 @@ struct StartedServer: Sendable {
     let port: Int
     /// The temporary directory holding its data and its log (deleted on stop).
     let directory: String
+    /// For `.postgres`: the `tools/pg.sh` that started it (and stops it).
+    var script: String? = nil
 
-    var name: String { kind == .eventlogd ? "eventlogd" : "redis-server" }
+    var name: String {
+        switch kind {
+        case .eventlogd: "eventlogd"
+        case .redis: "redis-server"
+        case .postgres: "postgres"
+        }
+    }
 }
 
 /// The servers that are running, so that every exit path stops them.
@@ -41,9 +51,13 @@ final class ServerRegistry: Sendable {
             defer { servers.removeAll() }
             return servers
         }
-        for server in servers {
+        // The nodes first, then the database they use.
+        for server in servers where server.kind != .postgres {
             kill(server.pid, SIGKILL)
             try? FileManager.default.removeItem(atPath: server.directory)
+        }
+        for server in servers where server.kind == .postgres {
+            Processes.stopPostgresNow(server)
         }
     }
 }
@@ -173,6 +187,27 @@ enum Processes {
         let fields = stat[stat.index(after: close)...].split(separator: " ")
         guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// Stops a PostgreSQL cluster from a non-async exit path: `pg.sh stop DIR` (a fast shutdown, bounded to 30 s),
+    /// then SIGKILL for a postmaster still there, and the directory removed.
+    static func stopPostgresNow(_ server: StartedServer) {
+        if let script = server.script,
+            let pid = try? spawn("/bin/bash", [script, "stop", server.directory], logPath: "/dev/null")
+        {
+            let deadline = ContinuousClock.now + .seconds(30)
+            var status: Int32 = 0
+            while waitpid(pid, &status, WNOHANG) == 0 {
+                if ContinuousClock.now > deadline {
+                    kill(pid, SIGKILL)
+                    _ = waitpid(pid, &status, 0)
+                    break
+                }
+                usleep(50_000)
+            }
+        }
+        if server.pid > 0, !isGone(server.pid) { kill(server.pid, SIGKILL) }
+        try? FileManager.default.removeItem(atPath: server.directory)
     }
 
     /// The load averages (1, 5, 15 minutes) as /proc/loadavg shows them.

@@ -30,7 +30,10 @@ extension EventLogError {
 /// several statements, no parameters). When the connection was lost (PostgreSQL restarted, a network cut), the
 /// next call reconnects first, so a thread's connection heals by itself once the server is back; the call that
 /// saw it break fails with a ``PGError`` whose ``PGError/isConnectionProblem`` is true.
-final class PGConnection: ThreadConnection, @unchecked Sendable {
+///
+/// Public (with `init(url:)`, `execute`, `query`, `scalarInt`, `close` and ``PGResult``'s readers) only so that
+/// `eventlog-bench postgres` can run application transactions that call `eventlog.publish`; not a supported API.
+public final class PGConnection: ThreadConnection, @unchecked Sendable {
     // @unchecked: used only by the thread that owns it.
     private var handle: OpaquePointer?
     private let conninfo: String
@@ -39,7 +42,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
 
     /// Connects to `url` (`postgres://user@host:port/dbname?...`, as libpq reads it). Adds `connect_timeout=5`
     /// unless the URL sets one, so a connect to an unreachable host fails instead of hanging.
-    init(url: String) throws {
+    public init(url: String) throws {
         var info = url
         if !url.contains("connect_timeout=") {
             info += (url.contains("?") ? "&" : "?") + "connect_timeout=5"
@@ -56,7 +59,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     }
 
     /// Closes the connection; a later call reconnects.
-    func close() {
+    public func close() {
         if let handle { PQfinish(handle) }
         handle = nil
     }
@@ -108,14 +111,14 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
 
     /// Runs a script of one or more statements without parameters (the simple query protocol).
     @discardableResult
-    func execute(_ sql: String) throws -> PGResult {
+    public func execute(_ sql: String) throws -> PGResult {
         let connection = try open()
         return try check(PQexec(connection, sql), connection)
     }
 
     /// Runs one statement with text parameters (`nil` is SQL NULL) and returns its rows, in text format.
     @discardableResult
-    func query(_ sql: String, _ parameters: [String?] = []) throws -> PGResult {
+    public func query(_ sql: String, _ parameters: [String?] = []) throws -> PGResult {
         let connection = try open()
         let result = Self.withValues(parameters) { count, values in
             PQexecParams(connection, sql, count, nil, values, nil, nil, 0)
@@ -176,7 +179,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
     }
 
     /// The first column of the first row as an integer, or nil (no row, or NULL).
-    func scalarInt(_ sql: String, _ parameters: [String?] = []) throws -> Int64? {
+    public func scalarInt(_ sql: String, _ parameters: [String?] = []) throws -> Int64? {
         let result = try query(sql, parameters)
         return result.rowCount > 0 ? result.int64(0, 0) : nil
     }
@@ -277,7 +280,7 @@ final class PGConnection: ThreadConnection, @unchecked Sendable {
 }
 
 /// The rows of one statement, in text format. Frees libpq's result when released.
-final class PGResult: @unchecked Sendable {
+public final class PGResult: @unchecked Sendable {
     // @unchecked: immutable once made; libpq's accessors only read it.
     private let pointer: OpaquePointer
 
@@ -285,7 +288,7 @@ final class PGResult: @unchecked Sendable {
     deinit { PQclear(pointer) }
 
     /// Rows returned.
-    var rowCount: Int { Int(PQntuples(pointer)) }
+    public var rowCount: Int { Int(PQntuples(pointer)) }
 
     /// Rows an INSERT, UPDATE or DELETE touched.
     var affectedRows: Int64 { Int64(String(cString: PQcmdTuples(pointer))) ?? 0 }
@@ -293,7 +296,7 @@ final class PGResult: @unchecked Sendable {
     func isNull(_ row: Int, _ column: Int) -> Bool { PQgetisnull(pointer, Int32(row), Int32(column)) == 1 }
 
     /// The value as text; nil for NULL.
-    func text(_ row: Int, _ column: Int) -> String? {
+    public func text(_ row: Int, _ column: Int) -> String? {
         if isNull(row, column) { return nil }
         let value = PQgetvalue(pointer, Int32(row), Int32(column))!
         let length = Int(PQgetlength(pointer, Int32(row), Int32(column)))
@@ -303,7 +306,7 @@ final class PGResult: @unchecked Sendable {
     }
 
     /// The value as an integer (0 for NULL or a non-integer).
-    func int64(_ row: Int, _ column: Int) -> Int64 {
+    public func int64(_ row: Int, _ column: Int) -> Int64 {
         if isNull(row, column) { return 0 }
         return strtoll(PQgetvalue(pointer, Int32(row), Int32(column)), nil, 10)
     }
