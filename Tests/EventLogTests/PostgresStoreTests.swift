@@ -181,7 +181,7 @@ struct PostgresStoreTests {
         }
     }
 
-    @Test("a batch of 12,000 events commits whole, in statements of 5,000, with ids in order")
+    @Test("a batch of 12,000 events commits whole, in one statement, with ids in order")
     func bigBatch() async throws {
         try await TestPostgres.withNodes(2) { nodes, _ in
             _ = try await nodes[1].append(Self.event("big/0", "before"))

@@ -127,10 +127,11 @@ public final class PGConnection: ThreadConnection, @unchecked Sendable {
     }
 
     /// Runs one statement with text parameters and then `COMMIT`, in one round trip (libpq's pipeline mode), in
-    /// the transaction ``begin(_:then:)`` opened. When the statement fails, `COMMIT` does not run and the
-    /// transaction is left for ``rollback()``. A lock the transaction holds is held one round trip less than
-    /// with a `query` and an `execute("COMMIT")`.
-    func queryThenCommit(_ sql: String, _ parameters: [String?]) throws {
+    /// the transaction ``begin(_:then:)`` opened, and returns the statement's rows. When the statement fails,
+    /// `COMMIT` does not run and the transaction is left for ``rollback()``. A lock the statement takes is held
+    /// for no round trip at all: only while PostgreSQL runs the statement and the commit.
+    @discardableResult
+    func queryThenCommit(_ sql: String, _ parameters: [String?]) throws -> PGResult {
         let connection = try open()
         guard PQenterPipelineMode(connection) == 1 else { throw lostConnection(connection) }
         defer { if PQexitPipelineMode(connection) != 1 { close() } }
@@ -142,6 +143,7 @@ public final class PGConnection: ThreadConnection, @unchecked Sendable {
         else { throw lostConnection(connection) }
         // Each statement's result, then a NULL; then the sync point. The first error is the one to report.
         var failure: (any Error)?
+        var rows: PGResult?
         var statements = 0
         while statements < 2 {
             guard let result = PQgetResult(connection) else {
@@ -149,7 +151,10 @@ public final class PGConnection: ThreadConnection, @unchecked Sendable {
                 continue
             }
             if failure == nil, PQresultStatus(result) != PGRES_PIPELINE_ABORTED {
-                do { _ = try check(result, connection) } catch { failure = error }
+                do {
+                    let checked = try check(result, connection)
+                    if statements == 0 { rows = checked }
+                } catch { failure = error }
             } else {
                 PQclear(result)
             }
@@ -158,7 +163,12 @@ public final class PGConnection: ThreadConnection, @unchecked Sendable {
         guard let sync = PQgetResult(connection) else { throw failure ?? lostConnection(connection) }
         PQclear(sync)
         if let failure { throw failure }
+        guard let rows else { throw lostConnection(connection) }
+        return rows
     }
+
+    /// The process id of the connection's backend (0 when closed): a notification names the backend that sent it.
+    var backendPID: Int32 { handle.map { PQbackendPID($0) } ?? 0 }
 
     private func lostConnection(_ connection: OpaquePointer) -> PGError {
         PGError(sqlState: "", message: Self.oneLine(Self.text(PQerrorMessage(connection))))
@@ -232,18 +242,18 @@ public final class PGConnection: ThreadConnection, @unchecked Sendable {
     /// The connection's socket, for `poll` while waiting for notifications; -1 when closed.
     var socket: Int32 { handle.map { PQsocket($0) } ?? -1 }
 
-    /// Reads what the server sent and returns the notifications received, as (channel, payload).
-    /// Throws when the connection is lost.
-    func notifications() throws -> [(channel: String, payload: String)] {
+    /// Reads what the server sent and returns the notifications received, as (channel, payload, the sending
+    /// backend's process id). Throws when the connection is lost.
+    func notifications() throws -> [(channel: String, payload: String, sender: Int32)] {
         guard let handle, PQstatus(handle) == CONNECTION_OK else {
             throw PGError(sqlState: "", message: "the connection to \(displayName) is closed")
         }
         guard PQconsumeInput(handle) == 1, PQstatus(handle) == CONNECTION_OK else {
             throw PGError(sqlState: "", message: Self.oneLine(Self.text(PQerrorMessage(handle))))
         }
-        var found: [(String, String)] = []
+        var found: [(String, String, Int32)] = []
         while let notify = PQnotifies(handle) {
-            found.append((Self.text(notify.pointee.relname), Self.text(notify.pointee.extra)))
+            found.append((Self.text(notify.pointee.relname), Self.text(notify.pointee.extra), notify.pointee.be_pid))
             PQfreemem(notify)
         }
         return found

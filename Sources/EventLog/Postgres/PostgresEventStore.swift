@@ -88,8 +88,12 @@ final class PostgresEventStore: EventStore {
             throw EventLogError(.corrupt, "could not read the log's meta table")
         }
         let listener = writer.map { writer in
-            PostgresListener(url: url, logger: options.logger) { channel, payload in
+            PostgresListener(url: url, logger: options.logger) { channel, payload, sender in
                 let state = writer.state
+                if channel == PostgresListener.commitChannel && sender == state.connectionPID.load(ordering: .relaxed) {
+                    // This node's own commit: its writer has put the events into the tail already.
+                    return
+                }
                 if channel == PostgresListener.outboxChannel {
                     state.outboxChanged()
                     if !state.outboxQueued.exchange(true, ordering: .relaxed) { writer.threads.submit(.outbox) }

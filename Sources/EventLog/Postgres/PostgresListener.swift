@@ -3,7 +3,8 @@ import Logging
 import Synchronization
 
 /// A thread with its own connection that `LISTEN`s for the other nodes' commits (`eventlog`, payload the new
-/// head) and for `eventlog.publish` (`eventlog_outbox`), and hands each notification to `onNotify`.
+/// head) and for `eventlog.publish` (`eventlog_outbox`), and hands each notification to `onNotify` with the
+/// process id of the backend that sent it.
 ///
 /// When the connection is lost it reconnects, every half second until PostgreSQL answers, and then reports
 /// ``reconnectedChannel``: the store catches up from its last known head, so a notification lost meanwhile only
@@ -21,7 +22,7 @@ final class PostgresListener: Sendable {
     private let stopping = Flag()
     private let exited = DispatchSemaphore(value: 0)
 
-    init(url: String, logger: Logger, onNotify: @escaping @Sendable (String, String) -> Void) {
+    init(url: String, logger: Logger, onNotify: @escaping @Sendable (String, String, Int32) -> Void) {
         let thread = Thread { [stopping, exited] in
             Self.run(url: url, logger: logger, stopping: stopping, onNotify: onNotify)
             exited.signal()
@@ -38,7 +39,7 @@ final class PostgresListener: Sendable {
 
     private static func run(
         url: String, logger: Logger, stopping: Flag,
-        onNotify: @Sendable (String, String) -> Void
+        onNotify: @Sendable (String, String, Int32) -> Void
     ) {
         var connection: PGConnection?
         var lostSince: ContinuousClock.Instant?
@@ -52,7 +53,7 @@ final class PostgresListener: Sendable {
                         logger.info("listening again for other nodes' commits")
                         lostSince = nil
                     }
-                    onNotify(reconnectedChannel, "")
+                    onNotify(reconnectedChannel, "", 0)
                 } catch {
                     if lostSince == nil {
                         logger.warning("cannot listen for other nodes' commits", metadata: ["error": "\(error)"])
@@ -68,7 +69,7 @@ final class PostgresListener: Sendable {
             if ready < 0 && errno == EINTR { continue }
             do {
                 // Also with nothing ready: notifications may already sit in libpq's buffer.
-                for (channel, payload) in try current.notifications() { onNotify(channel, payload) }
+                for (channel, payload, sender) in try current.notifications() { onNotify(channel, payload, sender) }
             } catch {
                 logger.warning(
                     "lost the connection that listens for other nodes' commits", metadata: ["error": "\(error)"])

@@ -132,23 +132,17 @@ enum PostgresLogMaintenance {
         mutating func insert(_ connection: PGConnection) throws {
             guard let first = events.first, let last = events.last else { return }
             defer { events.removeAll(keepingCapacity: true) }
-            let data = events.map { PostgresSQL.dataColumns($0.data) }
             do {
                 try connection.query(
-                    """
-                    INSERT INTO eventlog.events
-                        (id, topic, type, key, data, data_format, time, idempotency_key, request_hash)
-                    SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                        $6::smallint[], $7::bigint[], $8::text[], $9::bigint[])
-                    """,
-                    [
-                        PostgresSQL.array(events.map { String($0.id) }), PostgresSQL.array(events.map(\.topic)),
-                        PostgresSQL.array(events.map(\.type)), PostgresSQL.array(events.map(\.key)),
-                        PostgresSQL.array(data.map(\.text)), PostgresSQL.array(data.map(\.format)),
-                        PostgresSQL.array(events.map { String($0.time) }),
-                        PostgresSQL.array(events.map(\.idempotencyKey)),
-                        PostgresSQL.array(events.map { $0.requestHash.map(String.init) }),
-                    ])
+                    PostgresSQL.insertEvents(firstParameter: 1),
+                    PostgresSQL.insertParameters(
+                        events.map {
+                            PostgresSQL.EventRow(
+                                event: Event(
+                                    id: $0.id, topic: $0.topic, type: $0.type, key: $0.key, data: $0.data, time: $0.time
+                                ),
+                                idempotencyKey: $0.idempotencyKey, requestHash: $0.requestHash)
+                        }))
             } catch let error as PGError {
                 throw MaintenanceError(
                     .invalidExport, "cannot store the events \(first.id)...\(last.id): \(error.message)")

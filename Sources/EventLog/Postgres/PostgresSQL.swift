@@ -65,21 +65,53 @@ enum PostgresSQL {
 
     /// A PostgreSQL array literal of texts (`{"a","b",NULL}`), for a `$n::text[]` parameter.
     static func array(_ values: [String?]) -> String {
-        var text = "{"
+        var bytes: [UInt8] = [UInt8(ascii: "{")]
+        bytes.reserveCapacity(values.reduce(2) { $0 + ($1?.utf8.count ?? 4) + 3 })
         for (index, value) in values.enumerated() {
-            if index > 0 { text += "," }
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
             guard let value else {
-                text += "NULL"
+                bytes += "NULL".utf8
                 continue
             }
-            text += "\""
-            for character in value.unicodeScalars {
-                if character == "\"" || character == "\\" { text += "\\" }
-                text.unicodeScalars.append(character)
+            bytes.append(UInt8(ascii: "\""))
+            for byte in value.utf8 {
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                bytes.append(byte)
             }
-            text += "\""
+            bytes.append(UInt8(ascii: "\""))
         }
-        return text + "}"
+        bytes.append(UInt8(ascii: "}"))
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// An event row as `eventlog.events` stores it.
+    struct EventRow {
+        let event: Event
+        let idempotencyKey: String?
+        /// The request hash, stored with an idempotency key only.
+        let requestHash: Int64?
+    }
+
+    /// `INSERT INTO eventlog.events … SELECT * FROM unnest(…)` with its nine array parameters numbered from
+    /// `first`: one statement of the same text for any number of rows (PostgreSQL parses little, whatever the
+    /// count), filled by ``insertParameters(_:)``.
+    static func insertEvents(firstParameter first: Int) -> String {
+        let types = ["bigint", "text", "text", "text", "text", "smallint", "bigint", "text", "bigint"]
+        return """
+            INSERT INTO eventlog.events (id, topic, type, key, data, data_format, time, idempotency_key, request_hash)
+            SELECT * FROM unnest(\(types.enumerated().map { "$\(first + $0.offset)::\($0.element)[]" }.joined(separator: ", ")))
+            """
+    }
+
+    /// The nine array parameters of ``insertEvents(firstParameter:)`` for `rows`.
+    static func insertParameters(_ rows: [EventRow]) -> [String?] {
+        let data = rows.map { dataColumns($0.event.data) }
+        return [
+            array(rows.map { String($0.event.id) }), array(rows.map(\.event.topic)), array(rows.map(\.event.type)),
+            array(rows.map(\.event.key)), array(data.map(\.text)), array(data.map(\.format)),
+            array(rows.map { String($0.event.time) }), array(rows.map(\.idempotencyKey)),
+            array(rows.map { $0.requestHash.map(String.init) }),
+        ]
     }
 
     /// The (format, text) columns of an event's data.

@@ -38,6 +38,8 @@ final class PostgresWriter: @unchecked Sendable {
     private var outboxBacklog = false
     /// `head` for other threads (the listener compares a notification's head with it).
     let knownHead = Atomic<Int64>(0)
+    /// The process id of the writer connection's backend: the listener ignores the commit notifications it sent.
+    let connectionPID = Atomic<Int32>(0)
     /// The most events read into the tail by one catch-up; beyond it the tail is reset instead.
     private let maxCatchUp: Int
     private let logger: Logger
@@ -186,6 +188,19 @@ final class PostgresWriter: @unchecked Sendable {
 
     private func commit(_ requests: [AppendRequest], on connection: PGConnection) {
         let moveOutbox = outboxPending.exchange(false, ordering: .relaxed)
+        let plain = requests.allSatisfy {
+            $0.events.allSatisfy { $0.event.idempotencyKey == nil && $0.event.expectedLastID == nil }
+        }
+        if !moveOutbox, !requests.isEmpty, plain {
+            commitPlain(requests, on: connection)
+        } else {
+            commitLocked(requests, moveOutbox: moveOutbox, on: connection)
+        }
+    }
+
+    /// A group that looks up idempotency keys or topic heads, or moves the outbox: those reads must see what
+    /// every earlier commit wrote, so the counter row is locked first.
+    private func commitLocked(_ requests: [AppendRequest], moveOutbox: Bool, on connection: PGConnection) {
         outboxBacklog = false
         var decisions: [Result<[AppendResult], Error>] = []
         var inserted: [Event] = []
@@ -196,6 +211,7 @@ final class PostgresWriter: @unchecked Sendable {
         do {
             // One round trip: BEGIN and the counter row's lock, held until COMMIT.
             let counter = try connection.begin(then: "SELECT head, time, removals FROM eventlog.counter FOR UPDATE")
+            connectionPID.store(connection.backendPID, ordering: .relaxed)
             let databaseHead = counter.int64(0, 0)
             let databaseTime = counter.int64(0, 1)
             let databaseRemovals = counter.int64(0, 2)
@@ -220,8 +236,6 @@ final class PostgresWriter: @unchecked Sendable {
             (decisions, rows) = try decide(all, time: time, nextID: &nextID, on: connection)
             inserted = rows.map(\.event)
             movedCount = outbox.count
-            // The listener ignores notifications up to `knownHead`: this commit's own is one.
-            knownHead.store(nextID, ordering: .relaxed)
             if !inserted.isEmpty || outboxThrough > 0 {
                 try insertAndCommit(rows, head: nextID, time: time, outboxThrough: outboxThrough, on: connection)
             } else {
@@ -232,7 +246,6 @@ final class PostgresWriter: @unchecked Sendable {
             removals = databaseRemovals
         } catch {
             connection.rollback()
-            knownHead.store(head, ordering: .relaxed)
             outboxBacklog = false
             if moveOutbox { outboxPending.store(true, ordering: .relaxed) }
             logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
@@ -379,54 +392,110 @@ final class PostgresWriter: @unchecked Sendable {
     }
 
     /// Inserts accepted events, raises the counter to `head`, deletes the moved outbox rows, notifies the
-    /// nodes and commits: one statement for up to 5,000 events (9 parameters each), the counter's update, the
-    /// outbox's delete and `pg_notify` riding along as data-modifying CTEs, pipelined with `COMMIT` (one round
-    /// trip while the counter row is locked); bigger groups send the first rows ahead in statements of 5,000.
+    /// nodes and commits: one statement of one text for any number of events (arrays, ``PostgresSQL/insertEvents(firstParameter:)``),
+    /// the counter's update, the outbox's delete and `pg_notify` riding along as data-modifying CTEs, pipelined
+    /// with `COMMIT`.
     private func insertAndCommit(
         _ rows: [Row], head: Int64, time: Int64, outboxThrough: Int64, on connection: PGConnection
     ) throws {
-        var start = 0
-        repeat {
-            let end = min(rows.count, start + 5000)
-            let last = end == rows.count
-            var parameters: [String?] = []
-            var sql = ""
-            if last {
-                parameters = [String(head), String(time), String(outboxThrough)]
-                sql = """
-                    WITH c AS (UPDATE eventlog.counter SET head = $1::bigint, time = $2::bigint),
-                    d AS (DELETE FROM eventlog.outbox WHERE seq <= $3::bigint)
-                    """
+        try connection.queryThenCommit(
+            """
+            WITH c AS (UPDATE eventlog.counter SET head = $1::bigint, time = $2::bigint),
+            d AS (DELETE FROM eventlog.outbox WHERE seq <= $3::bigint),
+            i AS (\(PostgresSQL.insertEvents(firstParameter: 4)))
+            SELECT pg_notify('eventlog', $1::bigint::text)
+            """,
+            [String(head), String(time), String(outboxThrough)]
+                + PostgresSQL.insertParameters(
+                    rows.map {
+                        PostgresSQL.EventRow(
+                            event: $0.event, idempotencyKey: $0.idempotencyKey,
+                            requestHash: $0.idempotencyKey == nil ? nil : $0.hash)
+                    }))
+    }
+
+    // MARK: Plain groups
+
+    /// A group of plain appends (no idempotency key, no condition) with no outbox to move: nothing needs reading
+    /// before the ids are taken, so one statement takes them from the counter row and inserts the events, and it
+    /// goes with `COMMIT` in one round trip. The counter row is locked only while PostgreSQL runs that statement and
+    /// the commit, never while a round trip to this node is in flight. What other nodes committed before the
+    /// group (ids between this node's head and the group's first) is read afterwards, outside the lock.
+    private func commitPlain(_ requests: [AppendRequest], on connection: PGConnection) {
+        // Decided with ids relative to the group (1…n) and no time yet: only a NUL in text data refuses a request.
+        var relative: Int64 = 0
+        let decided = Result { try decide(requests.map(\.events), time: 0, nextID: &relative, on: connection) }
+        guard case .success(let (decisions, rows)) = decided, !rows.isEmpty else {
+            let outcome = decided.map(\.0)
+            for (index, request) in requests.enumerated() {
+                request.completion(outcome.flatMap { $0[index] })
             }
-            if end > start {
-                sql +=
-                    (last ? ", i AS (" : "") + """
-                        INSERT INTO eventlog.events (id, topic, type, key, data, data_format, time, idempotency_key, \
-                        request_hash) VALUES
-                        """
-                parameters.reserveCapacity(parameters.count + (end - start) * 9)
-                for index in start..<end {
-                    sql += index > start ? ",(" : " ("
-                    let base = parameters.count
-                    sql += (1...9).map { "$\(base + $0)" }.joined(separator: ",") + ")"
-                    let row = rows[index]
-                    let event = row.event
-                    let data = PostgresSQL.dataColumns(event.data)
-                    parameters += [
-                        String(event.id), event.topic, event.type, event.key, data.text, data.format,
-                        String(event.time), row.idempotencyKey, row.idempotencyKey == nil ? nil : String(row.hash),
-                    ]
-                }
-                if last { sql += ")" }
+            return
+        }
+        let count = Int64(rows.count)
+        let newHead: Int64
+        let time: Int64
+        let databaseRemovals: Int64
+        do {
+            try connection.begin()
+            connectionPID.store(connection.backendPID, ordering: .relaxed)
+            let data = rows.map { PostgresSQL.dataColumns($0.event.data) }
+            let result = try connection.queryThenCommit(
+                """
+                WITH c AS (
+                    UPDATE eventlog.counter SET head = head + $1::bigint, time = greatest(time, $2::bigint)
+                    RETURNING head, time, removals),
+                i AS (
+                    INSERT INTO eventlog.events (id, topic, type, key, data, data_format, time)
+                    SELECT c.head - $1::bigint + u.n, u.topic, u.type, u.key, u.data, u.format, c.time
+                    FROM c, unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::smallint[])
+                        WITH ORDINALITY AS u(topic, type, key, data, format, n))
+                SELECT head, time, removals, pg_notify('eventlog', head::text) FROM c
+                """,
+                [
+                    String(count), String(max(Timestamp.nowMilliseconds(), lastTime)),
+                    PostgresSQL.array(rows.map(\.event.topic)), PostgresSQL.array(rows.map(\.event.type)),
+                    PostgresSQL.array(rows.map(\.event.key)), PostgresSQL.array(data.map(\.text)),
+                    PostgresSQL.array(data.map(\.format)),
+                ])
+            newHead = result.int64(0, 0)
+            time = result.int64(0, 1)
+            databaseRemovals = result.int64(0, 2)
+        } catch {
+            connection.rollback()
+            logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
+            let mapped = Self.publicError(error)
+            for request in requests { request.completion(.failure(mapped)) }
+            return
+        }
+        let base = newHead - count
+        var foreignWrites = databaseRemovals != removals
+        var caughtUp: [Event] = []
+        if !foreignWrites && base > head {
+            // Committed before this group took the counter row, so all there.
+            do {
+                let result = try connection.query(
+                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+                    [String(head), String(base), String(maxCatchUp + 1)])
+                if result.rowCount > maxCatchUp { foreignWrites = true } else { caughtUp = PostgresSQL.events(result) }
+            } catch {
+                foreignWrites = true
             }
-            if last {
-                sql += " SELECT pg_notify('eventlog', $1::bigint::text)"
-                try connection.queryThenCommit(sql, parameters)
-            } else {
-                try connection.query(sql, parameters)
-            }
-            start = end
-        } while start < rows.count
+        }
+        lastTime = time
+        removals = databaseRemovals
+        head = newHead
+        knownHead.store(head, ordering: .relaxed)
+        counters.withLock { $0.groupCommits += 1 }
+        func stored(_ event: Event) -> Event {
+            Event(
+                id: base + event.id, topic: event.topic, type: event.type, key: event.key, data: event.data, time: time)
+        }
+        currentObserver?.storeDidCommit(
+            caughtUp + rows.map { stored($0.event) }, head: head, foreignWrites: foreignWrites)
+        for (request, decision) in zip(requests, decisions) {
+            request.completion(decision.map { $0.map { AppendResult(event: stored($0.event), replayed: false) } })
+        }
     }
 
     // MARK: The outbox
