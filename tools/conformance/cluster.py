@@ -26,6 +26,10 @@ started here with tools/pg.sh in a temp directory and stopped at exit, whatever 
      (200, Idempotent-Replayed), a different body is 409 on any node; 21 concurrent conditional appends
      with the same Expected-Last-Id over 3 nodes: exactly one wins, the others get 409 with its id; a
      retry of the winner (same key) on another node is 200 with the same id.
+  5) PostgreSQL down for seconds (tools/pg.sh stop-server): publishes on both nodes are 503
+     storage_unavailable with a JSON body, /healthz 503, an open SSE stream stays open with keepalives and
+     no event; after start-server the node publishes again by itself, the stream delivers that event next,
+     and the log holds exactly the acknowledged events.
 
 Usage: python3 tools/conformance/cluster.py [path/to/eventlogd]   (or set EVENTLOGD)
 Prints `ok - ...` / `FAIL - ...` per check and ends with `N passed, M failed`; exits 1 on failure.
@@ -909,6 +913,83 @@ def scenario_idempotency() -> None:
     PG.drop_databases()
 
 
+def scenario_outage() -> None:
+    """PostgreSQL down for a few seconds: publishes answer 503 storage_unavailable, /healthz 503, a stream stays
+    open with its keepalives; when PostgreSQL is back the nodes carry on by themselves."""
+    assert PG is not None
+    if not PG.dir:
+        checks.fail("5: not run", "no PostgreSQL directory to stop ($EVENTLOG_TEST_PG_DIR unset)")
+        return
+    nodes = start_nodes(PG.fresh_database(), 2, prefix="outage")
+    a, b = nodes
+    first = post(a, {"topic": "out/1", "data": "before"})
+    checks.equal(first.status_code, 201, "5: a publish before the outage is 201")
+    first_id = first.json()["id"]
+    stream = CurlStream(b.url("/v1/events?topic=out/*"), headers=[f"Last-Event-ID: {first_id}"], max_time=60)
+    stream.quiet_for(1.0)  # what the server sends when the stream opens
+    stopped = run_pg_sh("stop-server", PG.dir, timeout=120)
+    checks.check(stopped.returncode == 0, "5: tools/pg.sh stop-server succeeded", stopped.stderr.strip()[-500:])
+    try:
+        for node in nodes:
+            answer = post(node, {"topic": "out/1", "data": "during"}, {"Idempotency-Key": f"during-{node.name}"})
+            checks.check(answer.status_code == 503 and error_code(answer) == "storage_unavailable",
+                         f"5: a publish on {node.name} during the outage is 503 storage_unavailable (JSON body)",
+                         f"{answer.status_code} {answer.text[:300]}")
+        health = b.http.get(b.url("/healthz"))
+        checks.equal(health.status_code, 503, "5: /healthz answers 503 during the outage")
+        comments, events, ended = 0, [], False
+        deadline = time.monotonic() + 4.0
+        while time.monotonic() < deadline:
+            try:
+                frame = stream.next_frame(timeout=max(0.05, deadline - time.monotonic()), skip_comments=False)
+            except TimeoutError:
+                break
+            except StreamEnded:
+                ended = True
+                break
+            if frame.is_comment_only:
+                comments += 1
+            elif frame.has_id:
+                events.append(frame.id)
+        checks.check(not ended and comments >= 2 and not events,
+                     "5: the stream stays open through 4 s of outage, with keepalives (--keepalive 1) and no event",
+                     f"ended={ended} keepalives={comments} events={events}")
+        checks.check(all(node.running for node in nodes), "5: both nodes keep running during the outage")
+    finally:
+        started = run_pg_sh("start-server", PG.dir, timeout=120)
+    checks.check(started.returncode == 0, "5: tools/pg.sh start-server succeeded", started.stderr.strip()[-500:])
+
+    def publish_after() -> Optional[httpx.Response]:
+        answer = post(a, {"topic": "out/1", "data": "after"}, {"Idempotency-Key": "after-1"})
+        return answer if answer.status_code in (200, 201) else None
+
+    after = wait_until(publish_after, 30.0, 0.2)
+    checks.check(after is not None, f"5: {a.name} publishes again by itself once PostgreSQL is back")
+    if after is not None:
+        after_id = after.json()["id"]
+        delivered = None
+        try:
+            for _ in range(20):
+                frame = stream.next_frame(timeout=10)
+                if frame.has_id:
+                    delivered = frame.id
+                    break
+        except (TimeoutError, StreamEnded) as error:
+            delivered = repr(error)
+        checks.equal(delivered, str(after_id),
+                     f"5: the stream open through the outage delivers the next event on {b.name}")
+        events, failures = fetch_history(b, "out/*", attempts=10)
+        checks.check([event["id"] for event in events or []] == [first_id, after_id],
+                     "5: the log holds exactly the two acknowledged events (nothing from the 503s)",
+                     f"{[event['id'] for event in events or []]} != {[first_id, after_id]}; {failures}")
+        health = b.http.get(b.url("/healthz"))
+        checks.equal(health.status_code, 200, "5: /healthz answers 200 again")
+    stream.close()
+    for node in nodes:
+        node.close()
+    PG.drop_databases()
+
+
 # --------------------------------------------------------------------------------------------
 
 
@@ -926,6 +1007,7 @@ def main(argv: list) -> int:
             ("2) PostgreSQL restart mid-load", scenario_pg_restart),
             ("3) transactional publish: eventlog.publish, COMMIT and ROLLBACK", scenario_transactions),
             ("4) idempotency and conditional append across nodes", scenario_idempotency),
+            ("5) PostgreSQL down for seconds: 503, keepalives, carrying on", scenario_outage),
         ):
             if time.monotonic() - started >= limit:  # the deadline fired inside an earlier scenario
                 checks.fail(f"{name}: not run", f"the script deadline of {limit}s has passed")
