@@ -565,12 +565,7 @@ def check_log(nodes: list, pubs: Publishers, selector: str, what: str, attempts:
         event = by_id.get(event_id)
         if event is None:
             continue
-        data = event.get("data")
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                pass
+        data = decoded_data(event)
         if event.get("topic") != entry[1] or data != entry[2]:
             wrong.append((event_id, entry[1], entry[2], event.get("topic"), event.get("data")))
     checks.check(not wrong, f"{what}: each acknowledged id names the event published (topic, data)", short(wrong, 5))
@@ -705,6 +700,17 @@ def scenario_pg_restart() -> None:
 # 3) transactional publish (eventlog.publish in the application's transaction)
 
 
+def decoded_data(event: dict) -> Any:
+    """An event's data, with a JSON text decoded (eventlog.publish's text data may hold JSON)."""
+    data = event.get("data")
+    if isinstance(data, str):
+        try:
+            return json.loads(data)
+        except ValueError:
+            pass
+    return data
+
+
 def scenario_transactions() -> None:
     assert PG is not None
     db_url = PG.fresh_database()
@@ -777,15 +783,7 @@ def scenario_transactions() -> None:
     wait_until(moved, 20.0, 0.2)
     empty = wait_until(lambda: outbox_rows() == 0, 10.0, 0.2)
     checks.check(empty, "3: eventlogd emptied the outbox", f"{outbox_rows()} rows left")
-    datas = []
-    for event in events:
-        data = event.get("data")
-        if isinstance(data, str):
-            try:
-                data = json.loads(data)
-            except ValueError:
-                pass
-        datas.append(data)
+    datas = [decoded_data(event) for event in events]
     got_rolled = [d for d in datas if isinstance(d, dict) and d.get("commit") is False]
     checks.check(not got_rolled, "3: no event of a rolled-back transaction is in the log",
                  f"{len(got_rolled)}: {short(got_rolled, 5)}")
