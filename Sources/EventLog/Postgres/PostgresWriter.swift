@@ -142,10 +142,7 @@ final class PostgresWriter: @unchecked Sendable {
                 () throws -> (StoreBounds, [Event]?) in
                 let bounds = try PostgresEventStore.readBounds(connection)
                 guard bounds.head > head, bounds.removals == removals else { return (bounds, nil) }
-                let result = try connection.query(
-                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 ORDER BY id LIMIT $2",
-                    [String(head), String(maxCatchUp + 1)])
-                return (bounds, result.rowCount > maxCatchUp ? nil : PostgresSQL.events(result))
+                return (bounds, try foreignEvents(after: head, on: connection))
             }
             counters.withLock { $0.catchUps += 1 }
             let moved = bounds.head > head
@@ -164,6 +161,19 @@ final class PostgresWriter: @unchecked Sendable {
         } catch {
             logger.debug("catch-up failed", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// The events after `position` (through `last`, when given), in id order, for the tail; nil when there are
+    /// more than the tail takes in one catch-up (`maxCatchUp`), and the tail is to be reset instead.
+    private func foreignEvents(
+        after position: Int64, through last: Int64? = nil, on connection: PGConnection
+    ) throws
+        -> [Event]?
+    {
+        let result = try connection.query(
+            "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
+            [String(position), String(last ?? .max), String(maxCatchUp + 1)])
+        return result.rowCount > maxCatchUp ? nil : PostgresSQL.events(result)
     }
 
     // MARK: The group commit
@@ -219,10 +229,11 @@ final class PostgresWriter: @unchecked Sendable {
                 foreignWrites = true
             } else if databaseHead > head {
                 // Other nodes committed since this node last looked: their events go into the tail first.
-                let result = try connection.query(
-                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 ORDER BY id LIMIT $2",
-                    [String(head), String(maxCatchUp + 1)])
-                if result.rowCount > maxCatchUp { foreignWrites = true } else { caughtUp = PostgresSQL.events(result) }
+                if let events = try foreignEvents(after: head, on: connection) {
+                    caughtUp = events
+                } else {
+                    foreignWrites = true
+                }
             }
             var outbox: [(seq: Int64, event: PreparedEvent)] = []
             var outboxThrough: Int64 = 0
@@ -245,26 +256,13 @@ final class PostgresWriter: @unchecked Sendable {
             newHead = nextID
             removals = databaseRemovals
         } catch {
-            connection.rollback()
             outboxBacklog = false
             if moveOutbox { outboxPending.store(true, ordering: .relaxed) }
-            logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
-            let mapped = Self.publicError(error)
-            for request in requests { request.completion(.failure(mapped)) }
-            return
+            return fail(requests, error, on: connection)
         }
-        counters.withLock {
-            $0.groupCommits += 1
-            $0.movedFromOutbox += movedCount
-        }
-        head = newHead
-        knownHead.store(head, ordering: .relaxed)
-        if foreignWrites || !caughtUp.isEmpty || !inserted.isEmpty {
-            currentObserver?.storeDidCommit(caughtUp + inserted, head: head, foreignWrites: foreignWrites)
-        }
-        for (request, decision) in zip(requests, decisions) {
-            request.completion(decision)
-        }
+        finish(
+            requests, decisions.prefix(requests.count), events: caughtUp + inserted, head: newHead,
+            foreignWrites: foreignWrites, moved: movedCount)
         for case .failure(let error) in decisions.dropFirst(requests.count) {
             // An outbox row refused in the group (its idempotency key names a different event): its transaction
             // committed, so nobody can be told but the log.
@@ -462,39 +460,55 @@ final class PostgresWriter: @unchecked Sendable {
             time = result.int64(0, 1)
             databaseRemovals = result.int64(0, 2)
         } catch {
-            connection.rollback()
-            logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
-            let mapped = Self.publicError(error)
-            for request in requests { request.completion(.failure(mapped)) }
-            return
+            return fail(requests, error, on: connection)
         }
         let base = newHead - count
         var foreignWrites = databaseRemovals != removals
         var caughtUp: [Event] = []
         if !foreignWrites && base > head {
-            // Committed before this group took the counter row, so all there.
-            do {
-                let result = try connection.query(
-                    "SELECT \(PostgresSQL.eventColumns) FROM eventlog.events WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3",
-                    [String(head), String(base), String(maxCatchUp + 1)])
-                if result.rowCount > maxCatchUp { foreignWrites = true } else { caughtUp = PostgresSQL.events(result) }
-            } catch {
+            // Committed before this group took the counter row, so all there; a failed read resets the tail.
+            if let events = try? foreignEvents(after: head, through: base, on: connection) {
+                caughtUp = events
+            } else {
                 foreignWrites = true
             }
         }
         lastTime = time
         removals = databaseRemovals
-        head = newHead
-        knownHead.store(head, ordering: .relaxed)
-        counters.withLock { $0.groupCommits += 1 }
         func stored(_ event: Event) -> Event {
             Event(
                 id: base + event.id, topic: event.topic, type: event.type, key: event.key, data: event.data, time: time)
         }
-        currentObserver?.storeDidCommit(
-            caughtUp + rows.map { stored($0.event) }, head: head, foreignWrites: foreignWrites)
+        finish(
+            requests, decisions.map { $0.map { $0.map { AppendResult(event: stored($0.event), replayed: false) } } },
+            events: caughtUp + rows.map { stored($0.event) }, head: newHead, foreignWrites: foreignWrites, moved: 0)
+    }
+
+    /// A group commit that failed: nothing of it was written; every request fails with it.
+    private func fail(_ requests: [AppendRequest], _ error: any Error, on connection: PGConnection) {
+        connection.rollback()
+        logger.error("group commit failed", metadata: ["error": "\(error)", "requests": "\(requests.count)"])
+        let mapped = Self.publicError(error)
+        for request in requests { request.completion(.failure(mapped)) }
+    }
+
+    /// A group commit that committed: the writer's head moves, the log gets `events` (other nodes' first, then
+    /// the group's) before the appenders hear their outcome.
+    private func finish(
+        _ requests: [AppendRequest], _ decisions: some Collection<Result<[AppendResult], Error>>, events: [Event],
+        head newHead: Int64, foreignWrites: Bool, moved: Int
+    ) {
+        counters.withLock {
+            $0.groupCommits += 1
+            $0.movedFromOutbox += moved
+        }
+        head = newHead
+        knownHead.store(head, ordering: .relaxed)
+        if foreignWrites || !events.isEmpty {
+            currentObserver?.storeDidCommit(events, head: head, foreignWrites: foreignWrites)
+        }
         for (request, decision) in zip(requests, decisions) {
-            request.completion(decision.map { $0.map { AppendResult(event: stored($0.event), replayed: false) } })
+            request.completion(decision)
         }
     }
 
