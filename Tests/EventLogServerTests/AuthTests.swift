@@ -153,21 +153,23 @@ struct AuthFixture {
             _ = try await server.log.append(NewEvent(topic: "orders/1", type: "t", data: .text("a")))
             _ = try await server.log.append(NewEvent(topic: "orders/2", type: "t", data: .text("b")))
             let client = server.client
-            // Long enough to connect on a loaded machine; exp is in whole seconds, so it lives 4 to 5 s.
-            let short = try await fixture.token(subscribe: ["orders/1"], lifetime: .seconds(5))
-
-            let refused = try await client.sse("/v1/events?topic=orders/2", headers: fixture.bearer(short)) { reader in
+            let narrow = try await fixture.token(subscribe: ["orders/1"])
+            let refused = try await client.sse("/v1/events?topic=orders/2", headers: fixture.bearer(narrow)) { reader in
                 try await reader.readHead()
                 return (reader.status, try await reader.readRest())
             }
             #expect(refused.0 == 403)
             #expect(refused.1.contains("\"selector\":\"orders/2\""))
 
-            // Last-Event-ID carries a position, never rights.
-            let ids = try await withTimeout(.seconds(20)) {
+            // Last-Event-ID carries a position, never rights. The token is minted just before the connect and
+            // lives long enough for a loaded CI machine to open the stream (exp is in whole seconds: 9 to 10 s).
+            let short = try await fixture.token(subscribe: ["orders/1"], lifetime: .seconds(10))
+            let ids = try await withTimeout(.seconds(30)) {
                 try await client.sse(
                     "/v1/events?topic=orders/1", headers: fixture.bearer(short) + [("Last-Event-ID", "0")]
                 ) { reader in
+                    try await reader.readHead()
+                    #expect(reader.status == 200)
                     var ids: [Int64] = []
                     while let message = try await reader.nextMessage() {
                         if let id = message.idValue { ids.append(id) }
