@@ -37,6 +37,9 @@ set -e
 # Passing tests one line each; failures with their details; the runner's closing summary.
 grep -Ev '^(􀟈|◇) |Test Case .* started' .build/swift-test.log | tail -n 200
 if [ "$status" -ne 0 ]; then
+    # The tail above can miss a failure printed early on: every recorded issue again, with its details.
+    echo "== failures"
+    grep -A 8 -E '^✘ Test .* recorded an issue' .build/swift-test.log | head -n 300 || true
     echo "swift test failed ($status)"
     exit "$status"
 fi

@@ -84,7 +84,11 @@ struct SourceOptions: ParsableArguments {
         do {
             return .database(try await EventLog.open(path: path, options: options))
         } catch {
-            throw UserError("cannot open \(EventLog.redactedLocation(path)): \(UserError.describe(error))")
+            // PostgreSQL's errors name the (redacted) URL themselves; a file's do not.
+            guard EventLog.isPostgresURL(path) else {
+                throw UserError("cannot open \(path): \(UserError.describe(error))")
+            }
+            throw UserError(UserError.describe(error))
         }
     }
 }

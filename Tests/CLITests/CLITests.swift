@@ -243,6 +243,14 @@ struct CLITests {
         #expect(noServer.status == 1)
         #expect(noServer.stderr.hasPrefix("eventlog: "))
         #expect(noServer.stderr.split(separator: "\n").count == 1)
+        // An unreachable PostgreSQL: its URL once, with the password hidden, and libpq's reason, in one line.
+        let noPostgres = try Run.command("eventlog", ["replay", "--db", "postgres://bob:secret@127.0.0.1:1/x"])
+        #expect(noPostgres.status == 1)
+        #expect(
+            noPostgres.stderr.hasPrefix("eventlog: PostgreSQL: cannot connect to postgres://bob:***@127.0.0.1:1/x: "))
+        #expect(noPostgres.stderr.components(separatedBy: "127.0.0.1:1/x").count == 2)
+        #expect(!noPostgres.stderr.contains("secret"))
+        #expect(noPostgres.stderr.split(separator: "\n").count == 1)
         let usage = try Run.command("eventlog", ["replay"])
         #expect(usage.status == 2)
         #expect(usage.stderr.contains("give exactly one of --db PATH or --server URL"))

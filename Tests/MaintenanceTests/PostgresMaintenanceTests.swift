@@ -301,7 +301,9 @@ struct PostgresMaintenanceTests {
             #expect(verify.status == 0)
             #expect(verify.stdout.hasPrefix("verify: ok (5 events, head 5, earliest 1, epoch "))
 
-            let retain = try await ToolTests.run(["retain", "--db", url, "--max-events", "2", "--quiet"])
+            let retain = try await ToolTests.run([
+                "retain", "--db", url, "--max-events", "2", "--quiet", "--batch-time", "60s",
+            ])
             #expect(retain.status == 0)
             #expect(
                 retain.stdout

@@ -107,7 +107,10 @@ struct ToolTests {
         try await withTemporaryDirectory { directory in
             let path = directory.path("events.db")
             try await makeLog(path, (1...10).map { event("t/1", $0) })
-            let dry = try await Self.run(["retain", "--db", path, "--max-events", "3", "--dry-run"])
+            // One batch however slow the machine: the default 10 ms batch time can end a batch after one event.
+            let dry = try await Self.run([
+                "retain", "--db", path, "--max-events", "3", "--dry-run", "--batch-time", "60s",
+            ])
             #expect(dry.status == 0)
             #expect(
                 dry.stdout == """
@@ -160,7 +163,7 @@ struct ToolTests {
             #expect(spared.stderr == "mapping keys: 7/7 ids (100%)\nexamining: 7/7 ids (100%), removed 0 events\n")
             #expect(try storedIDs(path) == [1, 2, 3, 4, 5, 6, 7])
             let dry = try await Self.run([
-                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--dry-run",
+                "compact", "--db", path, "--keep-latest", "--topic", "orders/*", "--dry-run", "--batch-time", "60s",
             ])
             #expect(dry.status == 0)
             #expect(
