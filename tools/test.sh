@@ -31,9 +31,12 @@ swift build --build-tests 2>&1 | tail -n 3
 
 echo "== swift test"
 set +e
-swift test --skip-build >.build/swift-test.log 2>&1
+# Bounded: a hang fails the run in 30 minutes (124) instead of using up CI's 90.
+timeout --kill-after=30s 30m swift test --skip-build >.build/swift-test.log 2>&1
 status=$?
 set -e
+# Children of a test process that crashed or was stopped (servers, `eventlog tail -f`) outlive it.
+pkill -KILL -f "^$(swift build --show-bin-path)/" || true
 # Passing tests one line each; failures with their details; the runner's closing summary.
 grep -Ev '^(􀟈|◇) |Test Case .* started' .build/swift-test.log | tail -n 200
 if [ "$status" -ne 0 ]; then

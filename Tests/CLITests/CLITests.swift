@@ -45,27 +45,15 @@ struct Run {
         if let stdin { input.fileHandleForWriting.write(Data(stdin.utf8)) }
         try input.fileHandleForWriting.close()
         let deadline = Date().addingTimeInterval(timeout)
-        let outData = Locked(Data())
-        let errData = Locked(Data())
-        out.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            outData.withLock { $0.append(chunk) }
-        }
-        err.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            errData.withLock { $0.append(chunk) }
-        }
+        let outReader = PipeReader(out.fileHandleForReading)
+        let errReader = PipeReader(err.fileHandleForReading)
         while process.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.01) }
         if process.isRunning { process.terminate() }
         process.waitUntilExit()
-        out.fileHandleForReading.readabilityHandler = nil
-        err.fileHandleForReading.readabilityHandler = nil
-        outData.withLock { $0.append(out.fileHandleForReading.readDataToEndOfFile()) }
-        errData.withLock { $0.append(err.fileHandleForReading.readDataToEndOfFile()) }
         return Run(
             status: process.terminationStatus,
-            stdout: String(decoding: outData.withLock { $0 }, as: UTF8.self),
-            stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
+            stdout: String(decoding: outReader.wait(), as: UTF8.self),
+            stderr: String(decoding: errReader.wait(), as: UTF8.self))
     }
 }
 

@@ -10,6 +10,8 @@ final class Daemon: @unchecked Sendable {
     // @unchecked: `process` is only used from the test that owns this object.
     let process: Subprocess
     let url: String
+    /// Reads the daemon's log for as long as it runs.
+    private let logReader: PipeReader
 
     /// Starts eventlogd with `arguments` and waits until its log says where it listens.
     init(_ arguments: [String]) throws {
@@ -21,13 +23,12 @@ final class Daemon: @unchecked Sendable {
         process.standardError = log
         process.standardOutput = FileHandle.nullDevice
         let text = Locked("")
-        log.fileHandleForReading.readabilityHandler = { handle in
-            let chunk = handle.availableData
-            if chunk.isEmpty { handle.readabilityHandler = nil }
+        try process.run()
+        let reader = PipeReader(log.fileHandleForReading) { chunk in
             text.withLock { $0 += String(decoding: chunk, as: UTF8.self) }
         }
-        try process.run()
         self.process = process
+        self.logReader = reader
         let deadline = Date().addingTimeInterval(30)
         var port: Substring?
         while port == nil, process.isRunning, Date() < deadline {

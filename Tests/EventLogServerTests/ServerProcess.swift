@@ -10,6 +10,8 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     let databasePath: String
     private let stderrLines: Locked<[String]>
+    /// Reads the server's standard error for as long as the process runs (its thread holds the pipe).
+    private let stderrReader: PipeReader
 
     /// The built `eventlogd` beside the test bundle (the same build directory).
     static var executableURL: URL { builtExecutable("eventlogd") }
@@ -47,12 +49,8 @@ final class ServerProcess: @unchecked Sendable {
         let lines = Locked<[String]>([])
         let listening = Locked<Int?>(nil)
         let buffer = Locked("")
-        errorPipe.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            guard !data.isEmpty else {
-                handle.readabilityHandler = nil
-                return
-            }
+        try process.run()
+        let reader = PipeReader(errorPipe.fileHandleForReading) { data in
             let complete = buffer.withLock { text -> [String] in
                 text += String(decoding: data, as: UTF8.self)
                 var parts = text.components(separatedBy: "\n")
@@ -67,8 +65,8 @@ final class ServerProcess: @unchecked Sendable {
                 }
             }
         }
-        try process.run()
         self.process = process
+        self.stderrReader = reader
         self.stderrLines = lines
         let deadline = Date().addingTimeInterval(30)
         while listening.withLock({ $0 }) == nil {

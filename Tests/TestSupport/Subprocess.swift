@@ -19,7 +19,11 @@ public final class Subprocess: @unchecked Sendable {
     public var arguments: [String]?
     /// The child's environment; `nil` for this process's.
     public var environment: [String: String]?
-    /// A `Pipe`, a `FileHandle` (`FileHandle.nullDevice` is `/dev/null`), or `nil` to inherit this process's.
+    /// A `Pipe`, a `FileHandle` (`FileHandle.nullDevice` is `/dev/null`), or `nil` for `/dev/null`.
+    ///
+    /// Unlike Foundation's `Process`, `nil` does not hand the child this process's own streams: `swift test`
+    /// reads the test process's output until every writer has closed it, so a child that outlives a crashed
+    /// test process (a `tail -f`, a server) would otherwise keep `swift test` waiting for ever.
     public var standardInput: Any?
     public var standardOutput: Any?
     public var standardError: Any?
@@ -49,13 +53,11 @@ public final class Subprocess: @unchecked Sendable {
                     : (pipe.fileHandleForWriting, pipe.fileHandleForReading)
                 posix_spawn_file_actions_adddup2(&actions, child.fileDescriptor, target)
                 closeInParent.append(child)
-            case let handle as FileHandle where handle === FileHandle.nullDevice:
-                posix_spawn_file_actions_addopen(
-                    &actions, target, "/dev/null", target == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
-            case let handle as FileHandle:
+            case let handle as FileHandle where handle !== FileHandle.nullDevice:
                 posix_spawn_file_actions_adddup2(&actions, handle.fileDescriptor, target)
             default:
-                break
+                posix_spawn_file_actions_addopen(
+                    &actions, target, "/dev/null", target == STDIN_FILENO ? O_RDONLY : O_WRONLY, 0)
             }
         }
         if let closeFrom = Self.addCloseFrom { _ = closeFrom(&actions, 3) }
