@@ -15,12 +15,11 @@ import Glibc
 /// with libdispatch; the end of the output ends the thread.
 public final class PipeReader: Sendable {
     private let collected = Locked(Data())
-    private let finished = Locked(false)
     private let done = DispatchSemaphore(value: 0)
 
     /// Starts reading `handle` (a pipe's `fileHandleForReading`, kept open until the pipe ends).
     public init(_ handle: FileHandle, onChunk: @escaping @Sendable (Data) -> Void = { _ in }) {
-        let thread = Thread { [collected, finished, done] in
+        let thread = Thread { [collected, done] in
             // The closure holds `handle`, so its descriptor is not closed (and reused) while it is read.
             let descriptor = handle.fileDescriptor
             var buffer = [UInt8](repeating: 0, count: 65_536)
@@ -32,15 +31,11 @@ public final class PipeReader: Sendable {
                 collected.withLock { $0.append(chunk) }
                 onChunk(chunk)
             }
-            finished.withLock { $0 = true }
             done.signal()
         }
         thread.name = "PipeReader"
         thread.start()
     }
-
-    /// Whether the pipe has ended (every writer closed it).
-    public var isFinished: Bool { finished.withLock { $0 } }
 
     /// Waits until the pipe ends (every writer has closed it) and returns all it carried.
     public func wait() -> Data {
