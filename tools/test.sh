@@ -21,7 +21,8 @@ fi
 tools/pg.sh install
 pg_dir="$(mktemp -d /tmp/eventlog-test-pg.XXXXXX)"
 trap 'tools/pg.sh stop "$pg_dir"' EXIT
-pg_port="${EVENTLOG_TEST_PG_PORT:-$((20000 + RANDOM % 20000))}"
+# Below the ephemeral range (32768-60999), which the tests' servers on port 0 draw from.
+pg_port="${EVENTLOG_TEST_PG_PORT:-$((20000 + RANDOM % 12000))}"
 echo "== PostgreSQL on 127.0.0.1:$pg_port ($pg_dir)"
 EVENTLOG_TEST_POSTGRES="$(tools/pg.sh start "$pg_dir" "$pg_port")"
 export EVENTLOG_TEST_POSTGRES EVENTLOG_TEST_PG_DIR="$pg_dir"

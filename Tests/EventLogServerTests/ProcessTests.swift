@@ -137,14 +137,22 @@ struct ProcessTests {
 
 @Suite("eventlogd reads EVENTLOG_* variables by the rule of its flags")
 struct ProcessEnvironmentTests {
-    /// A port that was free a moment ago on 127.0.0.1.
+    /// A port on 127.0.0.1 that was free a moment ago, below the kernel's ephemeral range (32768-60999 on Linux),
+    /// so that no other test's server on port 0 is given it before eventlogd binds it.
     private func freePort() async throws -> Int {
-        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = channel.localAddress?.port ?? 0
-        try await channel.close()
-        return port
+        for _ in 0..<100 {
+            let port = Int.random(in: 10_000..<20_000)
+            guard
+                let channel = try? await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                    .bind(host: "127.0.0.1", port: port).get()
+            else { continue }
+            try await channel.close()
+            return port
+        }
+        throw PortError()
     }
+
+    private struct PortError: Error {}
 
     @Test("EVENTLOG_PORT sets the port; --port on the command line wins over it")
     func portFromEnvironment() async throws {
